@@ -1,0 +1,131 @@
+"""The run record: one `result.json` per run, written atomically; many records into one DataFrame."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RECORD_NAME = "result.json"
+STATUSES = ("ok", "diverged", "failed")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temporary file in the same folder and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; a missing metric is null
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_record(run_dir: str | Path, record: dict) -> Path:
+    path = Path(run_dir) / RECORD_NAME
+    atomic_write_text(path, json.dumps(_jsonable(record), indent=2, sort_keys=False, default=str))
+    return path
+
+
+def read_record(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD_NAME
+    return json.loads(path.read_text())
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    from . import __version__
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "lstm_odyssey": __version__}
+
+
+def git_commit() -> str | None:
+    """The commit of the package's source tree, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def record_row(record: dict) -> dict[str, Any]:
+    """One DataFrame row: scalars at the top, `val_*`/`test_*` metrics, hyperparameters as dotted columns."""
+    row = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
+    for split in ("val", "test"):
+        for name, value in (record.get(split) or {}).items():
+            row[f"{split}_{name}"] = value
+    row.update(record.get("hparams") or {})
+    for name, value in (record.get("info") or {}).items():
+        if not isinstance(value, (dict, list)):
+            row[f"info.{name}"] = value
+    return row
+
+
+def find_records(*paths: str | Path) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(path.rglob(RECORD_NAME)))
+        else:
+            warnings.warn(f"no such file or folder: {path}", stacklevel=3)
+    return found
+
+
+def load_results(*paths: str | Path) -> pd.DataFrame:
+    """Every `result.json` under `paths` as one row each; unreadable files are skipped with a warning."""
+    rows = []
+    for path in find_records(*paths):
+        try:
+            record = read_record(path)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            warnings.warn(f"skipping unreadable record {path}: {err}", stacklevel=2)
+            continue
+        row = record_row(record)
+        row["record_path"] = str(path)
+        rows.append(row)
+    return pd.DataFrame(rows)

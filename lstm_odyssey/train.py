@@ -1,0 +1,328 @@
+"""The training entry point: config → data + model → fit with early stopping → `result.json`.
+
+Run as `lstm-odyssey-train cell=cifg data=adding optim=sgd optim.lr=0.01` (Hydra) or call
+`run(cfg, run_dir)` with a plain dict or DictConfig.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import tracking
+from .cells import get_spec
+from .data import build_task
+from .data.base import TaskData
+from .models import SequenceModel
+from .results import atomic_write_text, flatten, git_commit, versions, write_record
+
+log = logging.getLogger("lstm_odyssey.train")
+
+CHECKPOINT_DIR = "checkpoints"
+# Config groups that are hyperparameters of a run (paths, logger and hydra are not).
+HPARAM_GROUPS = ("cell", "data", "model", "optim", "trainer")
+NOT_HPARAMS = {"trainer.resume", "trainer.device", "trainer.progress"}
+
+
+class Diverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite."""
+
+
+def to_dict(cfg: Any) -> dict:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    return dict(cfg)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={name} but CUDA is not available here; use trainer.device=auto or cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: dict, task: TaskData) -> SequenceModel:
+    model_cfg = dict(cfg["model"])
+    return SequenceModel(
+        task.task_type, task.input_size, task.output_size, cell=get_spec(cfg["cell"]), tokens=task.tokens,
+        tolerance=task.tolerance, **model_cfg,
+    )
+
+
+def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
+    opt = dict(cfg["optim"])
+    name = opt.pop("name")
+    if name == "sgd":
+        lr = opt["lr"] * (1 - opt["momentum"]) if opt.get("scale_lr_by_momentum") else opt["lr"]
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=opt["momentum"], nesterov=bool(opt.get("nesterov")) and opt["momentum"] > 0,
+            weight_decay=opt.get("weight_decay", 0.0),
+        )
+    if name == "adam":
+        return torch.optim.Adam(
+            model.parameters(), lr=opt["lr"], betas=tuple(opt.get("betas", (0.9, 0.999))),
+            weight_decay=opt.get("weight_decay", 0.0),
+        )
+    raise ValueError(f"unknown optimiser {name!r}; choose optim=sgd or optim=adam")
+
+
+def evaluate(model: SequenceModel, task: TaskData, split: str, batch_size: int, device: torch.device) -> dict[str, float]:
+    model.eval()
+    sums: dict[str, float] = {}
+    state = None
+    with torch.no_grad():
+        for batch in task.split(split).batches(batch_size, task.task_type):
+            batch = batch.to(device)
+            prediction, final = model(batch.x, batch.lengths, state)
+            state = final if task.stateful else None
+            for k, v in model.metric_sums(prediction, batch).items():
+                sums[k] = sums.get(k, 0.0) + v
+    return model.finalize_metrics(sums)
+
+
+def _detach(state):
+    if state is None:
+        return None
+    return state.detach() if isinstance(state, torch.Tensor) else tuple(s.detach() for s in state)
+
+
+def train_epoch(
+    model: SequenceModel, task: TaskData, optimizer: torch.optim.Optimizer, trainer: dict,
+    generator: torch.Generator, device: torch.device,
+) -> float:
+    """One pass over the training split; returns the mean loss. Raises Diverged on NaN/inf."""
+    model.train()
+    total, count, state = 0.0, 0, None
+    batches = task.train.batches(trainer["batch_size"], task.task_type, shuffle=not task.stateful, generator=generator)
+    progress = _progress(batches, trainer, len(task.train))
+    for batch in progress:
+        batch = batch.to(device)
+        x = batch.x
+        if trainer["input_noise"] and not task.tokens:  # the paper's Gaussian input noise
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(device)
+            x = x + trainer["input_noise"] * noise
+        prediction, final = model(x, batch.lengths, state)
+        state = _detach(final) if task.stateful else None
+        loss = model.loss(prediction, batch)
+        if not torch.isfinite(loss):
+            raise Diverged(f"loss is {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), trainer["clip"] or float("inf"))
+        if not torch.isfinite(norm):
+            raise Diverged(f"gradient norm is {norm.item()}")
+        optimizer.step()
+        total += loss.item() * len(batch)
+        count += len(batch)
+    return total / max(count, 1)
+
+
+def _progress(batches, trainer: dict, n: int):
+    show = trainer.get("progress", "auto")
+    if show == "auto":
+        show = sys.stderr.isatty()
+    if not show:
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, total=math.ceil(n / trainer["batch_size"]), leave=False, unit="batch")
+
+
+def _save(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _set_determinism(trainer: dict) -> None:
+    if trainer.get("deterministic"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def hparams_of(cfg: dict) -> dict[str, Any]:
+    flat = flatten({group: cfg[group] for group in HPARAM_GROUPS if group in cfg})
+    return {k: v for k, v in flat.items() if k not in NOT_HPARAMS}
+
+
+def run(cfg: Any, run_dir: str | Path) -> dict:
+    """Train one configuration in `run_dir` and write its record. Never raises for a diverged run;
+    an exception is recorded as `failed` and raised again."""
+    cfg = to_dict(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = cfg["trainer"]
+    started = time.time()
+    spec = get_spec(cfg["cell"])
+    record: dict[str, Any] = {
+        "status": "failed",
+        "cell": spec.name,
+        "task": cfg["data"]["name"],
+        "seed": trainer["seed"],
+        "hparams": hparams_of(cfg),
+        "cell_flags": spec.to_dict(),
+        "config": cfg,
+        "run_dir": str(run_dir),
+        "overrides": cfg.get("overrides", []),
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }
+    tracker = tracking.start(cfg, run_dir)
+    try:
+        record.update(fit(cfg, run_dir, tracker))
+    except Exception as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        record["wall_seconds"] = time.time() - started
+        write_record(run_dir, record)
+        tracker.finish(record)
+        raise
+    write_record(run_dir, record)
+    tracker.finish(record)
+    return record
+
+
+def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> dict[str, Any]:
+    """The training loop with early stopping, checkpoints and resume; returns the record's results."""
+    trainer = cfg["trainer"]
+    tracker = tracker or tracking.NullTracker()
+    _set_determinism(trainer)
+    device = pick_device(trainer.get("device", "auto"))
+    torch.manual_seed(trainer["seed"])
+    task = build_task(**cfg["data"])
+    model = build_model(cfg, task).to(device)
+    optimizer = build_optimizer(cfg, model)
+    generator = torch.Generator().manual_seed(trainer["seed"])
+    eval_batch = trainer.get("eval_batch_size") or trainer["batch_size"]
+
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    state = {"epoch": 0, "best": None, "bad_epochs": 0, "history": [], "elapsed": 0.0}
+    if trainer.get("resume") and (ckpt_dir / "last.pt").exists():
+        ckpt = torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        generator.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+        state = ckpt["loop"]
+        log.info("resuming %s from epoch %d", run_dir, state["epoch"])
+
+    results: dict[str, Any] = {
+        "task_type": task.task_type,
+        "metric": task.metric,
+        "num_parameters": model.num_parameters(),
+        "recurrent_parameters": model.rnn.num_parameters(),
+        "device": str(device),
+        "backend": model.rnn.select_backend(),
+        "info": task.info,
+    }
+    tracker.log_summary({"num_parameters": results["num_parameters"]})
+    started = time.time() - state["elapsed"]
+    max_seconds = (trainer.get("max_minutes") or math.inf) * 60
+    status, stopped_by, error = "ok", "epoch_cap", None
+    while state["epoch"] < trainer["epochs"]:
+        epoch = state["epoch"] + 1
+        try:
+            train_loss = train_epoch(model, task, optimizer, trainer, generator, device)
+        except Diverged as err:
+            status, stopped_by, error = "diverged", "diverged", str(err)
+            log.warning("epoch %d diverged: %s", epoch, err)
+            break
+        val = evaluate(model, task, "val", eval_batch, device)
+        entry = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()}}
+        objective = val[task.metric]
+        if not math.isfinite(objective):
+            status, stopped_by, error = "diverged", "diverged", f"validation {task.metric} is {objective}"
+            break
+        if state["best"] is None or objective < state["best"]["objective"]:
+            test = evaluate(model, task, "test", eval_batch, device)
+            state["best"] = {"objective": objective, "epoch": epoch, "val": val, "test": test}
+            state["bad_epochs"] = 0
+            _save({"model": model.state_dict(), "epoch": epoch, "cell": get_spec(cfg["cell"]).to_dict()}, ckpt_dir / "best.pt")
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append(entry)
+        state["epoch"] = epoch
+        state["elapsed"] = time.time() - started
+        log.info(
+            "epoch %d  train_loss %.4f  val_%s %.4f  best %.4f (epoch %d)",
+            epoch, train_loss, task.metric, objective, state["best"]["objective"], state["best"]["epoch"],
+        )
+        tracker.log({**entry, "best_objective": state["best"]["objective"]}, step=epoch)
+        _save(
+            {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "loop": state,
+            },
+            ckpt_dir / "last.pt",
+        )
+        if trainer.get("patience") and state["bad_epochs"] >= trainer["patience"]:
+            stopped_by = "early_stopping"
+            break
+        if state["elapsed"] >= max_seconds:
+            stopped_by = "time_cap"
+            break
+
+    best = state["best"] or {}
+    results.update(
+        status=status,
+        stopped_by=stopped_by,
+        error=error,
+        objective=best.get("objective"),
+        best_epoch=best.get("epoch"),
+        val=best.get("val", {}),
+        test=best.get("test", {}),
+        epochs_run=state["epoch"],
+        history=state["history"],
+        wall_seconds=time.time() - started,
+    )
+    return results
+
+
+def main() -> None:
+    """Console script: the Hydra app over `conf/train.yaml`."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig, OmegaConf
+
+    @hydra.main(version_base="1.3", config_path="pkg://lstm_odyssey.conf", config_name="train")
+    def app(cfg: DictConfig) -> float | None:
+        hydra_cfg = HydraConfig.get()
+        container = OmegaConf.to_container(cfg, resolve=True)
+        container["overrides"] = list(hydra_cfg.overrides.task)
+        try:
+            record = run(container, hydra_cfg.runtime.output_dir)
+        except Exception as err:
+            log.error("run failed: %s: %s (record in %s)", type(err).__name__, err, hydra_cfg.runtime.output_dir)
+            if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
+                return None
+            sys.exit(1)
+        log.info(
+            "%s: %s on %s, val %s %s, test %s (record %s)", record["status"], record["cell"], record["task"],
+            record["metric"], record.get("objective"), record.get("test"), Path(hydra_cfg.runtime.output_dir) / "result.json",
+        )
+        return record.get("objective")
+
+    app()
+
+
+if __name__ == "__main__":
+    main()
