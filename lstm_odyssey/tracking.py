@@ -60,3 +60,30 @@ def start(cfg: dict, run_dir: str | Path) -> Tracker:
     if name == "wandb":
         return WandbTracker(cfg, Path(run_dir))
     raise ValueError(f"unknown logger {name!r}; use logger=none or logger=wandb")
+
+
+def log_analysis(
+    tables: dict[str, Any], figures: dict[str, Path], report: Path | None = None, *, project: str = "lstm-odyssey",
+    group: str | None = None, name: str = "analysis", mode: str | None = None,
+) -> str | None:
+    """Log a sweep's analysis (pandas tables, PNG figures, the report file) as one W&B run with
+    job_type "analysis" in the sweep's group; returns the run URL (None offline or disabled)."""
+    import os
+
+    import wandb
+
+    folder = Path(report).parent if report else Path(".")
+    run = wandb.init(
+        project=project, group=group, job_type="analysis", name=name, dir=str(folder),
+        mode=mode or os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous",
+    )
+    try:
+        for key, table in tables.items():
+            run.log({f"tables/{key}": wandb.Table(dataframe=table.astype(object).where(table.notna(), None))})
+        for key, path in figures.items():
+            run.log({f"figures/{key}": wandb.Image(str(path))})
+        if report is not None and Path(report).exists():
+            run.summary["report"] = Path(report).read_text()
+        return getattr(run, "url", None)
+    finally:
+        run.finish()
