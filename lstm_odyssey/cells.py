@@ -108,6 +108,11 @@ class CellSpec:
 def _conflicts(spec: CellSpec) -> list[str]:
     """Every reason why the flags cannot make a cell, as sentences that say how to fix them."""
     out = []
+    for flag in ("input_gate", "forget_gate", "output_gate", "coupled", "peepholes", "full_gate_recurrence"):
+        if not isinstance(getattr(spec, flag), bool):
+            out.append(f"{flag} must be true or false, not {getattr(spec, flag)!r}")
+    if out:
+        return out
     if spec.family not in ("lstm", "gru", "rnn"):
         out.append(f"family must be lstm, gru or rnn, not {spec.family!r}")
         return out

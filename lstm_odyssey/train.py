@@ -182,6 +182,8 @@ def run(cfg: Any, run_dir: str | Path) -> dict:
         "overrides": cfg.get("overrides", []),
         "versions": versions(),
         "git_commit": git_commit(),
+        "study": (cfg.get("sweep") or {}).get("name"),  # set by a study (+sweep=...): its name and trial index
+        "trial": (cfg.get("sweep") or {}).get("trial"),
     }
     tracker = tracking.start(cfg, run_dir)
     try:
@@ -297,6 +299,17 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
     return results
 
 
+def describe(record: dict) -> str:
+    """One line for people: what ran, how it ended, the test metrics next to the task's trivial baseline."""
+    test = ", ".join(f"{k} {v:.4g}" for k, v in (record.get("test") or {}).items())
+    baselines = ", ".join(
+        f"{k} {v:.4g}" for k, v in (record.get("info") or {}).items() if k.endswith("_baseline") and isinstance(v, float)
+    )
+    line = f"{record['status']}: {record['cell']} on {record['task']} after {record.get('epochs_run')} epochs"
+    line += f" ({record.get('stopped_by')}), best epoch {record.get('best_epoch')}: test {test or 'n/a'}"
+    return line + (f"; trivial baseline {baselines}" if baselines else "")
+
+
 def main() -> None:
     """Console script: the Hydra app over `conf/train.yaml`."""
     import hydra
@@ -315,12 +328,13 @@ def main() -> None:
             if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
                 return None
             sys.exit(1)
-        log.info(
-            "%s: %s on %s, val %s %s, test %s (record %s)", record["status"], record["cell"], record["task"],
-            record["metric"], record.get("objective"), record.get("test"), Path(hydra_cfg.runtime.output_dir) / "result.json",
-        )
+        log.info("%s", describe(record))
+        log.info("record: %s", Path(hydra_cfg.runtime.output_dir) / "result.json")
         return record.get("objective")
 
+    from .sweep import register
+
+    register()  # the studies of sweeps/ (`+sweep=<name>`) and the `odyssey` sweeper
     app()
 
 

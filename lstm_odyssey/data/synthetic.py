@@ -25,6 +25,7 @@ def adding_sequences(n: int, length: int, form: str, generator: torch.Generator)
     steps, the second among the first length/2 - 1; target 0.5 + (X1 + X2) / 4.
     bai (Bai et al. 2018): values U[0, 1], one marker in each half, target X1 + X2.
     """
+    form = str(form)  # `data.form=1997` arrives from the command line as an int
     if form == "1997":
         if length < 22:
             raise ValueError(f"the 1997 adding problem needs length >= 22 (markers in the first 10 and first T/2-1 steps), got {length}")
@@ -63,6 +64,7 @@ def build(
 ) -> TaskData:
     """The adding problem; metric MSE. Bai's form reports the always-answer-1 baseline (≈ 0.1767),
     the 1997 form the share of sequences solved (|error| < tolerance)."""
+    form = str(form)
     generator = torch.Generator().manual_seed(seed)
     splits = {}
     for split, n in _sizes(n_train, n_val, n_test).items():

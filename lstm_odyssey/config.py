@@ -1,0 +1,18 @@
+"""Compose the training config without the command line (tests, notebooks, scripts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+
+def load_config(overrides: list[str] | None = None, config_name: str = "train") -> dict[str, Any]:
+    """The resolved config of `lstm-odyssey-train <overrides>` as a plain dict (no Hydra run dir)."""
+    with initialize_config_module("lstm_odyssey.conf", version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides or []))
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    container["overrides"] = list(overrides or [])
+    return container  # type: ignore[return-value]

@@ -1,0 +1,174 @@
+"""The training entry point end to end: real CLI runs, records, divergence, failure and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstm_odyssey import train
+from lstm_odyssey.config import load_config
+from lstm_odyssey.data import build_task
+from lstm_odyssey.models import SequenceModel
+from lstm_odyssey.results import load_results, read_record
+
+TINY = ["data.length=12", "data.n_train=64", "data.n_val=32", "data.n_test=32", "model.hidden_size=8", "trainer.batch_size=16"]
+RECORD_KEYS = {
+    "status", "cell", "task", "hparams", "num_parameters", "val", "test", "objective", "epochs_run", "wall_seconds",
+    "device", "seed", "versions", "git_commit", "stopped_by", "best_epoch", "metric",
+}
+
+
+def cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run(
+        [sys.executable, "-m", "lstm_odyssey.train", f"paths.root={tmp_path}", "trainer.progress=false", *overrides],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+
+
+def only_record(tmp_path: Path) -> dict:
+    records = sorted(tmp_path.rglob("result.json"))
+    assert len(records) == 1, records
+    return read_record(records[0])
+
+
+@pytest.mark.parametrize(
+    "task_overrides",
+    [
+        ["data=adding", *TINY, "cell=vanilla"],
+        ["data=adding", "data.form=1997", "data.length=24", "data.n_train=64", "data.n_val=32", "data.n_test=32",
+         "model.hidden_size=8", "cell=gru"],
+        ["data=temporal_order", "data.n_train=32", "data.n_val=16", "data.n_test=16", "model.hidden_size=8", "cell=cifg"],
+    ],
+    ids=["adding-bai", "adding-1997", "temporal-order"],
+)
+def test_cli_run_writes_a_valid_record(tmp_path, task_overrides):
+    proc = cli(tmp_path, *task_overrides, "trainer.epochs=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = only_record(tmp_path)
+    assert RECORD_KEYS <= set(record)
+    assert record["status"] == "ok" and record["epochs_run"] == 2
+    assert record["cell"] == task_overrides[-1].split("=")[1]
+    assert math.isfinite(record["objective"]) and record["objective"] == record["val"][record["metric"]]
+    assert set(record["test"]) == set(record["val"])
+    # the parameter count is that of the model the config describes
+    cfg = load_config(task_overrides)
+    model = train.build_model(cfg, build_task(**cfg["data"]))
+    assert record["num_parameters"] == sum(p.numel() for p in model.parameters())
+    assert record["hparams"]["model.hidden_size"] == 8
+    if "data.form=1997" in task_overrides:
+        assert 0.0 <= record["test"]["solved"] <= 1.0
+
+
+def test_loss_that_explodes_is_recorded_as_diverged_not_a_crash(tmp_path):
+    proc = cli(tmp_path, *TINY, "optim=sgd", "optim.lr=1e30", "trainer.clip=null", "trainer.epochs=3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = only_record(tmp_path)
+    assert record["status"] == "diverged" and record["stopped_by"] == "diverged"
+    assert "nan" in record["error"].lower() or "inf" in record["error"].lower()
+
+
+def test_exception_is_recorded_as_failed_and_exits_nonzero(tmp_path):
+    proc = cli(tmp_path, *TINY, "data.form=weird", "trainer.epochs=1")
+    assert proc.returncode != 0
+    record = only_record(tmp_path)
+    assert record["status"] == "failed"
+    assert "adding form must be '1997' or 'bai'" in record["error"]
+
+
+def test_unknown_cell_is_a_one_line_error(tmp_path):
+    cfg = load_config([*TINY, "cell.peepholes=maybe"])
+    with pytest.raises(ValueError, match="peephole"):
+        train.run(cfg, tmp_path)
+    with pytest.raises(Exception, match="nig"):  # hydra lists the available presets
+        load_config(["cell=nope"])
+
+
+def _deterministic(epochs: int, **extra) -> dict:
+    cfg = load_config([*TINY, "trainer.patience=null", "trainer.deterministic=true", "model.dropout=0.0", "trainer.input_noise=0.1",
+                       f"trainer.epochs={epochs}"])
+    cfg["trainer"].update(extra)
+    return cfg
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    straight = train.run(_deterministic(4), tmp_path / "straight")
+
+    real_epoch = train.train_epoch
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if the job were killed during epoch 3
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(_deterministic(4), tmp_path / "resumed")
+    monkeypatch.setattr(train, "train_epoch", real_epoch)
+    resumed = train.run(_deterministic(4, resume=True), tmp_path / "resumed")
+
+    assert resumed["history"] == straight["history"]
+    assert (resumed["objective"], resumed["test"]) == (straight["objective"], straight["test"])
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_load_results_flattens_and_warns_on_broken_files(tmp_path):
+    cfg = load_config([*TINY, "trainer.epochs=1"])
+    train.run(cfg, tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "result.json").write_text("{ half a record")
+    with pytest.warns(UserWarning, match="skipping unreadable record"):
+        frame = load_results(tmp_path)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row["status"] == "ok" and row["optim.lr"] == cfg["optim"]["lr"]
+    assert row["model.hidden_size"] == 8 and row["val_mse"] == row["objective"]
+    assert json.loads((tmp_path / "a" / "result.json").read_text())["config"]["data"]["length"] == 12
+
+
+@pytest.mark.parametrize("task_type", ["classification", "regression", "multilabel", "step_classification"])
+def test_losses_match_torch_functional(task_type):
+    """Each task type's loss is the standard one, computed independently here."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([5, 3, 4])
+    tokens = task_type == "step_classification"
+    model = SequenceModel(task_type, 6 if tokens else 3, 4, hidden_size=5, cell="np", tokens=tokens)
+    x = torch.randint(0, 6, (3, 5)) if tokens else torch.randn(3, 5, 3)
+    valid = torch.arange(5)[None, :] < lengths[:, None]
+    if task_type == "classification":
+        y = torch.tensor([0, 3, 1])
+    elif task_type == "regression":
+        y = torch.randn(3, 4)
+    elif task_type == "multilabel":
+        y = (torch.rand(3, 5, 4) > 0.5).float()
+    else:
+        y = torch.randint(0, 4, (3, 5)).masked_fill(~valid, -100)
+    from lstm_odyssey.data.base import Batch
+
+    batch = Batch(x, lengths, y)
+    pred, _ = model(x, lengths)
+    loss = model.loss(pred, batch)
+    if task_type == "classification":
+        expected = torch.nn.functional.cross_entropy(pred, y)
+    elif task_type == "regression":
+        expected = ((pred - y) ** 2).mean()
+    elif task_type == "multilabel":
+        per_frame = torch.nn.functional.binary_cross_entropy(torch.sigmoid(pred), y, reduction="none").sum(-1)
+        expected = per_frame[valid].mean()
+    else:
+        expected = torch.nn.functional.cross_entropy(pred[valid], y[valid])
+    assert torch.allclose(loss, expected, atol=1e-5)
