@@ -3,11 +3,13 @@ task and returns the Figure; `save` writes it as PNG. Axis labels carry the metr
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # headless: figures are files
+if "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")  # headless: figures are files (a notebook keeps its inline backend)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
