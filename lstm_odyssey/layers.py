@@ -148,6 +148,7 @@ class RecurrentLayer(nn.Module):
             if lengths is not None:
                 raise ValueError("pass lengths or a PackedSequence, not both")
             x, lengths = pad_packed_sequence(x, batch_first=self.batch_first)
+            packed_lengths = lengths  # kept: _check_lengths turns equal lengths into None
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(
                 f"expected input of shape ({'B, T' if self.batch_first else 'T, B'}, {self.input_size}), "
@@ -166,7 +167,7 @@ class RecurrentLayer(nn.Module):
         if self.batch_first:
             out = out.transpose(0, 1)
         if packed:
-            out = pack_padded_sequence(out, lengths, batch_first=self.batch_first, enforce_sorted=False)
+            out = pack_padded_sequence(out, packed_lengths, batch_first=self.batch_first, enforce_sorted=False)
         return (out, final, gates) if return_gates else (out, final)
 
     def select_backend(self, return_gates: bool = False) -> str:

@@ -120,6 +120,19 @@ def test_from_torch_sums_lstm_biases_and_handles_bias_false() -> None:
         RecurrentLayer(2, 3, "vanilla").to_torch()
 
 
+@pytest.mark.parametrize("name", ["np", "vanilla"])
+def test_packed_input_of_equal_lengths_comes_back_packed(name: str) -> None:
+    """Regression: equal lengths collapse to 'no lengths' inside forward; the output must still be re-packed."""
+    layer = randomise(RecurrentLayer(2, 3, name).to(DTYPE), seed=3)
+    x = torch.randn(3, 4, 2, dtype=DTYPE)
+    packed = pack_padded_sequence(x, [4, 4, 4], batch_first=True, enforce_sorted=False)
+    out, final = layer(packed)
+    full, full_final = layer(x)
+    assert isinstance(out, torch.nn.utils.rnn.PackedSequence)
+    torch.testing.assert_close(pad_packed_sequence(out, batch_first=True)[0], full)
+    assert_state_close(final, full_final)
+
+
 @pytest.mark.parametrize("lengths", [None, [5, 2, 4]], ids=["full", "lengths"])
 @pytest.mark.parametrize("name", ["np", "gru"])
 def test_torch_fast_path_equals_loop_with_gradients(name: str, lengths) -> None:
