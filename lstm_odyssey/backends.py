@@ -1,0 +1,390 @@
+"""Fast backends for `RecurrentLayer`: the same cells as `cells.py`, run faster.
+
+* ``loop``: the reference time loop of `layers.py` (autograd records every op of every step).
+* ``torch``: torch's own kernels (`nn.LSTM`, `nn.GRU`, `nn.RNN`; cuDNN on a GPU) for the cells that are
+  exactly torch's (`np`, `gru`, `rnn`).
+* ``fused``: one `autograd.Function` per layer-direction over the whole sequence, with a hand-written
+  backward. The forward runs the step math of `cells.py` without autograd (a few in-place ops per step),
+  the backward walks the sequence once in reverse and computes every weight gradient with one matmul
+  over all steps at the end. No compiler, any device, any dtype; activation memory is linear in T.
+* ``graph`` (CUDA only): ``fused`` with each sequence's forward and backward captured once per shape as a
+  CUDA graph, so that the hundreds of per-step kernel launches cost one launch; with Triton present the
+  per-step pointwise math is one compiled kernel (torch.compile of the step, not of the loop).
+
+`select` is what ``backend="auto"`` calls: the fastest backend that can honour the request. Every
+backend is tested equal to ``loop`` (tests/test_backends.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import importlib.util
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from . import cells
+from .cells import CellSpec
+
+BACKENDS = ("auto", "loop", "torch", "fused", "graph")
+TORCH_CELLS = ("np", "gru", "rnn")
+
+
+# -- which backend can do what ------------------------------------------------------------
+
+
+def torch_able(spec: CellSpec) -> bool:
+    """True when torch has a kernel for exactly this cell."""
+    return any(spec == cells.PRESETS[name] for name in TORCH_CELLS)
+
+
+def fused_able(spec: CellSpec) -> bool:
+    """The fused sequence functions cover the LSTM family, the Cho GRU and the tanh RNN."""
+    return spec.family in ("lstm", "rnn") or (spec.family == "gru" and spec.reset == "before") or spec == cells.PRESETS["gru"]
+
+
+def graph_available(device: torch.device) -> bool:
+    """CUDA graphs need a CUDA device."""
+    return device.type == "cuda" and torch.cuda.is_available()
+
+
+def why_not(backend: str, spec: CellSpec, device: torch.device, return_gates: bool, create_graph: bool = False) -> str | None:
+    """Why `backend` cannot run this request, or None when it can."""
+    if backend in ("loop", "auto"):
+        return None
+    if return_gates:
+        return "gates were requested (only the loop backend records them)"
+    if backend == "torch":
+        return None if torch_able(spec) else f"cell {spec.name} is not one of torch's ({', '.join(TORCH_CELLS)})"
+    if not fused_able(spec):
+        return f"cell {spec.name} has no fused implementation"
+    if backend == "graph" and not graph_available(device):
+        return f"CUDA graphs need a CUDA device, the layer is on {device}"
+    return None
+
+
+def select(backend: str, spec: CellSpec, device: torch.device, return_gates: bool = False) -> str:
+    """The backend that runs a forward: `backend` itself when it can (else a one-line error), or for
+    ``auto`` the fastest that can: torch's kernels, then CUDA graphs on a GPU, then fused, then loop."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        problem = why_not(backend, spec, device, return_gates)
+        if problem:
+            raise ValueError(f"backend={backend!r} cannot run this layer: {problem}; use backend='auto' or 'loop'")
+        return backend
+    for candidate in ("torch", "graph", "fused"):
+        if why_not(candidate, spec, device, return_gates) is None:
+            return candidate
+    return "loop"
+
+
+# -- the LSTM family over a whole sequence, without autograd ------------------------------
+
+
+class _Layout:
+    """Column ranges of each block in the fused pre-activation, and of each gate in the FGR state."""
+
+    def __init__(self, spec: CellSpec, n: int) -> None:
+        self.spec, self.n = spec, n
+        self.col = {b: slice(j * n, (j + 1) * n) for j, b in enumerate(spec.blocks)}
+        self.peep = {g: slice(j * n, (j + 1) * n) for j, g in enumerate(spec.peephole_gates)}
+        self.gate = {g: slice(j * n, (j + 1) * n) for j, g in enumerate(spec.computed_gates)}
+        self.tanh_in = spec.input_activation == "tanh"
+        self.tanh_out = spec.output_activation == "tanh"
+
+    def gg_rows(self) -> list[int]:
+        """Rows of the (k*N, G*N) FGR matrix that belong to gates (the z rows stay zero)."""
+        return [r for g in self.spec.computed_gates for r in range(self.col[g].start, self.col[g].stop)]
+
+
+def lstm_forward(
+    spec: CellSpec,
+    xp: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    g0: Tensor | None,
+    weight_hh: Tensor,
+    peephole: Tensor | None,
+    weight_gg: Tensor | None,
+    mask: Tensor | None,
+) -> tuple[list[Tensor], dict[str, Tensor]]:
+    """The LSTM family over time-major `xp` (T, B, kN) = W x + b; `mask` (T, B, 1) of 0/1 or None.
+
+    Same math as `cells.lstm_step` (SPEC.md §1), written with in-place ops into preallocated buffers.
+    Returns ([out, h_T, c_T(, g_T)], saved tensors for `lstm_backward`).
+    """
+    steps, batch, _ = xp.shape
+    n = h0.shape[-1]
+    lay = _Layout(spec, n)
+    fgr = weight_gg is not None
+    acts = torch.empty_like(xp)  # pre-activations, turned into activations in place
+    Y = xp.new_empty(steps + 1, batch, n)  # states y (== outputs without a mask)
+    C = xp.new_empty(steps + 1, batch, n)
+    Y[0], C[0] = h0, c0
+    HC = xp.new_empty(steps, batch, n) if lay.tanh_out else None
+    CN = xp.new_empty(steps, batch, n) if mask is not None else None  # new cells (C holds the kept state)
+    YN = xp.new_empty(batch, n) if mask is not None else None
+    out = xp.new_empty(steps, batch, n) if mask is not None else None
+    G = None
+    gg_full = None
+    if fgr:
+        G = xp.new_empty(steps + 1, batch, g0.shape[-1])
+        G[0] = g0
+        gg_full = _gg_full(lay, weight_gg).t()
+    whh_t = weight_hh.t()
+    p = peephole
+    if p is not None:
+        p = {g: p[s] for g, s in lay.peep.items()}
+    col = lay.col
+    # the peephole gates i and f are adjacent in i f z o: one op for both
+    if_peep = p is not None and "i" in p and "f" in p
+    for t in range(steps):
+        a = acts[t]
+        y_prev, c_prev = Y[t], C[t]
+        torch.addmm(xp[t], y_prev, whh_t, out=a)
+        if fgr:
+            a.addmm_(G[t], gg_full)
+        if if_peep:
+            a[:, : 2 * n].view(batch, 2, n).addcmul_(peephole[: 2 * n].view(2, n), c_prev.unsqueeze(1))
+        elif p is not None:
+            for g in ("i", "f"):
+                if g in p:
+                    a[:, col[g]].addcmul_(p[g], c_prev)
+        # sigmoid of i and f (adjacent), tanh of z
+        gates_if = [g for g in ("i", "f") if g in col]
+        if gates_if:
+            a[:, : len(gates_if) * n].sigmoid_()
+        z = a[:, col["z"]]
+        if lay.tanh_in:
+            z.tanh_()
+        c = CN[t] if mask is not None else C[t + 1]
+        if "i" in col:
+            torch.mul(z, a[:, col["i"]], out=c)
+        else:
+            c.copy_(z)
+        if spec.coupled:  # c += (1 - i) c_prev = c_prev - i c_prev
+            c.add_(c_prev).addcmul_(a[:, col["i"]], c_prev, value=-1)
+        elif "f" in col:
+            c.addcmul_(a[:, col["f"]], c_prev)
+        else:
+            c.add_(c_prev)
+        y = YN if mask is not None else Y[t + 1]
+        if lay.tanh_out:
+            hc = torch.tanh(c, out=HC[t])
+        else:
+            hc = c
+        if "o" in col:
+            o = a[:, col["o"]]
+            if p is not None and "o" in p:
+                o.addcmul_(p["o"], c)
+            o.sigmoid_()
+            torch.mul(hc, o, out=y)
+        else:
+            y.copy_(hc)
+        if fgr:
+            g_new = torch.cat([a[:, col[g]] for g in spec.computed_gates], dim=-1)
+            if mask is not None:
+                torch.where(mask[t].bool(), g_new, G[t], out=G[t + 1])
+            else:
+                G[t + 1].copy_(g_new)
+        if mask is not None:
+            m = mask[t]
+            keep = m.bool()
+            torch.where(keep, y, y_prev, out=Y[t + 1])
+            torch.where(keep, c, c_prev, out=C[t + 1])
+            torch.mul(y, m, out=out[t])
+    if mask is None:
+        out = Y[1:]
+    finals = [Y[steps], C[steps]] + ([G[steps]] if fgr else [])
+    saved = {"acts": acts, "Y": Y, "C": C}
+    for name, value in (("HC", HC), ("CN", CN), ("G", G)):
+        if value is not None:
+            saved[name] = value
+    return [out] + finals, saved
+
+
+def _gg_full(lay: _Layout, weight_gg: Tensor) -> Tensor:
+    """The FGR matrix as (k*N, G*N) with zero rows for z, so one addmm adds it to every gate block."""
+    full = weight_gg.new_zeros(len(lay.spec.blocks) * lay.n, weight_gg.shape[1])
+    full[lay.gg_rows()] = weight_gg
+    return full
+
+
+def lstm_backward(
+    spec: CellSpec,
+    saved: dict[str, Tensor],
+    grad_out: Tensor | None,
+    grad_h: Tensor | None,
+    grad_c: Tensor | None,
+    grad_g: Tensor | None,
+    weight_hh: Tensor,
+    peephole: Tensor | None,
+    weight_gg: Tensor | None,
+    mask: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor, Tensor | None, Tensor | None]:
+    """Gradients of `lstm_forward` by hand in one reverse sweep: returns the gradients of
+    (xp, h0, c0, g0, weight_hh, peephole, weight_gg). Weight and peephole gradients are one
+    reduction over all steps at the end."""
+    acts, Y, C = saved["acts"], saved["Y"], saved["C"]
+    HC, CN, G = saved.get("HC"), saved.get("CN"), saved.get("G")
+    steps, batch, kn = acts.shape
+    n = Y.shape[-1]
+    lay = _Layout(spec, n)
+    col = lay.col
+    fgr = weight_gg is not None
+    dpre = torch.empty_like(acts)  # dL/d(pre-activation), all steps
+    dy = grad_h.clone() if grad_h is not None else Y.new_zeros(batch, n)  # dL/d(state y_t), carried
+    dc = grad_c.clone() if grad_c is not None else Y.new_zeros(batch, n)
+    dg = gg_full = None
+    if fgr:
+        dg = grad_g.clone() if grad_g is not None else Y.new_zeros(batch, G.shape[-1])
+        gg_full = _gg_full(lay, weight_gg)
+    p = {g: peephole[s] for g, s in lay.peep.items()} if peephole is not None else {}
+    gates_if = [g for g in ("i", "f") if g in col]  # adjacent at the front of i f z o
+    tmp = Y.new_empty(batch, len(gates_if) * n) if gates_if else None
+    tmp_o = Y.new_empty(batch, n)
+    for t in range(steps - 1, -1, -1):
+        a, d = acts[t], dpre[t]
+        c_prev = C[t]
+        c_new = CN[t] if CN is not None else C[t + 1]
+        if mask is not None:  # state_t = m new + (1 - m) old and out_t = m y_new
+            m = mask[t]
+            dy_new = dy * m
+            if grad_out is not None:
+                dy_new.addcmul_(grad_out[t], m)
+            dc_new = dc * m
+            dg_new = dg * m if fgr else None
+            keep = 1 - m
+            dy.mul_(keep)
+            dc.mul_(keep)
+            if fgr:
+                dg.mul_(keep)
+        else:
+            dy_new = dy.add_(grad_out[t]) if grad_out is not None else dy
+            dc_new, dg_new = dc, dg
+        hc = HC[t] if HC is not None else c_new
+        # y = h(c) o
+        if "o" in col:
+            o, do = a[:, col["o"]], d[:, col["o"]]
+            torch.mul(dy_new, hc, out=do)
+            if fgr:
+                do.add_(dg_new[:, lay.gate["o"]])
+            do.mul_(torch.addcmul(o, o, o, value=-1, out=tmp_o))  # sigmoid' = o - o^2
+            dhc = dy_new * o
+        else:
+            dhc = dy_new.clone()
+        # dc_total = dc_new + dhc h'(c) + do p_o
+        if lay.tanh_out:
+            dhc.addcmul_(dhc * hc, hc, value=-1)  # tanh' = 1 - h^2
+        dct = dhc.add_(dc_new)
+        if "o" in p:
+            dct.addcmul_(d[:, col["o"]], p["o"])
+        # c = z i + f c_prev (f = 1 - i for CIFG, f = 1 without a forget gate)
+        z, dz = a[:, col["z"]], d[:, col["z"]]
+        if "i" in col:
+            i = a[:, col["i"]]
+            torch.mul(dct, i, out=dz)
+            torch.mul(dct, z, out=d[:, col["i"]])
+            if spec.coupled:
+                d[:, col["i"]].addcmul_(dct, c_prev, value=-1)
+                dc_prev = dct - dct * i
+            elif "f" not in col:
+                dc_prev = dct.clone()
+        else:
+            dz.copy_(dct)
+            if "f" not in col:
+                dc_prev = dct.clone()
+        if "f" in col:
+            f = a[:, col["f"]]
+            torch.mul(dct, c_prev, out=d[:, col["f"]])
+            dc_prev = dct * f
+        if gates_if:
+            d_if = d[:, : len(gates_if) * n]
+            if fgr:
+                for g in gates_if:
+                    d[:, col[g]].add_(dg_new[:, lay.gate[g]])
+            s = a[:, : len(gates_if) * n]
+            d_if.mul_(torch.addcmul(s, s, s, value=-1, out=tmp))
+            for g in gates_if:
+                if g in p:
+                    dc_prev.addcmul_(d[:, col[g]], p[g])
+        if lay.tanh_in:
+            dz.addcmul_(dz * z, z, value=-1)  # tanh' = 1 - z^2
+        # carry to step t-1
+        if mask is not None:
+            dy.addmm_(d, weight_hh)
+            dc.add_(dc_prev)
+            if fgr:
+                dg.addmm_(d, gg_full)
+        else:
+            dy = torch.mm(d, weight_hh)
+            dc = dc_prev
+            if fgr:
+                dg = torch.mm(d, gg_full)
+    flat = dpre.view(steps * batch, kn)
+    d_whh = flat.t().mm(Y[:-1].reshape(steps * batch, n))
+    d_gg = flat.t().mm(G[:-1].reshape(steps * batch, -1))[lay.gg_rows()] if fgr else None
+    d_peep = None
+    if peephole is not None:
+        cn = CN if CN is not None else C[1:]
+        parts = [(dpre[:, :, col[g]] * (cn if g == "o" else C[:-1])).sum((0, 1)) for g in spec.peephole_gates]
+        d_peep = torch.cat(parts)
+    return dpre, dy, dc, dg, d_whh, d_peep, d_gg
+
+
+# -- autograd glue ------------------------------------------------------------------------
+
+
+class _FusedLSTM(torch.autograd.Function):
+    """One layer-direction of the LSTM family: forward and backward over the whole sequence."""
+
+    @staticmethod
+    def forward(ctx, spec, runner, mask, xp, h0, c0, g0, weight_hh, peephole, weight_gg):  # noqa: D102
+        outs, saved = runner.forward(spec, xp, h0, c0, g0, weight_hh, peephole, weight_gg, mask)
+        ctx.spec, ctx.runner, ctx.keys = spec, runner, list(saved)
+        ctx.save_for_backward(*saved.values(), weight_hh, peephole, weight_gg, mask)
+        return tuple(outs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):  # noqa: D102
+        *values, weight_hh, peephole, weight_gg, mask = ctx.saved_tensors
+        saved = dict(zip(ctx.keys, values))
+        grad_out, grad_h, grad_c = grads[:3]
+        grad_g = grads[3] if len(grads) > 3 else None
+        dxp, dh, dc, dg, dwhh, dpeep, dgg = ctx.runner.backward(
+            ctx.spec, saved, grad_out, grad_h, grad_c, grad_g, weight_hh, peephole, weight_gg, mask
+        )
+        return None, None, None, dxp, dh, dc, dg, dwhh, dpeep, dgg
+
+
+class EagerRunner:
+    """Runs the sequence functions as they are (the ``fused`` backend)."""
+
+    forward = staticmethod(lstm_forward)
+    backward = staticmethod(lstm_backward)
+
+
+def run_direction(
+    layer, backend: str, x: Tensor, valid: Tensor | None, state: list[Tensor], p: dict[str, Tensor | None]
+) -> tuple[Tensor, list[Tensor], dict]:
+    """Drop-in for `RecurrentLayer._run_direction` (same arguments, same results) on a fast backend."""
+    steps, batch, _ = x.shape
+    xp = torch.addmm(p["bias"], x.reshape(steps * batch, -1), p["weight_ih"].t()).view(steps, batch, -1)
+    mask = valid.to(x.dtype) if valid is not None else None
+    runner = graph_runner(x.device) if backend == "graph" else EagerRunner
+    spec = layer.spec
+    if spec.family == "lstm":
+        g0 = state[2] if len(state) > 2 else None
+        outs = _FusedLSTM.apply(
+            spec, runner, mask, xp, state[0], state[1], g0, p["weight_hh"], p["peephole"], p["weight_gg"]
+        )
+        return outs[0], list(outs[1:]), {}
+    raise NotImplementedError(f"no fused {spec.family} yet")
+
+
+def graph_runner(device: torch.device):
+    raise NotImplementedError
