@@ -1,0 +1,125 @@
+"""End of a multirun: every record of the sweep directory into `runs.parquet`, a task x cell table on
+stdout, and the analysis report when the analysis package offers one."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ..results import load_results
+
+log = logging.getLogger("lstm_odyssey.sweep")
+
+RUNS_NAME = "runs.parquet"
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, cell): runs ok/diverged/failed, median and best objective of the ok runs."""
+    if df.empty:
+        return pd.DataFrame(columns=["task", "cell", "metric", "ok", "diverged", "failed", "median", "best"])
+    df = df.copy()
+    for column in ("task", "cell", "metric", "objective"):
+        if column not in df:
+            df[column] = None
+    df["task"] = df["task"].fillna("?")
+    df["cell"] = df["cell"].fillna("?")
+    rows = []
+    for (task, cell), g in df.groupby(["task", "cell"], sort=False):
+        ok = g[g["status"] == "ok"]
+        objective = pd.to_numeric(ok["objective"], errors="coerce").dropna()
+        metrics = g["metric"].dropna()
+        rows.append({
+            "task": task, "cell": cell, "metric": metrics.iloc[0] if len(metrics) else "",
+            "ok": len(ok), "diverged": int((g["status"] == "diverged").sum()),
+            "failed": int((g["status"] == "failed").sum()),
+            "median": objective.median() if len(objective) else float("nan"),
+            "best": objective.min() if len(objective) else float("nan"),
+        })
+    table = pd.DataFrame(rows)
+    try:
+        from ..cells import PRESETS
+
+        order = {name: i for i, name in enumerate(PRESETS)}
+    except ImportError:  # pragma: no cover
+        order = {}
+    table["_order"] = table["cell"].map(lambda c: order.get(c, len(order)))
+    return table.sort_values(["task", "_order", "cell"]).drop(columns="_order").reset_index(drop=True)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "(no records)"
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+
+
+def write_runs(df: pd.DataFrame, sweep_dir: Path) -> Path:
+    """runs.parquet (or runs.csv when a column will not go into parquet), written via a temp file."""
+    path = sweep_dir / RUNS_NAME
+    tmp = sweep_dir / f".{RUNS_NAME}.tmp"
+    try:
+        try:
+            df.to_parquet(tmp, index=False)
+        except Exception:  # mixed types in an object column: store those columns as text
+            fixed = df.copy()
+            for column in fixed.select_dtypes(include="object").columns:
+                fixed[column] = fixed[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            fixed.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        return path
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        log.warning("could not write %s (%s); writing runs.csv instead", path, err)
+        path = sweep_dir / "runs.csv"
+        df.to_csv(path, index=False)
+        return path
+
+
+def collect(sweep_dir: str | Path, report: bool = True) -> pd.DataFrame:
+    """Load every record under `sweep_dir`, write runs.parquet, print the task x cell table, write the report."""
+    sweep_dir = Path(sweep_dir)
+    df = load_results(sweep_dir)
+    if df.empty:
+        print(f"[sweep] no records under {sweep_dir}")
+        return df
+    path = write_runs(df, sweep_dir)
+    table = summary_table(df)
+    print(f"[sweep] {len(df)} runs in {path} (objective = best validation metric, lower is better)")
+    print(format_table(table), flush=True)
+    if report:
+        write_analysis_report(sweep_dir)
+    return df
+
+
+def write_analysis_report(sweep_dir: Path) -> Path | None:
+    """The analysis package's report of this sweep in <sweep_dir>/report; never fails the sweep."""
+    try:
+        from ..analysis.report import write_report
+    except ImportError:
+        return None
+    try:
+        out = sweep_dir / "report"
+        write_report([sweep_dir], out)
+        print(f"[sweep] report in {out}")
+        return out
+    except Exception as err:  # the records are safe; a report can be made later with the analysis CLI
+        log.warning("the analysis report failed (%s: %s); the records and runs.parquet are fine", type(err).__name__, err)
+        return None
+
+
+class CollectRecords(Callback):
+    """Hydra callback (hydra.callbacks.collect in conf/train.yaml): `collect()` at the end of every multirun."""
+
+    def __init__(self, report: bool = True) -> None:
+        self.report = report
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        report = self.report and bool((config.get("sweep") or {}).get("report", True))
+        try:
+            collect(Path(config.hydra.sweep.dir), report=report)
+        except Exception as err:
+            log.error("collecting the sweep's records failed: %s: %s", type(err).__name__, err)
