@@ -127,3 +127,30 @@ def start(cfg: dict, run_dir: str | Path) -> Tracker:
     except Exception as err:
         log.error("W&B could not start (%s: %s); this run goes on without tracking", type(err).__name__, err)
         return NullTracker()
+
+
+def log_analysis(
+    tables: dict[str, Any], figures: dict[str, Path], report: Path | None = None, *, project: str = "lstm-odyssey",
+    group: str | None = None, name: str = "analysis", mode: str | None = None,
+) -> str | None:
+    """Log a sweep's analysis (pandas tables, PNG figures, the report text) as one W&B run with job_type
+    "analysis" in the sweep's group, next to its runs; returns the run URL (None offline or disabled).
+    Used by `lstm_odyssey.analysis.write_report(..., wandb=True)`; WANDB_MODE wins over `mode`."""
+    import wandb
+
+    mode = os.environ.get("WANDB_MODE") or mode or "offline"
+    if mode not in MODES:
+        raise ValueError(f"W&B mode {mode!r} is not one of {', '.join(MODES)}; set WANDB_MODE accordingly")
+    folder = Path(report).parent if report else Path(".")
+    run = wandb.init(project=project, group=group, job_type="analysis", name=name, dir=str(folder), mode=mode,
+                     reinit="finish_previous")
+    try:
+        for key, table in tables.items():
+            run.log({f"tables/{key}": wandb.Table(dataframe=table.astype(object).where(table.notna(), None))})
+        for key, path in figures.items():
+            run.log({f"figures/{key}": wandb.Image(str(path))})
+        if report is not None and Path(report).exists():
+            run.summary["report"] = Path(report).read_text()
+        return None if mode != "online" else getattr(run, "url", None)
+    finally:
+        run.finish()
