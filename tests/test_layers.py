@@ -325,3 +325,53 @@ def test_invalid_options_are_refused() -> None:
     ):
         with pytest.raises(ValueError, match=word):
             RecurrentLayer(2, 3, "vanilla", **kwargs)
+
+
+# -- on CUDA (skipped without it): cuDNN's kernels against the same loop -----------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("name", ["np", "gru"])
+def test_cudnn_fast_path_equals_loop_on_cuda(name: str) -> None:
+    """float64 so that TF32 cannot blur the comparison."""
+    cpu = randomise(RecurrentLayer(3, 4, name, num_layers=2, bidirectional=True).to(DTYPE), seed=11)
+    fast = RecurrentLayer(3, 4, name, num_layers=2, bidirectional=True).to("cuda", DTYPE)
+    fast.load_state_dict(cpu.state_dict())
+    loop = RecurrentLayer(3, 4, name, num_layers=2, bidirectional=True, backend="loop").to("cuda", DTYPE)
+    loop.load_state_dict(cpu.state_dict())
+    x = torch.randn(3, 5, 3, dtype=DTYPE)
+    lengths = torch.tensor([5, 2, 4])
+    state = random_state(cpu, 3, seed=12)
+    results = []
+    for layer, device in ((fast, "cuda"), (loop, "cuda"), (cpu, "cpu")):
+        xi = x.to(device).requires_grad_(True)
+        st = [s.to(device) for s in parts(state)]
+        out, final = layer(xi, lengths=lengths.to(device), state=st[0] if len(st) == 1 else tuple(st))
+        (out.square().sum() + sum(f.sum() for f in parts(final))).backward()
+        grads = [xi.grad] + [p.grad for p in layer.parameters()]
+        results.append([t.detach().cpu() for t in (out, *parts(final), *grads)])
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("name", ALL)
+def test_loop_on_cuda_equals_cpu(name: str) -> None:
+    cpu = randomise(RecurrentLayer(2, 3, name, num_layers=2, bidirectional=True).to(DTYPE), seed=13)
+    gpu = RecurrentLayer(2, 3, name, num_layers=2, bidirectional=True).to("cuda", DTYPE)
+    gpu.load_state_dict(cpu.state_dict())
+    x = torch.randn(3, 5, 2, dtype=DTYPE)
+    lengths = torch.tensor([5, 1, 3])
+    out_c, final_c, gates_c = cpu(x, lengths=lengths, return_gates=True)
+    out_g, final_g, gates_g = gpu(x.cuda(), lengths=lengths.cuda(), return_gates=True)
+    torch.testing.assert_close(out_g.cpu(), out_c)
+    for a, b in zip(parts(final_g), parts(final_c), strict=True):
+        torch.testing.assert_close(a.cpu(), b)
+    for dg, dc in zip(gates_g, gates_c, strict=True):
+        for k in dc:
+            torch.testing.assert_close(dg[k].cpu(), dc[k])
