@@ -3,9 +3,8 @@ type that fixes the loss and metrics, and batches padded only to their own longe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor

@@ -141,7 +141,7 @@ def _tensor_x(x: np.ndarray, tokens: bool) -> torch.Tensor:
 
 
 def _tensor_y(y: np.ndarray, task_type: str) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(y))
+    t = torch.as_tensor(np.array(y))  # np.ascontiguousarray would turn a scalar into shape (1,)
     if task_type in (CLASSIFICATION, STEP_CLASSIFICATION):
         return t.long()
     t = t.float()
