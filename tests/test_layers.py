@@ -160,10 +160,16 @@ def test_torch_fast_path_equals_loop_with_gradients(name: str, lengths) -> None:
 
 
 def test_backend_choice() -> None:
+    """auto takes torch's kernels for np and gru, never for a cell torch does not have, and the loop for gates.
+    (Which faster backend auto picks for the other cells is tests/test_backends.py's business.)"""
     for name in ALL:
-        expected = "torch" if name in TORCH_CELLS else "loop"
-        assert RecurrentLayer(2, 3, name).select_backend() == expected
+        chosen = RecurrentLayer(2, 3, name).select_backend()
+        if name in TORCH_CELLS:
+            assert chosen == "torch"
+        elif name != "rnn":  # torch.nn.RNN is exactly our rnn, so torch may run it
+            assert chosen != "torch"
         assert RecurrentLayer(2, 3, name).select_backend(return_gates=True) == "loop"
+        assert RecurrentLayer(2, 3, name, backend="loop").select_backend() == "loop"
     with pytest.raises(ValueError, match="vanilla"):
         RecurrentLayer(2, 3, "vanilla", backend="torch")(torch.randn(1, 2, 2))
     with pytest.raises(ValueError, match="gates"):
@@ -172,13 +178,31 @@ def test_backend_choice() -> None:
         RecurrentLayer(2, 3, "np", backend="cudnn")
 
 
+@pytest.mark.parametrize("backend", ["loop", "auto"])
+def test_dropout_acts_between_layers_only_and_only_in_training(backend: str) -> None:
+    """As in torch.nn.LSTM: dropout on the outputs of every layer but the last, while training."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 5, 3)
+    one = RecurrentLayer(3, 4, "np", dropout=0.5, backend=backend)
+    assert torch.equal(one.train()(x)[0], one.eval()(x)[0])  # nothing between layers to drop
+    two = RecurrentLayer(3, 4, "np", num_layers=2, dropout=0.5, backend=backend)
+    reference = RecurrentLayer(3, 4, "np", num_layers=2, dropout=0.0, backend=backend)
+    reference.load_state_dict(two.state_dict())
+    torch.testing.assert_close(two.eval()(x)[0], reference(x)[0])
+    assert not torch.allclose(two.train()(x)[0], reference(x)[0])
+
+
 # -- 5. variable lengths -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["loop", "auto"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("name", ALL)
-def test_variable_lengths_equal_running_each_sequence_alone(name: str, bidirectional: bool) -> None:
-    layer = randomise(RecurrentLayer(2, 3, name, num_layers=2, bidirectional=bidirectional).to(DTYPE), seed=7)
+def test_variable_lengths_equal_running_each_sequence_alone(name: str, bidirectional: bool, backend: str) -> None:
+    """The padded batch on `backend` against each sequence alone, unpadded, on the reference loop."""
+    kw = {"num_layers": 2, "bidirectional": bidirectional}
+    layer = randomise(RecurrentLayer(2, 3, name, backend=backend, **kw).to(DTYPE), seed=7)
+    alone_layer = randomise(RecurrentLayer(2, 3, name, backend="loop", **kw).to(DTYPE), seed=7)
     lengths = torch.tensor([2, 6, 4, 1])
     x = torch.randn(4, 6, 2, dtype=DTYPE)
     state = random_state(layer, 4, seed=8)
@@ -195,7 +219,7 @@ def test_variable_lengths_equal_running_each_sequence_alone(name: str, bidirecti
     for b, L in enumerate(lengths.tolist()):
         alone_state = [s[:, b : b + 1] for s in parts(state)]
         alone_state = alone_state[0] if len(alone_state) == 1 else tuple(alone_state)
-        alone_out, alone_final = layer(x[b : b + 1, :L], state=alone_state)
+        alone_out, alone_final = alone_layer(x[b : b + 1, :L], state=alone_state)
         torch.testing.assert_close(out[b : b + 1, :L], alone_out, atol=1e-12, rtol=1e-12)
         assert torch.all(out[b, L:] == 0)
         for f, a in zip(parts(final), parts(alone_final), strict=True):
