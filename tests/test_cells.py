@@ -48,6 +48,18 @@ REFERENCE = {
     "gru_cho": {"family": "gru", "reset": "before"},
     "rnn": {"family": "rnn"},
 }
+# Legal combinations beyond the presets (SPEC.md: "each flag is independent"): flags, and what they mean.
+COMBOS = {
+    "cifg+np": ({"preset": "cifg", "peepholes": False}, _lstm(gates="io", coupled=True, peep=False)),
+    "fgr+nog": ({"preset": "fgr", "output_gate": False}, _lstm(gates="if", fgr=True)),
+    "fgr+cifg": ({"preset": "fgr", "coupled": True}, _lstm(gates="io", coupled=True, fgr=True)),
+    "nfg+niaf+noaf": (
+        {"forget_gate": False, "input_activation": "identity", "output_activation": "identity"},
+        _lstm(gates="io", g=_identity, h=_identity),
+    ),
+    "no_gates": ({"input_gate": False, "forget_gate": False, "output_gate": False}, _lstm(gates="")),
+}
+REFERENCE.update({name: ref for name, (_, ref) in COMBOS.items()})
 
 
 def randomise(layer: RecurrentLayer, scale: float = 0.5, seed: int = 0) -> RecurrentLayer:
@@ -60,7 +72,8 @@ def randomise(layer: RecurrentLayer, scale: float = 0.5, seed: int = 0) -> Recur
 
 
 def make_layer(name: str, m: int, n: int, seed: int = 0, **kw) -> RecurrentLayer:
-    return randomise(RecurrentLayer(m, n, name, **kw).to(DTYPE), seed=seed)
+    cell = COMBOS[name][0] if name in COMBOS else name
+    return randomise(RecurrentLayer(m, n, cell, **kw).to(DTYPE), seed=seed)
 
 
 def state_parts(name: str, state) -> list[torch.Tensor]:
@@ -105,7 +118,7 @@ def split_params(layer: RecurrentLayer, suffix: str, name: str) -> dict:
     }
     if ref["family"] == "gru" and ref["reset"] == "after":
         out["bh"] = dict(zip(blocks, getattr(layer, f"bias_hh{suffix}").split(n)))
-    if ref["family"] == "lstm" and ref["peep"]:
+    if ref["family"] == "lstm" and ref["peep"] and ref["gates"]:  # no gate, nothing to peep
         out["p"] = dict(zip(ref["gates"], getattr(layer, f"peephole{suffix}").split(n)))
     if ref["family"] == "lstm" and ref["fgr"]:
         gg = getattr(layer, f"weight_gg{suffix}")
@@ -221,7 +234,7 @@ def ref_layer(layer: RecurrentLayer, name: str, x: torch.Tensor, state: list[tor
 
 
 def test_reference_covers_every_preset() -> None:
-    assert set(REFERENCE) == set(ALL) == set(PRESETS)
+    assert set(REFERENCE) - set(COMBOS) == set(ALL) == set(PRESETS)
 
 
 @pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "given_state"])
@@ -238,6 +251,20 @@ def test_preset_matches_reference_equations(name: str, with_state: bool) -> None
     got = state_parts(name, final)
     assert len(got) == len(exp_final)
     for g, e in zip(got, exp_final):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(COMBOS))
+def test_flag_combination_matches_reference_equations(name: str) -> None:
+    m, n, b, t = 3, 4, 2, 5
+    layer = make_layer(name, m, n, seed=40, num_layers=2, bidirectional=True, backend="loop")
+    assert layer.spec.name not in PRESETS
+    x = torch.randn(b, t, m, dtype=DTYPE, generator=torch.Generator().manual_seed(14))
+    state = random_state(name, 4, n, b, seed=15)
+    out, final = layer(x, state=state)
+    exp_out, exp_final = ref_layer(layer, name, x, state_parts(name, state))
+    torch.testing.assert_close(out, exp_out, rtol=1e-10, atol=1e-10)
+    for g, e in zip(state_parts(name, final), exp_final, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
 
 
