@@ -18,12 +18,28 @@ import seaborn as sns  # noqa: E402
 from .importance import POOLED, axis_label  # noqa: E402
 from .stats import TEST, cell_order, direction, top_runs  # noqa: E402
 
-VERDICT_COLOURS = {"reference": "#4c72b0", "worse": "#c44e52", "better": "#55a868", "n.s.": "#b0b0b0", "n/a": "#dddddd"}
+VERDICT_COLOURS = {"reference": "#4c72b0", "worse": "#c44e52", "better": "#55a868", "n.s.": "#b0b0b0", "untested": "#dddddd"}
 
 
 def _metric_label(tdf: pd.DataFrame) -> str:
     metric = tdf["metric"].dropna().iloc[0] if tdf["metric"].notna().any() else "metric"
     return f"test {metric} ({direction(metric)})"
+
+
+def quiet(fn):
+    """Drawing should not spam a report run with library deprecation warnings (seaborn on new matplotlib)."""
+    import functools
+    import warnings
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            warnings.filterwarnings("ignore", category=matplotlib.MatplotlibDeprecationWarning)
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def save(fig: plt.Figure, path: str | Path) -> Path:
@@ -34,6 +50,7 @@ def save(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
+@quiet
 def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference: str = "vanilla",
          top: float = 0.1) -> plt.Figure:
     """The paper's Fig. 3: test metric of all ok runs (left) and of the top runs by validation (right) per
@@ -45,12 +62,12 @@ def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference
         data = tdf if subset == "all" else pd.concat([top_runs(tdf[tdf["cell"] == c], top) for c in cells])
         palette = {}
         for cell in cells:
-            verdict = "reference" if cell == reference else "n/a"
+            verdict = "reference" if cell == reference else "untested"
             if sig is not None and len(sig):
                 hit = sig[(sig["task"] == task) & (sig["subset"] == subset) & (sig["cell"] == cell)]
                 if len(hit):
                     verdict = hit["verdict"].iloc[0]
-            palette[cell] = VERDICT_COLOURS.get(verdict, VERDICT_COLOURS["n/a"])
+            palette[cell] = VERDICT_COLOURS.get(verdict, VERDICT_COLOURS["untested"])
         sns.boxplot(data=data, x="cell", y=TEST, hue="cell", order=cells, hue_order=cells, palette=palette, ax=ax,
                     showfliers=False, legend=False)
         sns.stripplot(data=data, x="cell", y=TEST, order=cells, color="black", size=3, alpha=0.6, ax=ax)
@@ -65,6 +82,7 @@ def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference
     return fig
 
 
+@quiet
 def marginal_plot(marg: pd.DataFrame, task: str, metric: str = "metric") -> plt.Figure:
     """The paper's Fig. 4 view: binned mean test metric (95 % interval) against each hyperparameter per cell."""
     m = marg[marg["task"] == task]
@@ -94,6 +112,7 @@ def marginal_plot(marg: pd.DataFrame, task: str, metric: str = "metric") -> plt.
     return fig
 
 
+@quiet
 def importance_plot(imp: pd.DataFrame, task: str) -> plt.Figure:
     """fANOVA importance (share of main effects) per hyperparameter, one bar per cell and the pooled fit."""
     t = imp[imp["task"] == task]
@@ -109,6 +128,7 @@ def importance_plot(imp: pd.DataFrame, task: str) -> plt.Figure:
     return fig
 
 
+@quiet
 def params_plot(df: pd.DataFrame, task: str) -> plt.Figure:
     """Parameter count against the test metric per cell: does a variant win by being bigger?"""
     tdf = df[(df["task"] == task) & df["ok"]].copy()
@@ -125,6 +145,7 @@ def params_plot(df: pd.DataFrame, task: str) -> plt.Figure:
     return fig
 
 
+@quiet
 def time_plot(df: pd.DataFrame, task: str) -> plt.Figure:
     """Wall-clock training time per run and cell (all finished runs, diverged included)."""
     tdf = df[(df["task"] == task) & df["status"].isin(["ok", "diverged"])].copy()
@@ -140,6 +161,7 @@ def time_plot(df: pd.DataFrame, task: str) -> plt.Figure:
     return fig
 
 
+@quiet
 def lr_hidden_plot(df: pd.DataFrame, task: str, lr: str = "optim.lr", hidden: str = "model.hidden_size",
                    groups: int = 3) -> plt.Figure:
     """Test metric against the learning rate, coloured by hidden-size tercile: if the valleys line up,

@@ -95,7 +95,7 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
                 rest = sorted(set(s["cell"]) - set(hits["cell"]))
                 if rest:
                     text += f"{', '.join(c.upper() for c in rest)} show no significant difference at α = {alpha}. "
-            elif (s["verdict"] == "n/a").all():
+            elif (s["verdict"] == "untested").all():
                 text += f"no cell had enough runs for a t-test against {reference}. "
             else:
                 text += f"no cell differs significantly from {reference} at α = {alpha} after Holm correction. "
@@ -185,7 +185,7 @@ def write_report(
         if reference not in set(df["cell"]):
             notes.append(f"significance: the sweep has no runs of the reference cell {reference!r}; "
                          f"pass --reference CELL to compare against another cell")
-        for _, r in sig[sig["verdict"] == "n/a"].iterrows():
+        for _, r in sig[sig["verdict"] == "untested"].iterrows():
             if r["note"] and reference in set(df[df["task"] == r["task"]]["cell"]):
                 notes.append(f"significance of {r['cell']} on {r['task']} ({r['subset']} runs): {r['note']}")
     imp = _try(notes, "importance", lambda: importance(df, min_runs=importance_min_runs, notes=notes))

@@ -201,7 +201,7 @@ def significance(
 ) -> pd.DataFrame:
     """Welch's t-test of every cell against `reference` per task, on the top runs and on all ok runs;
     p-values Holm-corrected across the cells of one task and subset. `verdict` is better / worse
-    (adjusted p < alpha, in the metric's direction), n.s., or n/a with the reason in `note`."""
+    (adjusted p < alpha, in the metric's direction), n.s., or untested with the reason in `note`."""
     df = prepare(df) if VAL not in df.columns else df
     rows = []
     for task in sorted(df["task"].unique()):
@@ -231,7 +231,7 @@ def significance(
                 r["p_holm"] = p_adj
                 r["diff"] = r["mean"] - r["mean_ref"]
                 if not np.isfinite(p_adj):
-                    r["verdict"] = "n/a"
+                    r["verdict"] = "untested"
                 elif p_adj >= alpha:
                     r["verdict"] = "n.s."
                 else:
