@@ -226,6 +226,33 @@ def test_variable_lengths_equal_running_each_sequence_alone(name: str, bidirecti
             torch.testing.assert_close(f[:, b : b + 1], a, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_carrying_the_state_across_chunks_equals_one_run(name: str) -> None:
+    """What TBPTT relies on: the final state of chunk k, fed to chunk k+1, continues the sequence exactly."""
+    layer = randomise(RecurrentLayer(2, 3, name, num_layers=2).to(DTYPE), seed=16)
+    x = torch.randn(3, 7, 2, dtype=DTYPE)
+    whole, whole_final = layer(x)
+    first, state = layer(x[:, :3])
+    second, final = layer(x[:, 3:], state=state)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, atol=1e-12, rtol=1e-12)
+    assert_state_close(final, whole_final, atol=1e-12, rtol=1e-12)
+
+
+def test_time_major_layout_for_outputs_and_gates() -> None:
+    layer = randomise(RecurrentLayer(2, 3, "vanilla", bidirectional=True, batch_first=False).to(DTYPE), seed=17)
+    x = torch.randn(5, 2, 2, dtype=DTYPE)  # (T, B, M)
+    out, _, gates = layer(x, lengths=[5, 3], return_gates=True)
+    assert out.shape == (5, 2, 6)
+    for gd in gates:
+        assert all(v.shape == (5, 2, 3) for v in gd.values())
+    torch.testing.assert_close(out[..., :3], gates[0]["y"])
+    torch.testing.assert_close(out[..., 3:], gates[1]["y"])
+    assert torch.all(out[3:, 1] == 0)
+    batch_major = RecurrentLayer(2, 3, "vanilla", bidirectional=True).to(DTYPE)
+    batch_major.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(batch_major(x.transpose(0, 1), lengths=[5, 3])[0], out.transpose(0, 1))
+
+
 def test_lengths_validation_and_full_lengths_equal_none() -> None:
     layer = randomise(RecurrentLayer(2, 3, "vanilla").to(DTYPE))
     x = torch.randn(2, 4, 2, dtype=DTYPE)
