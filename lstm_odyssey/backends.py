@@ -17,9 +17,6 @@ backend is tested equal to ``loop`` (tests/test_backends.py).
 
 from __future__ import annotations
 
-import collections
-import functools
-import importlib.util
 from collections.abc import Callable
 
 import torch
@@ -41,8 +38,8 @@ def torch_able(spec: CellSpec) -> bool:
 
 
 def fused_able(spec: CellSpec) -> bool:
-    """The fused sequence functions cover the LSTM family, the Cho GRU and the tanh RNN."""
-    return spec.family in ("lstm", "rnn") or (spec.family == "gru" and spec.reset == "before") or spec == cells.PRESETS["gru"]
+    """The fused sequence functions cover every family (LSTM flags, both GRU resets, tanh RNN)."""
+    return spec.family in SEQUENCE_FUNCTIONS
 
 
 def graph_available(device: torch.device) -> bool:
@@ -335,37 +332,213 @@ def lstm_backward(
     return dpre, dy, dc, dg, d_whh, d_peep, d_gg
 
 
+# -- the GRU family and the tanh RNN ----------------------------------------------------
+
+
+def gru_forward(spec: CellSpec, xp: Tensor, states: list[Tensor], weights: list[Tensor | None], mask: Tensor | None):
+    """GRU (reset after R h, cuDNN) or Cho GRU (reset before), as `cells.gru_step`, over the sequence."""
+    (h0,), (weight_hh, bias_hh) = states, weights
+    steps, batch, _ = xp.shape
+    n = h0.shape[-1]
+    after = spec.reset == "after"
+    acts = torch.empty_like(xp)  # r u n
+    H = xp.new_empty(steps + 1, batch, n)
+    H[0] = h0
+    HN = xp.new_empty(steps, batch, n)  # reset after: R_n h + b_hn; before: r * h
+    hn_new = xp.new_empty(batch, n) if mask is not None else None
+    out = xp.new_empty(steps, batch, n) if mask is not None else None
+    w_t = weight_hh.t()
+    w_ru_t, w_n_t = weight_hh[: 2 * n].t(), weight_hh[2 * n :].t()
+    for t in range(steps):
+        a, h = acts[t], H[t]
+        if after:
+            hh = torch.addmm(bias_hh, h, w_t)
+            torch.add(xp[t, :, : 2 * n], hh[:, : 2 * n], out=a[:, : 2 * n]).sigmoid_()
+            torch.mul(a[:, :n], hh[:, 2 * n :], out=HN[t])
+            torch.add(xp[t, :, 2 * n :], HN[t], out=a[:, 2 * n :]).tanh_()
+            HN[t].copy_(hh[:, 2 * n :])
+        else:
+            torch.addmm(xp[t, :, : 2 * n], h, w_ru_t, out=a[:, : 2 * n]).sigmoid_()
+            torch.mul(a[:, :n], h, out=HN[t])
+            torch.addmm(xp[t, :, 2 * n :], HN[t], w_n_t, out=a[:, 2 * n :]).tanh_()
+        cand, u = a[:, 2 * n :], a[:, n : 2 * n]
+        new = hn_new if mask is not None else H[t + 1]
+        torch.sub(h, cand, out=new)
+        new.mul_(u).add_(cand)  # (1 - u) n + u h
+        if mask is not None:
+            torch.where(mask[t].bool(), new, h, out=H[t + 1])
+            torch.mul(new, mask[t], out=out[t])
+    return [H[1:] if mask is None else out, H[steps]], {"acts": acts, "H": H, "HN": HN}
+
+
+def gru_backward(spec, saved, grads, weights, mask):
+    """Gradients of `gru_forward`: (xp, [h0], [weight_hh, bias_hh])."""
+    acts, H, HN = saved["acts"], saved["H"], saved["HN"]
+    grad_out, grad_h = grads
+    weight_hh, bias_hh = weights
+    steps, batch, kn = acts.shape
+    n = H.shape[-1]
+    after = spec.reset == "after"
+    dxp = torch.empty_like(acts)
+    dhh = torch.empty_like(acts) if after else None  # gradient of R h + b_hh
+    dh = grad_h.clone() if grad_h is not None else H.new_zeros(batch, n)
+    w_ru, w_n = weight_hh[: 2 * n], weight_hh[2 * n :]
+    for t in range(steps - 1, -1, -1):
+        a, d, h = acts[t], dxp[t], H[t]
+        r, u, cand = a[:, :n], a[:, n : 2 * n], a[:, 2 * n :]
+        if mask is not None:
+            m = mask[t]
+            dnew = dh * m
+            if grad_out is not None:
+                dnew.addcmul_(grad_out[t], m)
+            dh.mul_(1 - m)
+        else:
+            dnew = dh.add_(grad_out[t]) if grad_out is not None else dh
+        dn = d[:, 2 * n :]
+        torch.mul(dnew, 1 - u, out=dn)
+        dn.addcmul_(dn * cand, cand, value=-1)  # tanh'
+        torch.mul(dnew, h - cand, out=d[:, n : 2 * n])  # du
+        dh_prev = dnew * u
+        if after:
+            torch.mul(dn, HN[t], out=d[:, :n])  # dr
+            e = dhh[t]
+            torch.mul(dn, r, out=e[:, 2 * n :])
+        else:
+            d_rh = dn.mm(w_n)
+            torch.mul(d_rh, h, out=d[:, :n])
+            dh_prev.addcmul_(d_rh, r)
+        s = a[:, : 2 * n]
+        d[:, : 2 * n].mul_(torch.addcmul(s, s, s, value=-1))
+        if after:
+            e[:, : 2 * n] = d[:, : 2 * n]
+            dh_prev.addmm_(e, weight_hh)
+        else:
+            dh_prev.addmm_(d[:, : 2 * n], w_ru)
+        if mask is not None:
+            dh.add_(dh_prev)
+        else:
+            dh = dh_prev
+    h_prev = H[:-1].reshape(steps * batch, n)
+    if after:
+        flat = dhh.view(steps * batch, kn)
+        return dxp, [dh], [flat.t().mm(h_prev), flat.sum(0)]
+    flat = dxp.view(steps * batch, kn)
+    d_w = torch.cat([flat[:, : 2 * n].t().mm(h_prev), flat[:, 2 * n :].t().mm(HN.view(steps * batch, n))])
+    return dxp, [dh], [d_w, None]
+
+
+def rnn_forward(spec: CellSpec, xp: Tensor, states: list[Tensor], weights: list[Tensor | None], mask: Tensor | None):
+    """tanh RNN as `cells.rnn_step`, over the sequence."""
+    (h0,), (weight_hh,) = states, weights
+    steps, batch, n = xp.shape
+    H = xp.new_empty(steps + 1, batch, n)
+    H[0] = h0
+    A = torch.empty_like(xp) if mask is not None else None  # new h (H holds the kept state)
+    out = xp.new_empty(steps, batch, n) if mask is not None else None
+    w_t = weight_hh.t()
+    for t in range(steps):
+        new = A[t] if mask is not None else H[t + 1]
+        torch.addmm(xp[t], H[t], w_t, out=new).tanh_()
+        if mask is not None:
+            torch.where(mask[t].bool(), new, H[t], out=H[t + 1])
+            torch.mul(new, mask[t], out=out[t])
+    saved = {"H": H} if mask is None else {"H": H, "A": A}
+    return [H[1:] if mask is None else out, H[steps]], saved
+
+
+def rnn_backward(spec, saved, grads, weights, mask):
+    """Gradients of `rnn_forward`: (xp, [h0], [weight_hh])."""
+    H, A = saved["H"], saved.get("A")
+    grad_out, grad_h = grads
+    (weight_hh,) = weights
+    steps, batch, n = H.shape[0] - 1, H.shape[1], H.shape[2]
+    new_h = A if A is not None else H[1:]
+    dxp = H.new_empty(steps, batch, n)
+    dh = grad_h.clone() if grad_h is not None else H.new_zeros(batch, n)
+    for t in range(steps - 1, -1, -1):
+        d, hn = dxp[t], new_h[t]
+        if mask is not None:
+            m = mask[t]
+            torch.mul(dh, m, out=d)
+            if grad_out is not None:
+                d.addcmul_(grad_out[t], m)
+            dh.mul_(1 - m)
+        elif grad_out is not None:
+            torch.add(dh, grad_out[t], out=d)
+        else:
+            d.copy_(dh)
+        d.addcmul_(d * hn, hn, value=-1)
+        if mask is not None:
+            dh.addmm_(d, weight_hh)
+        else:
+            dh = d.mm(weight_hh)
+    flat = dxp.view(steps * batch, n)
+    return dxp, [dh], [flat.t().mm(H[:-1].reshape(steps * batch, n))]
+
+
+def _lstm_forward(spec, xp, states, weights, mask):
+    g0 = states[2] if len(states) > 2 else None
+    return lstm_forward(spec, xp, states[0], states[1], g0, *weights, mask)
+
+
+def _lstm_backward(spec, saved, grads, weights, mask):
+    grad_g = grads[3] if len(grads) > 3 else None
+    dxp, dh, dc, dg, dwhh, dpeep, dgg = lstm_backward(spec, saved, grads[0], grads[1], grads[2], grad_g, *weights, mask)
+    return dxp, [dh, dc] + ([dg] if grad_g is not None or weights[2] is not None else []), [dwhh, dpeep, dgg]
+
+
+SEQUENCE_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
+    "lstm": (_lstm_forward, _lstm_backward),
+    "gru": (gru_forward, gru_backward),
+    "rnn": (rnn_forward, rnn_backward),
+}
+
+
+def layer_weights(spec: CellSpec, p: dict[str, Tensor | None]) -> list[Tensor | None]:
+    """The recurrent tensors each family's sequence functions take, from a layer's parameters."""
+    if spec.family == "lstm":
+        return [p["weight_hh"], p["peephole"], p["weight_gg"]]
+    if spec.family == "gru":
+        return [p["weight_hh"], p["bias_hh"]]
+    return [p["weight_hh"]]
+
+
 # -- autograd glue ------------------------------------------------------------------------
 
 
-class _FusedLSTM(torch.autograd.Function):
-    """One layer-direction of the LSTM family: forward and backward over the whole sequence."""
+class _Fused(torch.autograd.Function):
+    """One layer-direction over the whole sequence: forward and backward by `runner`."""
 
     @staticmethod
-    def forward(ctx, spec, runner, mask, xp, h0, c0, g0, weight_hh, peephole, weight_gg):  # noqa: D102
-        outs, saved = runner.forward(spec, xp, h0, c0, g0, weight_hh, peephole, weight_gg, mask)
-        ctx.spec, ctx.runner, ctx.keys = spec, runner, list(saved)
-        ctx.save_for_backward(*saved.values(), weight_hh, peephole, weight_gg, mask)
+    def forward(ctx, spec, runner, mask, num_states, xp, *tensors):  # noqa: D102
+        states, weights = list(tensors[:num_states]), list(tensors[num_states:])
+        outs, saved = runner.forward(spec, xp, states, weights, mask)
+        ctx.spec, ctx.runner, ctx.keys, ctx.num_states = spec, runner, list(saved), num_states
+        ctx.save_for_backward(*saved.values(), *weights, mask)
         return tuple(outs)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):  # noqa: D102
-        *values, weight_hh, peephole, weight_gg, mask = ctx.saved_tensors
-        saved = dict(zip(ctx.keys, values))
-        grad_out, grad_h, grad_c = grads[:3]
-        grad_g = grads[3] if len(grads) > 3 else None
-        dxp, dh, dc, dg, dwhh, dpeep, dgg = ctx.runner.backward(
-            ctx.spec, saved, grad_out, grad_h, grad_c, grad_g, weight_hh, peephole, weight_gg, mask
-        )
-        return None, None, None, dxp, dh, dc, dg, dwhh, dpeep, dgg
+        values = ctx.saved_tensors
+        k = len(ctx.keys)
+        saved = dict(zip(ctx.keys, values[:k]))
+        weights, mask = list(values[k:-1]), values[-1]
+        dxp, dstates, dweights = ctx.runner.backward(ctx.spec, saved, list(grads), weights, mask)
+        dstates = list(dstates) + [None] * (ctx.num_states - len(dstates))
+        return (None, None, None, None, dxp, *dstates, *dweights)
 
 
 class EagerRunner:
     """Runs the sequence functions as they are (the ``fused`` backend)."""
 
-    forward = staticmethod(lstm_forward)
-    backward = staticmethod(lstm_backward)
+    @staticmethod
+    def forward(spec, xp, states, weights, mask):
+        return SEQUENCE_FUNCTIONS[spec.family][0](spec, xp, states, weights, mask)
+
+    @staticmethod
+    def backward(spec, saved, grads, weights, mask):
+        return SEQUENCE_FUNCTIONS[spec.family][1](spec, saved, grads, weights, mask)
 
 
 def run_direction(
@@ -376,14 +549,8 @@ def run_direction(
     xp = torch.addmm(p["bias"], x.reshape(steps * batch, -1), p["weight_ih"].t()).view(steps, batch, -1)
     mask = valid.to(x.dtype) if valid is not None else None
     runner = graph_runner(x.device) if backend == "graph" else EagerRunner
-    spec = layer.spec
-    if spec.family == "lstm":
-        g0 = state[2] if len(state) > 2 else None
-        outs = _FusedLSTM.apply(
-            spec, runner, mask, xp, state[0], state[1], g0, p["weight_hh"], p["peephole"], p["weight_gg"]
-        )
-        return outs[0], list(outs[1:]), {}
-    raise NotImplementedError(f"no fused {spec.family} yet")
+    outs = _Fused.apply(layer.spec, runner, mask, len(state), xp, *state, *layer_weights(layer.spec, p))
+    return outs[0], list(outs[1:]), {}
 
 
 def graph_runner(device: torch.device):

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import cells
+from . import backends, cells
 from .cells import CellSpec, get_spec
 
 State = Any  # Tensor (gru, rnn) | tuple[Tensor, Tensor] (lstm) | tuple[Tensor, Tensor, Tensor] (fgr)
-BACKENDS = ("auto", "loop", "torch")
+BACKENDS = backends.BACKENDS  # auto loop torch fused graph: see backends.py
 
 
 class RecurrentLayer(nn.Module):
@@ -159,10 +159,11 @@ class RecurrentLayer(nn.Module):
         lengths = self._check_lengths(lengths, steps, batch)
         state = self._check_state(state, batch, x_tm)
 
-        if self.select_backend(return_gates=return_gates) == "torch":
+        chosen = self.select_backend(return_gates=return_gates, device=x_tm.device)
+        if chosen == "torch":
             out, final, gates = self._forward_torch(x_tm, lengths, state)
         else:
-            out, final, gates = self._forward_loop(x_tm, lengths, state, return_gates)
+            out, final, gates = self._forward_loop(x_tm, lengths, state, return_gates, chosen)
 
         if self.batch_first:
             out = out.transpose(0, 1)
@@ -170,16 +171,12 @@ class RecurrentLayer(nn.Module):
             out = pack_padded_sequence(out, packed_lengths, batch_first=self.batch_first, enforce_sorted=False)
         return (out, final, gates) if return_gates else (out, final)
 
-    def select_backend(self, return_gates: bool = False) -> str:
-        """`torch` (nn.LSTM / nn.GRU kernels, cuDNN on GPU) where the cell is exactly torch's and no
-        gates are requested; otherwise the reference loop."""
-        torch_able = self.spec in (cells.PRESETS["np"], cells.PRESETS["gru"]) and not return_gates
-        if self.backend == "torch" and not torch_able:
-            why = "gates were requested" if return_gates else f"cell {self.spec.name} is not np or gru"
-            raise ValueError(f"backend='torch' cannot run this layer ({why}); use backend='auto' or 'loop'")
-        if self.backend == "loop":
-            return "loop"
-        return "torch" if torch_able else "loop"
+    def select_backend(self, return_gates: bool = False, device: torch.device | None = None) -> str:
+        """The backend a forward runs on: `self.backend`, or for `auto` the fastest that honours the
+        request (torch's kernels for np/gru/rnn, CUDA graphs on a GPU, fused, else the loop)."""
+        if device is None:
+            device = next(self.parameters()).device
+        return backends.select(self.backend, self.spec, device, return_gates)
 
     def _check_lengths(self, lengths, steps: int, batch: int) -> Tensor | None:
         if lengths is None:
@@ -214,7 +211,9 @@ class RecurrentLayer(nn.Module):
         return parts[0] if self.spec.family != "lstm" else tuple(parts)
 
     # -- the reference loop ---------------------------------------------------------------
-    def _forward_loop(self, x: Tensor, lengths: Tensor | None, state: list[Tensor], return_gates: bool):
+    def _forward_loop(
+        self, x: Tensor, lengths: Tensor | None, state: list[Tensor], return_gates: bool, backend: str = "loop"
+    ):
         steps, batch = x.shape[:2]
         valid = None
         if lengths is not None:
@@ -227,9 +226,11 @@ class RecurrentLayer(nn.Module):
             for direction, suffix in enumerate(self._suffixes(layer)):
                 index = layer * self.num_directions + direction
                 inp = layer_input if direction == 0 else reverse_padded(layer_input, lengths)
-                out, final, gates = self._run_direction(
-                    inp, valid, [s[index] for s in state], self._params(suffix), return_gates
-                )
+                args = (inp, valid, [s[index] for s in state], self._params(suffix))
+                if backend == "loop":
+                    out, final, gates = self._run_direction(*args, return_gates)
+                else:  # a fused backend runs the same layer-direction
+                    out, final, gates = backends.run_direction(self, backend, *args)
                 if direction == 1:
                     out = reverse_padded(out, lengths)
                     gates = {k: reverse_padded(v, lengths) for k, v in gates.items()}
@@ -291,7 +292,7 @@ class RecurrentLayer(nn.Module):
                 p = self._params(suffix)
                 bias_hh = p["bias_hh"] if p["bias_hh"] is not None else torch.zeros_like(p["bias"])
                 flat += [p["weight_ih"], p["weight_hh"], p["bias"], bias_hh]
-        kernel = torch._VF.lstm if self.spec.family == "lstm" else torch._VF.gru
+        kernel = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}[self.spec.family]
         hx = state if self.spec.family == "lstm" else state[0]
         args = (flat, True, self.num_layers, self.dropout, self.training, self.bidirectional)
         with warnings.catch_warnings():  # cuDNN would like one flat weight buffer; it copies instead

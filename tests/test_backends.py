@@ -1,0 +1,177 @@
+"""Every fast backend computes what the reference loop computes (outputs, final state, every
+gradient), for every preset, with variable lengths, two layers and both directions; `auto` only
+picks a backend that can honour the request."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lstm_odyssey import PRESETS, RecurrentLayer, backends
+from lstm_odyssey.layers import BACKENDS
+
+CUDA = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA (CI has no GPU)")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add synchronisation (seconds on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(layer: RecurrentLayer, backend: str, x: torch.Tensor, lengths, state):
+    """Outputs, final state and gradients of a loss that touches every output and final state."""
+    layer.backend = backend
+    layer.zero_grad()
+    out, final = layer(x, lengths=lengths, state=state)
+    finals = list(final) if isinstance(final, tuple) else [final]
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
+    loss = (out * weight).sum() + sum(0.3 * (f * f).sum() for f in finals)
+    grads = torch.autograd.grad(loss, [x, *layer.parameters(), *state])
+    return [out, *finals, *grads]
+
+
+def compare(cell: str, backend: str, device: str = "cpu", dtype=torch.float64, tol: float = 1e-10, **options) -> None:
+    torch.manual_seed(0)
+    batch, steps = 4, 7
+    for lengths in (None, [5, 3, 7, 1]):
+        for bidirectional in (False, True):
+            layer = RecurrentLayer(3, 5, cell, num_layers=2, bidirectional=bidirectional, **options)
+            layer = layer.to(device=device, dtype=dtype)
+            x = torch.randn(batch, steps, 3, dtype=dtype, device=device, requires_grad=True)
+            shapes = layer._state_shapes(batch)
+            state = [torch.randn(s, dtype=dtype, device=device, requires_grad=True) for s in shapes]
+            torch.manual_seed(1)  # the same dropout masks for both backends
+            expected = run(layer, "loop", x, lengths, state)
+            torch.manual_seed(1)
+            got = run(layer, backend, x, lengths, state)
+            assert len(got) == len(expected)
+            for k, (g, e) in enumerate(zip(got, expected)):
+                err = (g - e).abs().max().item()
+                assert err < tol, f"{cell}/{backend} lengths={lengths} bidirectional={bidirectional}: tensor {k} off by {err}"
+
+
+@pytest.mark.parametrize("cell", list(PRESETS))
+def test_fused_equals_loop(cell):
+    compare(cell, "fused")
+
+
+@pytest.mark.parametrize("cell", ["np", "gru", "rnn"])
+def test_torch_equals_loop(cell):
+    compare(cell, "torch")
+
+
+@pytest.mark.parametrize("cell", ["vanilla", "fgr", "gru_cho"])
+def test_fused_equals_loop_with_dropout_in_training(cell):
+    compare(cell, "fused", dropout=0.5)
+
+
+def test_fused_in_float32_is_close():
+    compare("vanilla", "fused", dtype=torch.float32, tol=1e-5)
+
+
+@pytest.mark.parametrize("cell", list(PRESETS))
+def test_auto_picks_a_backend_that_can_run_the_request(cell):
+    spec = PRESETS[cell]
+    cpu = torch.device("cpu")
+    chosen = backends.select("auto", spec, cpu)
+    assert chosen == ("torch" if cell in ("np", "gru", "rnn") else "fused")
+    assert backends.select("auto", spec, cpu, return_gates=True) == "loop"  # only the loop records gates
+    on_gpu = backends.select("auto", spec, torch.device("cuda"))
+    if CUDA:
+        assert on_gpu == ("torch" if cell in ("np", "gru", "rnn") else "graph")
+    else:
+        assert on_gpu != "graph"
+    for backend in BACKENDS[1:]:  # an explicit choice that can run is kept
+        if backends.why_not(backend, spec, cpu, return_gates=False) is None:
+            assert backends.select(backend, spec, cpu) == backend
+
+
+def test_auto_with_gates_runs_the_loop_and_records_gates():
+    layer = RecurrentLayer(3, 4, "vanilla")
+    out, _, gates = layer(torch.randn(2, 5, 3), return_gates=True)
+    assert set(gates[0]) == set("zifocy") and gates[0]["y"].shape == out.shape
+
+
+@pytest.mark.parametrize(
+    ("cell", "backend", "why"),
+    [("vanilla", "torch", "not one of torch's"), ("np", "graph", "CUDA graphs need a CUDA device"), ("np", "fused", "gates")],
+)
+def test_a_backend_that_cannot_honour_the_request_is_refused(cell, backend, why):
+    if backend == "graph" and CUDA:
+        pytest.skip("CUDA present: graph can run")
+    layer = RecurrentLayer(3, 4, cell, backend=backend)
+    with pytest.raises(ValueError, match=why):
+        layer(torch.randn(2, 5, 3), return_gates=why == "gates")
+
+
+def test_unknown_backend_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="unknown backend 'cudnn'; choose one of auto, loop"):
+        RecurrentLayer(3, 4, backend="cudnn")
+
+
+@pytest.mark.parametrize("backend", ["loop", "fused"])
+def test_activation_memory_grows_linearly_in_steps(backend):
+    from lstm_odyssey.bench import saved_bytes
+
+    layer = RecurrentLayer(3, 16, "vanilla", backend=backend)
+    sizes = [saved_bytes(layer, batch=8, steps=steps) for steps in (50, 100, 150)]
+    per_step = [(b - a) / 50 for a, b in zip(sizes, sizes[1:])]
+    assert per_step[1] == pytest.approx(per_step[0], rel=0.01)  # constant bytes per step: linear, not O(T^2)
+    if backend == "fused":  # per step: 4 gate activations, cell, output, h(c) (B x N each) and the input x
+        assert per_step[0] == pytest.approx((7 * 16 + 3) * 8 * 4, rel=0.01)
+
+
+def test_fused_backward_refuses_double_backward():
+    layer = RecurrentLayer(3, 4, "vanilla", backend="fused")
+    out, _ = layer(torch.randn(2, 5, 3, requires_grad=True))
+    (grad,) = torch.autograd.grad(out.sum(), layer.weight_hh_l0, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()
+
+
+@gpu
+@pytest.mark.parametrize("cell", list(PRESETS))
+def test_gpu_backends_equal_loop(cell):
+    compare(cell, "fused", device="cuda")
+    compare(cell, "graph", device="cuda")
+    if cell in ("np", "gru", "rnn"):
+        compare(cell, "torch", device="cuda", dtype=torch.float64, tol=1e-9)
+
+
+@gpu
+def test_graph_float32_and_repeated_forwards_before_backward():
+    """Two forwards through the same captured graph before one backward keep their own activations."""
+    torch.manual_seed(0)
+    layer = RecurrentLayer(8, 32, "vanilla", backend="graph").cuda()
+    ref = RecurrentLayer(8, 32, "vanilla", backend="loop").cuda()
+    ref.load_state_dict(layer.state_dict())
+    xs = [torch.randn(16, 20, 8, device="cuda") for _ in range(2)]
+    loss = sum((layer(x)[0] ** 2).sum() for x in xs)
+    loss.backward()
+    ref_loss = sum((ref(x)[0] ** 2).sum() for x in xs)
+    ref_loss.backward()
+    assert torch.allclose(loss, ref_loss, rtol=1e-4)
+    for a, b in zip(layer.parameters(), ref.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-4)
+
+
+def test_bench_writes_a_table_and_json(tmp_path, capsys):
+    from lstm_odyssey import bench
+
+    out = tmp_path / "bench.json"
+    bench.main(["--cells", "vanilla", "np", "--hidden", "8", "--input", "4", "--batch", "2", "--steps", "5",
+                "--repeats", "2", "--warmup", "1", "--backends", "auto", "loop", "--json", str(out)])
+    table = capsys.readouterr().out
+    assert "vanilla" in table and "nn.LSTM" in table
+    rows = json.loads(out.read_text())["rows"]
+    by_key = {(r["cell"], r["backend"]): r for r in rows}
+    assert by_key[("vanilla", "fused")]["fwd_bwd_ms"] > 0
+    assert by_key[("vanilla", "loop")]["ratio_fwd_bwd"] > 0
+    assert ("reference", "nn.LSTM") in by_key
