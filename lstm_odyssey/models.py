@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cells import CellSpec
-from .data.base import CLASSIFICATION, MULTILABEL, PAD_CLASS, REGRESSION, STEP_CLASSIFICATION, TASK_TYPES, Batch
+from .data.base import CLASSIFICATION, MULTILABEL, PAD_CLASS, REGRESSION, TASK_TYPES, Batch
 from .layers import RecurrentLayer
 
 SEQUENCE_TASKS = (CLASSIFICATION, REGRESSION)
@@ -20,6 +20,8 @@ class SequenceModel(nn.Module):
 
     Sequence-level tasks read the final state of the last layer (for a bidirectional layer: the forward
     direction at the last valid step and the backward direction after reading the whole sequence).
+    Classification with output_size 1 is binary: one logit, sigmoid and binary cross-entropy (Keras's
+    Dense(1, 'sigmoid')); targets are 0/1 class indices either way.
     """
 
     def __init__(
@@ -69,6 +71,12 @@ class SequenceModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def summary(self, seq_len: int | None = None) -> str:
+        """A Keras-style table of layers, output shapes and parameter counts (lstm_odyssey.summary)."""
+        from .summary import summary
+
+        return summary(self, seq_len=seq_len)
+
     def forward(self, x: Tensor, lengths: Tensor | None = None, state=None) -> tuple[Tensor, object]:
         """Logits or predictions: (B, output) for sequence tasks, (B, T, output) per step."""
         output, final = self.rnn(self.encoder(x), lengths, state)
@@ -86,7 +94,11 @@ class SequenceModel(nn.Module):
     def metric_sums(self, prediction: Tensor, batch: Batch, reduce: bool = True) -> dict[str, Tensor | float]:
         """Sums over the batch that `finalize_metrics` turns into metrics; `count` is their unit."""
         y = batch.y
-        if self.task_type == CLASSIFICATION:
+        if self.task_type == CLASSIFICATION and prediction.shape[-1] == 1:  # binary: one logit, sigmoid (Keras Dense(1))
+            logit = prediction.squeeze(-1)
+            nll = F.binary_cross_entropy_with_logits(logit, y.to(logit.dtype), reduction="sum")
+            sums = {"loss": nll, "errors": ((logit > 0).long() != y).sum(), "count": len(y)}
+        elif self.task_type == CLASSIFICATION:
             nll = F.cross_entropy(prediction, y, reduction="sum")
             sums = {"loss": nll, "errors": (prediction.argmax(-1) != y).sum(), "count": len(y)}
         elif self.task_type == REGRESSION:
