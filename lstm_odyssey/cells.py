@@ -172,7 +172,8 @@ ODYSSEY_VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np"
 
 
 def get_spec(cell: str | CellSpec | dict) -> CellSpec:
-    """A CellSpec from a preset name, a spec, or a dict of flags (optionally with a `preset` base)."""
+    """A CellSpec from a preset name, a spec, or a dict of flags on top of `preset` (else of the preset
+    called `name`, else of vanilla; a name that is no preset, e.g. `my_cell`, is only a label)."""
     if isinstance(cell, CellSpec):
         return cell
     if isinstance(cell, str):
@@ -180,8 +181,8 @@ def get_spec(cell: str | CellSpec | dict) -> CellSpec:
             raise ValueError(f"unknown cell {cell!r}; choose one of: {', '.join(PRESETS)}")
         return PRESETS[cell]
     flags = dict(cell)
-    base = get_spec(flags.pop("preset", None) or flags.pop("name", None) or "vanilla")
-    flags.pop("name", None)
+    label = flags.pop("name", None)  # a preset's name doubles as its base; any other name is a label
+    base = get_spec(flags.pop("preset", None) or (label if label in PRESETS else "vanilla"))
     known = {f.name for f in dataclasses.fields(CellSpec)}
     unknown = sorted(set(flags) - known)
     if unknown:
