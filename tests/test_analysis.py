@@ -288,17 +288,13 @@ def test_write_report_on_bad_input(tmp_path, sweep):
     assert pd.read_csv(tmp_path / "r1" / "tables" / "summary.csv")["cell"].tolist() == ["nfg", "cifg"]
 
 
-def test_notebook_executes_on_the_sweep(sweep, tmp_path):
+def test_notebook_executes_on_the_sweep(sweep, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(ROOT / "notebooks" / "odyssey_analysis.ipynb", as_version=4)
     assert "parameters" in nb.cells[1].metadata.get("tags", [])
-    os.environ["LSTM_ODYSSEY_SWEEP"] = str(sweep)
-    try:
-        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        del os.environ["LSTM_ODYSSEY_SWEEP"]
+    monkeypatch.setenv("LSTM_ODYSSEY_SWEEP", str(sweep))  # the kernel inherits the environment
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert f"sweep: ['{sweep}']" in text
     assert "10 runs;" in text

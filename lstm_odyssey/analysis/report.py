@@ -87,10 +87,10 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
             if len(hits):
                 said = []
                 for cell, g in hits.groupby("cell", sort=False):
-                    subsets = ", ".join(
-                        f"{'top runs' if r['subset'] == 'top' else 'all runs'} {_p(r['p_holm'])}" for _, r in g.iterrows()
-                    )
-                    said.append(f"{cell.upper()} is significantly {g['verdict'].iloc[0]} than {reference} ({subsets}, Holm)")
+                    said.append(f"{cell.upper()} is significantly " + " and ".join(
+                        f"{r['verdict']} than {reference} on {'the top runs' if r['subset'] == 'top' else 'all runs'} "
+                        f"(Holm-adjusted {_p(r['p_holm'])}, g = {r['hedges_g']:.2f})" for _, r in g.iterrows()
+                    ))
                 text += "; ".join(said) + ". "
                 rest = sorted(set(s["cell"]) - set(hits["cell"]))
                 if rest:
@@ -294,8 +294,10 @@ def _first_config(paths: list[Path]) -> dict:
 
 
 def _group(paths: list[Path]) -> str:
-    logger = _first_config(paths).get("logger") or {}
-    return logger.get("group") or paths[0].resolve().name
+    """The runs' W&B group: logger.group, else the study's name (sweep.name), else the sweep folder's name."""
+    config = _first_config(paths)
+    logger, study = config.get("logger") or {}, config.get("sweep") or {}
+    return logger.get("group") or (study.get("name") if isinstance(study, dict) else None) or paths[0].resolve().name
 
 
 def _project(paths: list[Path]) -> str:
