@@ -339,4 +339,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the app from the importable module, not __main__, so joblib and submitit can pickle it by reference.
+    from lstm_odyssey.train import main as _main
+
+    _main()

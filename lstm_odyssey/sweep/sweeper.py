@@ -75,7 +75,7 @@ def derive_seed(*parts: Any) -> int:
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "_"
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "_"
 
 
 def point_label(point: Sequence[tuple[str, str]]) -> str:
@@ -348,7 +348,8 @@ class StudySweeper(Sweeper):
                           study=cfg.sweep.get("name"))
             from ..train import hparams_of
 
-            record["hparams"] = hparams_of(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+            job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # hydra.* needs a runtime
+            record["hparams"] = hparams_of(OmegaConf.to_container(job_cfg, resolve=True))  # type: ignore[arg-type]
         except Exception as exc:  # the record matters more than its details
             log.warning("could not compose the config of %s: %s", job.subdir, exc)
         write_record(run_dir, record)
