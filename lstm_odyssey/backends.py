@@ -17,6 +17,8 @@ backend is tested equal to ``loop`` (tests/test_backends.py).
 
 from __future__ import annotations
 
+import collections
+import os
 from collections.abc import Callable
 
 import torch
@@ -91,10 +93,6 @@ class _Layout:
         self.gate = {g: slice(j * n, (j + 1) * n) for j, g in enumerate(spec.computed_gates)}
         self.tanh_in = spec.input_activation == "tanh"
         self.tanh_out = spec.output_activation == "tanh"
-
-    def gg_rows(self) -> list[int]:
-        """Rows of the (k*N, G*N) FGR matrix that belong to gates (the z rows stay zero)."""
-        return [r for g in self.spec.computed_gates for r in range(self.col[g].start, self.col[g].stop)]
 
 
 def lstm_forward(
@@ -204,10 +202,15 @@ def lstm_forward(
 
 
 def _gg_full(lay: _Layout, weight_gg: Tensor) -> Tensor:
-    """The FGR matrix as (k*N, G*N) with zero rows for z, so one addmm adds it to every gate block."""
-    full = weight_gg.new_zeros(len(lay.spec.blocks) * lay.n, weight_gg.shape[1])
-    full[lay.gg_rows()] = weight_gg
-    return full
+    """The FGR matrix as (k*N, G*N) with zero rows for z, so one addmm adds it to every gate block.
+    Built from slices (no index tensor), so that it can run inside a CUDA graph capture."""
+    zeros = weight_gg.new_zeros(lay.n, weight_gg.shape[1])
+    return torch.cat([weight_gg[lay.gate[b]] if b in lay.gate else zeros for b in lay.spec.blocks])
+
+
+def _gg_rows(lay: _Layout, full: Tensor) -> Tensor:
+    """The gate rows of a (k*N, ...) tensor, in FGR gate order (inverse of `_gg_full`)."""
+    return torch.cat([full[lay.col[g]] for g in lay.spec.computed_gates])
 
 
 def lstm_backward(
@@ -323,7 +326,7 @@ def lstm_backward(
                 dg = torch.mm(d, gg_full)
     flat = dpre.view(steps * batch, kn)
     d_whh = flat.t().mm(Y[:-1].reshape(steps * batch, n))
-    d_gg = flat.t().mm(G[:-1].reshape(steps * batch, -1))[lay.gg_rows()] if fgr else None
+    d_gg = _gg_rows(lay, flat.t().mm(G[:-1].reshape(steps * batch, -1))) if fgr else None
     d_peep = None
     if peephole is not None:
         cn = CN if CN is not None else C[1:]
@@ -513,6 +516,7 @@ class _Fused(torch.autograd.Function):
     def forward(ctx, spec, runner, mask, num_states, xp, *tensors):  # noqa: D102
         states, weights = list(tensors[:num_states]), list(tensors[num_states:])
         outs, saved = runner.forward(spec, xp, states, weights, mask)
+        ctx.entry = saved.pop("__entry__", None)
         ctx.spec, ctx.runner, ctx.keys, ctx.num_states = spec, runner, list(saved), num_states
         ctx.save_for_backward(*saved.values(), *weights, mask)
         return tuple(outs)
@@ -524,6 +528,8 @@ class _Fused(torch.autograd.Function):
         k = len(ctx.keys)
         saved = dict(zip(ctx.keys, values[:k]))
         weights, mask = list(values[k:-1]), values[-1]
+        if ctx.entry is not None:
+            saved["__entry__"] = ctx.entry
         dxp, dstates, dweights = ctx.runner.backward(ctx.spec, saved, list(grads), weights, mask)
         dstates = list(dstates) + [None] * (ctx.num_states - len(dstates))
         return (None, None, None, None, dxp, *dstates, *dweights)
@@ -553,5 +559,113 @@ def run_direction(
     return outs[0], list(outs[1:]), {}
 
 
-def graph_runner(device: torch.device):
-    raise NotImplementedError
+
+
+# -- CUDA graphs: one launch per sequence instead of hundreds ------------------------------
+
+
+class _Captured:
+    """A sequence's forward and backward captured as CUDA graphs for one shape.
+
+    The graphs read the weights in place (their addresses are part of the cache key) and read the
+    input projection, states, mask, saved activations and incoming gradients from static buffers that
+    each call fills; results are cloned out, so two forwards before a backward stay independent."""
+
+    def __init__(self, spec, xp, states, weights, mask) -> None:
+        self.spec = spec
+        self.xp = xp.clone()
+        self.states = [s.clone() for s in states]
+        self.weights = weights  # the live parameters: their storage is updated in place by optimisers
+        self.mask = mask.clone() if mask is not None else None
+        self.backward_graph = None
+        fn = SEQUENCE_FUNCTIONS[spec.family][0]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():  # warm-up before capture (allocator, cuBLAS)
+            fn(spec, self.xp, self.states, weights, self.mask)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.forward_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.forward_graph), torch.no_grad():
+            self.outs, self.saved = fn(spec, self.xp, self.states, weights, self.mask)
+
+    def forward(self, xp, states, mask):
+        self.xp.copy_(xp)
+        for static, s in zip(self.states, states):
+            static.copy_(s)
+        if mask is not None:
+            self.mask.copy_(mask)
+        self.forward_graph.replay()
+        return [o.clone() for o in self.outs], {k: v.clone() for k, v in self.saved.items()}
+
+    def backward(self, saved, grads):
+        if self.backward_graph is None:
+            self._capture_backward(grads)
+        for k, v in saved.items():
+            self.saved[k].copy_(v)
+        for static, g in zip(self.grads, grads):
+            if static is not None:
+                static.copy_(g)
+        self.backward_graph.replay()
+        dxp, dstates, dweights = self.grad_results
+        clone = lambda t: t.clone() if t is not None else None  # noqa: E731
+        return dxp.clone(), [clone(d) for d in dstates], [clone(d) for d in dweights]
+
+    def _capture_backward(self, grads):
+        fn = SEQUENCE_FUNCTIONS[self.spec.family][1]
+        self.grads = [g.clone() if g is not None else None for g in grads]
+        self.grad_pattern = [g is not None for g in grads]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():
+            fn(self.spec, self.saved, list(self.grads), self.weights, self.mask)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.backward_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.backward_graph), torch.no_grad():
+            self.grad_results = fn(self.spec, self.saved, list(self.grads), self.weights, self.mask)
+
+
+class GraphRunner:
+    """``graph`` backend: a bounded LRU cache of captured sequences per (cell, shapes, weights)."""
+
+    def __init__(self, max_entries: int = 16) -> None:
+        self.max_entries = max_entries
+        self.cache: collections.OrderedDict = collections.OrderedDict()
+        self.captures = 0
+
+    @staticmethod
+    def _key(spec, xp, states, weights, mask):
+        def sig(t):
+            return None if t is None else (tuple(t.shape), t.dtype, t.device, t.stride())
+
+        ptrs = tuple(w.data_ptr() if w is not None else None for w in weights)
+        return (spec, sig(xp), tuple(sig(s) for s in states), tuple(sig(w) for w in weights), ptrs, sig(mask))
+
+    def forward(self, spec, xp, states, weights, mask):
+        key = self._key(spec, xp, states, weights, mask)
+        entry = self.cache.get(key)
+        if entry is None:
+            entry = _Captured(spec, xp, states, weights, mask)
+            self.captures += 1
+            self.cache[key] = entry
+            while len(self.cache) > self.max_entries:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(key)
+        outs, saved = entry.forward(xp, states, mask)
+        saved["__entry__"] = entry  # carried to backward (not a tensor: kept on ctx, see _Fused)
+        return outs, saved
+
+    def backward(self, spec, saved, grads, weights, mask):
+        entry = saved.pop("__entry__")
+        if entry.backward_graph is not None and [g is not None for g in grads] != entry.grad_pattern:
+            return EagerRunner.backward(spec, saved, grads, weights, mask)  # other outputs need grads
+        return entry.backward(saved, grads)
+
+
+_GRAPH_RUNNERS: dict[torch.device, GraphRunner] = {}
+
+
+def graph_runner(device: torch.device) -> GraphRunner:
+    """The process-wide graph cache of one CUDA device (size: LSTM_ODYSSEY_GRAPH_CACHE, default 16)."""
+    if device not in _GRAPH_RUNNERS:
+        _GRAPH_RUNNERS[device] = GraphRunner(int(os.environ.get("LSTM_ODYSSEY_GRAPH_CACHE", "16")))
+    return _GRAPH_RUNNERS[device]
