@@ -201,6 +201,19 @@ def test_marginals_and_lr_by_hidden():
     lrh = analysis.lr_by_hidden(df)
     assert len(lrh) == 3 and lrh["n"].sum() == 160
     assert (abs(lrh["best_log10_lr"] + 3.5) < 1.0).all()  # hidden size does not shift the planted optimum
+    assert (abs(lrh["vertex_log10_lr"] + 3.5) < 0.3).all()
+    assert lrh["shift_p"].iloc[0] > 0.05
+
+
+def test_lr_by_hidden_detects_a_planted_shift():
+    df = random_search(80, "optim.lr", seed=7)
+    # move the optimum by two decades from the smallest to the largest hidden size
+    log_h = np.log10(df["model.hidden_size"])
+    shift = 2 * (log_h - log_h.min()) / (log_h.max() - log_h.min())
+    df["test_nll"] = (np.log10(df["optim.lr"]) + 4.5 - shift) ** 2 / 6 + 0.05 * np.random.default_rng(0).normal(size=len(df))
+    lrh = analysis.lr_by_hidden(df)
+    assert lrh["shift_p"].iloc[0] < 1e-6
+    assert lrh["vertex_log10_lr"].is_monotonic_increasing
 
 
 # -- a real tiny sweep -------------------------------------------------------------------------------------

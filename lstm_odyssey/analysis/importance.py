@@ -197,7 +197,10 @@ def lr_by_hidden(
 ) -> pd.DataFrame:
     """Does the hidden size shift the optimal learning rate? Per task, runs are split into `hidden_groups`
     hidden-size terciles (pooled over cells after subtracting each cell's mean, so cells do not confound);
-    per group the learning-rate bin with the lowest mean metric is the optimum. One row per task × group."""
+    per group the learning-rate bin with the lowest mean metric is the optimum, and so is the vertex of a
+    quadratic in log10 lr. `shift_p` is the F-test of letting that quadratic differ between hidden-size
+    groups against one shared curve (plus a level per group): small means the hidden size moves the curve.
+    One row per task × group."""
     df = prepare(df) if VAL not in df.columns else df
     notes = notes if notes is not None else []
     rows = []
@@ -214,15 +217,43 @@ def lr_by_hidden(
         h = pd.to_numeric(tdf[hidden]).astype(float)
         n_groups = min(hidden_groups, h.nunique())
         tdf["_h"] = pd.qcut(h.rank(method="first"), n_groups, labels=False)
+        tdf["_x"] = x
+        shift_p = _shift_test(tdf["_x"].to_numpy(), tdf["_y"].to_numpy(), tdf["_h"].to_numpy())
         for grp, g in tdf.groupby("_h"):
-            means = g.groupby("_lr_bin")["_y"].agg(["mean", "count"])
-            means = means[means["count"] >= 1]
-            best = int(means["mean"].idxmin())
+            means = g.groupby("_lr_bin")["_y"].mean()
+            best = int(means.idxmin())
             rows.append({
                 "task": task, "hidden_group": int(grp), "hidden_min": h[g.index].min(), "hidden_max": h[g.index].max(),
                 "n": len(g), "best_lr_bin": best, "best_lr_low": 10 ** edges[best], "best_lr_high": 10 ** edges[best + 1],
                 "best_log10_lr": (edges[best] + edges[best + 1]) / 2,
+                "vertex_log10_lr": _vertex(g["_x"].to_numpy(), g["_y"].to_numpy()), "shift_p": shift_p,
             })
     cols = ["task", "hidden_group", "hidden_min", "hidden_max", "n", "best_lr_bin", "best_lr_low", "best_lr_high",
-            "best_log10_lr"]
+            "best_log10_lr", "vertex_log10_lr", "shift_p"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def _vertex(x: np.ndarray, y: np.ndarray) -> float:
+    """The minimum of a least-squares parabola y ~ x (NaN when it opens downwards or is underdetermined)."""
+    if len(x) < 4 or np.ptp(x) == 0:
+        return float("nan")
+    c2, c1, _ = np.polyfit(x, y, 2)
+    if c2 <= 0:
+        return float("nan")
+    return float(np.clip(-c1 / (2 * c2), x.min(), x.max()))
+
+
+def _shift_test(x: np.ndarray, y: np.ndarray, group: np.ndarray) -> float:
+    """Nested OLS F-test: shared quadratic in x with a level per group, against a quadratic per group."""
+    levels = np.unique(group)
+    dummies = np.stack([(group == g).astype(float) for g in levels], axis=1)
+    reduced = np.column_stack([dummies, x, x**2])
+    full = np.column_stack([dummies, dummies * x[:, None], dummies * (x**2)[:, None]])
+    n, p0, p1 = len(y), reduced.shape[1], full.shape[1]
+    if len(levels) < 2 or n <= p1:
+        return float("nan")
+    rss = [float(np.sum((y - m @ np.linalg.lstsq(m, y, rcond=None)[0]) ** 2)) for m in (reduced, full)]
+    if rss[1] <= 0:
+        return float("nan")
+    f = ((rss[0] - rss[1]) / (p1 - p0)) / (rss[1] / (n - p1))
+    return float(sps.f.sf(f, p1 - p0, n - p1))

@@ -114,21 +114,29 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
                          f"({int(top['n_runs'])} runs). ")
         if lrh is not None and len(lrh[lrh["task"] == task]) > 1:
             lt = lrh[lrh["task"] == task]
-            if lt["n"].min() < MIN_LR_HIDDEN_RUNS:
-                parts.append((text + f"Learning rate × hidden size: too few runs per hidden-size group "
-                              f"({int(lt['n'].min())} < {MIN_LR_HIDDEN_RUNS}) to judge whether the hidden size "
-                              "shifts the optimal learning rate.").strip())
-                continue
-            spread = lt["best_lr_bin"].max() - lt["best_lr_bin"].min()
-            where = ", ".join(f"{_fmt(r['best_lr_low'])}–{_fmt(r['best_lr_high'])} for hidden {int(r['hidden_min'])}"
-                              f"–{int(r['hidden_max'])}" for _, r in lt.iterrows())
-            verdict = "does not shift" if spread <= 1 else "appears to shift"
-            text += f"The best learning-rate bin is {where}: the hidden size {verdict} the optimal learning rate. "
+            p_shift = lt["shift_p"].iloc[0]
+            if lt["n"].min() < MIN_LR_HIDDEN_RUNS or not np.isfinite(p_shift):
+                text += (f"Learning rate × hidden size: too few runs per hidden-size group ({int(lt['n'].min())}, "
+                         f"needs {MIN_LR_HIDDEN_RUNS}) to judge whether the hidden size shifts the optimal learning rate. ")
+            else:
+                where = ", ".join(
+                    f"{_lr_text(r)} for hidden {int(r['hidden_min'])}–{int(r['hidden_max'])}" for _, r in lt.iterrows()
+                )
+                verdict = "shifts" if p_shift < alpha else "does not significantly shift"
+                text += (f"The best learning rate is {where}; the hidden size {verdict} the optimal learning rate "
+                         f"(F-test of a quadratic in log lr per hidden-size group against a shared one, {_p(p_shift)}). ")
         parts.append(text.strip())
     return " ".join(parts)
 
 
 DEBUG = False  # --debug: print the traceback of every part that could not be computed
+
+
+def _lr_text(row: pd.Series) -> str:
+    vertex = row.get("vertex_log10_lr")
+    if vertex is not None and np.isfinite(vertex):
+        return f"about {10 ** vertex:.2g}"
+    return f"{_fmt(row['best_lr_low'])}–{_fmt(row['best_lr_high'])}"
 
 
 def _try(notes: list[str], what: str, fn: Callable[[], Any]) -> Any:
@@ -222,8 +230,10 @@ def write_report(
         lines += [markdown_table(imp, ["task", "cell", "param", "scale", "importance", "variance_fraction", "n_runs"]), ""]
     if lrh is not None and len(lrh):
         lines += ["## Learning rate × hidden size", "",
-                  "Best learning-rate bin per hidden-size group (metric centred per cell).", ""]
-        lines += [markdown_table(lrh, ["task", "hidden_min", "hidden_max", "n", "best_lr_low", "best_lr_high"]), ""]
+                  "Per hidden-size group (metric centred per cell): the learning-rate bin with the lowest mean, the vertex of "
+                  "a quadratic in log10 lr, and the F-test p-value of letting that quadratic depend on the group.", ""]
+        lines += [markdown_table(lrh, ["task", "hidden_min", "hidden_max", "n", "best_lr_low", "best_lr_high",
+                                       "vertex_log10_lr", "shift_p"]), ""]
 
     lines += ["## Figures", ""]
     for task in sorted(df["task"].unique()):
