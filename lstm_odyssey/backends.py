@@ -18,6 +18,8 @@ backend is tested equal to ``loop`` (tests/test_backends.py).
 from __future__ import annotations
 
 import collections
+import functools
+import importlib.util
 import os
 from collections.abc import Callable
 
@@ -324,15 +326,24 @@ def lstm_backward(
             dc = dc_prev
             if fgr:
                 dg = torch.mm(d, gg_full)
+    d_whh, d_peep, d_gg = _lstm_weight_grads(spec, lay, saved, dpre, peephole, fgr)
+    return dpre, dy, dc, dg, d_whh, d_peep, d_gg
+
+
+def _lstm_weight_grads(spec: CellSpec, lay: _Layout, saved: dict[str, Tensor], dpre: Tensor, peephole, fgr: bool):
+    """dW_hh, dpeephole and dW_gg: one reduction over every step at once."""
+    Y, C, CN, G = saved["Y"], saved["C"], saved.get("CN"), saved.get("G")
+    steps, batch, kn = dpre.shape
     flat = dpre.view(steps * batch, kn)
-    d_whh = flat.t().mm(Y[:-1].reshape(steps * batch, n))
+    d_whh = flat.t().mm(Y[:-1].reshape(steps * batch, -1))
     d_gg = _gg_rows(lay, flat.t().mm(G[:-1].reshape(steps * batch, -1))) if fgr else None
     d_peep = None
     if peephole is not None:
         cn = CN if CN is not None else C[1:]
+        col = lay.col
         parts = [(dpre[:, :, col[g]] * (cn if g == "o" else C[:-1])).sum((0, 1)) for g in spec.peephole_gates]
         d_peep = torch.cat(parts)
-    return dpre, dy, dc, dg, d_whh, d_peep, d_gg
+    return d_whh, d_peep, d_gg
 
 
 # -- the GRU family and the tanh RNN ----------------------------------------------------
@@ -479,13 +490,45 @@ def rnn_backward(spec, saved, grads, weights, mask):
     return dxp, [dh], [flat.t().mm(H[:-1].reshape(steps * batch, n))]
 
 
+def triton_available() -> bool:
+    """Triton is importable (it ships with CUDA builds of torch; CPU builds lack it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def use_triton(t: Tensor) -> bool:
+    """Per-step Triton kernels for CUDA tensors where Triton is present. LSTM_ODYSSEY_TRITON=0 turns
+    them off; =force runs them on any device (CPU under TRITON_INTERPRET=1, for tests)."""
+    choice = os.environ.get("LSTM_ODYSSEY_TRITON", "auto")
+    if choice == "0":
+        return False
+    return (choice == "force" or t.is_cuda) and triton_available()
+
+
 def _lstm_forward(spec, xp, states, weights, mask):
     g0 = states[2] if len(states) > 2 else None
+    if use_triton(xp):
+        from . import _triton_lstm
+
+        lay = _Layout(spec, states[0].shape[-1])
+        return _triton_lstm.lstm_forward(
+            spec, xp, states[0], states[1], g0, *weights, mask, functools.partial(_gg_full, lay)
+        )
     return lstm_forward(spec, xp, states[0], states[1], g0, *weights, mask)
 
 
 def _lstm_backward(spec, saved, grads, weights, mask):
     grad_g = grads[3] if len(grads) > 3 else None
+    if use_triton(saved["acts"]):
+        from . import _triton_lstm
+
+        dense = [g.contiguous() if g is not None else None for g in grads]  # kernels index densely
+        lay = _Layout(spec, saved["Y"].shape[-1])
+        dxp, dh, dc, dg = _triton_lstm.lstm_backward(
+            spec, saved, dense[0], dense[1], dense[2], dense[3] if len(dense) > 3 else None, *weights, mask,
+            functools.partial(_gg_full, lay),
+        )
+        dwhh, dpeep, dgg = _lstm_weight_grads(spec, lay, saved, dxp, weights[1], weights[2] is not None)
+        return dxp, [dh, dc] + ([dg] if dg is not None else []), [dwhh, dpeep, dgg]
     dxp, dh, dc, dg, dwhh, dpeep, dgg = lstm_backward(spec, saved, grads[0], grads[1], grads[2], grad_g, *weights, mask)
     return dxp, [dh, dc] + ([dg] if grad_g is not None or weights[2] is not None else []), [dwhh, dpeep, dgg]
 

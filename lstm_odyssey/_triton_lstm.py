@@ -1,0 +1,303 @@
+"""Triton kernels for the LSTM family: the pointwise part of one step (forward, backward) as one
+kernel each, with the cell's flags as compile-time constants. The matmuls stay with cuBLAS. The math
+is `cells.lstm_step` / `backends.lstm_backward` element by element; tests hold them equal to the loop.
+Imported only where Triton is installed (see `backends.triton_available`)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+BLOCK = 512
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def _fwd_step(
+    A, CP, CS, CNEW, HC, YP, YS, OUT, GP, GS, M, P, total, N, KN, GN,
+    HAS_I: tl.constexpr, HAS_F: tl.constexpr, COUPLED: tl.constexpr, HAS_O: tl.constexpr,
+    TANH_IN: tl.constexpr, TANH_OUT: tl.constexpr, PEEP: tl.constexpr, FGR: tl.constexpr, MASK: tl.constexpr,
+    OI: tl.constexpr, OF: tl.constexpr, OZ: tl.constexpr, OO: tl.constexpr,
+    PI: tl.constexpr, PF: tl.constexpr, PO: tl.constexpr,
+    GI: tl.constexpr, GF: tl.constexpr, GO: tl.constexpr, BLOCK: tl.constexpr,
+):
+    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = e < total
+    b = e // N
+    j = e % N
+    row = A + b * KN + j
+    cp = tl.load(CP + e, mask=ok, other=0.0)
+    z = tl.load(row + OZ * N, mask=ok, other=0.0)
+    if TANH_IN:
+        z = _tanh(z)
+    tl.store(row + OZ * N, z, mask=ok)
+    c = z
+    if HAS_I:
+        ai = tl.load(row + OI * N, mask=ok, other=0.0)
+        if PEEP:
+            ai += tl.load(P + PI * N + j, mask=ok, other=0.0) * cp
+        i = tl.sigmoid(ai)
+        tl.store(row + OI * N, i, mask=ok)
+        c = z * i
+    if COUPLED:
+        c += (1.0 - i) * cp
+    elif HAS_F:
+        af = tl.load(row + OF * N, mask=ok, other=0.0)
+        if PEEP:
+            af += tl.load(P + PF * N + j, mask=ok, other=0.0) * cp
+        f = tl.sigmoid(af)
+        tl.store(row + OF * N, f, mask=ok)
+        c += f * cp
+    else:
+        c += cp
+    if TANH_OUT:
+        hc = _tanh(c)
+        tl.store(HC + e, hc, mask=ok)
+    else:
+        hc = c
+    if HAS_O:
+        ao = tl.load(row + OO * N, mask=ok, other=0.0)
+        if PEEP:
+            ao += tl.load(P + PO * N + j, mask=ok, other=0.0) * c
+        o = tl.sigmoid(ao)
+        tl.store(row + OO * N, o, mask=ok)
+        y = hc * o
+    else:
+        y = hc
+    if MASK:
+        m = tl.load(M + b, mask=ok, other=0.0)
+        keep = m > 0.5
+        tl.store(CNEW + e, c, mask=ok)
+        tl.store(CS + e, tl.where(keep, c, cp), mask=ok)
+        tl.store(YS + e, tl.where(keep, y, tl.load(YP + e, mask=ok, other=0.0)), mask=ok)
+        tl.store(OUT + e, y * m, mask=ok)
+    else:
+        tl.store(CS + e, c, mask=ok)
+        tl.store(YS + e, y, mask=ok)
+    if FGR:
+        g = b * GN + j
+        if HAS_I:
+            gi = i
+            if MASK:
+                gi = tl.where(keep, i, tl.load(GP + g + GI * N, mask=ok, other=0.0))
+            tl.store(GS + g + GI * N, gi, mask=ok)
+        if HAS_F:
+            if not COUPLED:
+                gf = f
+                if MASK:
+                    gf = tl.where(keep, f, tl.load(GP + g + GF * N, mask=ok, other=0.0))
+                tl.store(GS + g + GF * N, gf, mask=ok)
+        if HAS_O:
+            go = o
+            if MASK:
+                go = tl.where(keep, o, tl.load(GP + g + GO * N, mask=ok, other=0.0))
+            tl.store(GS + g + GO * N, go, mask=ok)
+
+
+@triton.jit
+def _bwd_step(
+    A, D, CP, CNEW, HC, DY, GOUT, DC, DG, M, P, total, N, KN, GN,
+    HAS_I: tl.constexpr, HAS_F: tl.constexpr, COUPLED: tl.constexpr, HAS_O: tl.constexpr,
+    TANH_IN: tl.constexpr, TANH_OUT: tl.constexpr, PEEP: tl.constexpr, FGR: tl.constexpr, MASK: tl.constexpr,
+    HAS_GOUT: tl.constexpr,
+    OI: tl.constexpr, OF: tl.constexpr, OZ: tl.constexpr, OO: tl.constexpr,
+    PI: tl.constexpr, PF: tl.constexpr, PO: tl.constexpr,
+    GI: tl.constexpr, GF: tl.constexpr, GO: tl.constexpr, BLOCK: tl.constexpr,
+):
+    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = e < total
+    b = e // N
+    j = e % N
+    row = A + b * KN + j
+    drow = D + b * KN + j
+    g = b * GN + j
+    dy = tl.load(DY + e, mask=ok, other=0.0)
+    dc = tl.load(DC + e, mask=ok, other=0.0)
+    if HAS_GOUT:
+        go_t = tl.load(GOUT + e, mask=ok, other=0.0)
+    if MASK:
+        m = tl.load(M + b, mask=ok, other=0.0)
+        dy_new = dy * m
+        if HAS_GOUT:
+            dy_new += go_t * m
+        dc_new = dc * m
+        tl.store(DY + e, dy - dy * m, mask=ok)  # the kept state's share; R^T d is added by the caller
+    else:
+        m = 1.0
+        dy_new = dy
+        if HAS_GOUT:
+            dy_new += go_t
+        dc_new = dc
+    cp = tl.load(CP + e, mask=ok, other=0.0)
+    c = tl.load(CNEW + e, mask=ok, other=0.0)
+    if TANH_OUT:
+        hc = tl.load(HC + e, mask=ok, other=0.0)
+    else:
+        hc = c
+    dct = dc_new
+    if HAS_O:
+        o = tl.load(row + OO * N, mask=ok, other=0.0)
+        do = dy_new * hc
+        if FGR:
+            dgo = tl.load(DG + g + GO * N, mask=ok, other=0.0)
+            do += dgo * m
+            if MASK:
+                tl.store(DG + g + GO * N, dgo - dgo * m, mask=ok)
+        dao = do * (o - o * o)
+        tl.store(drow + OO * N, dao, mask=ok)
+        dhc = dy_new * o
+    else:
+        dhc = dy_new
+    if TANH_OUT:
+        dhc = dhc * (1.0 - hc * hc)
+    dct += dhc
+    if HAS_O:
+        if PEEP:
+            dct += dao * tl.load(P + PO * N + j, mask=ok, other=0.0)
+    z = tl.load(row + OZ * N, mask=ok, other=0.0)
+    dcp = dct
+    if HAS_I:
+        i = tl.load(row + OI * N, mask=ok, other=0.0)
+        dz = dct * i
+        di = dct * z
+        if COUPLED:
+            di -= dct * cp
+            dcp = dct * (1.0 - i)
+        if FGR:
+            dgi = tl.load(DG + g + GI * N, mask=ok, other=0.0)
+            di += dgi * m
+            if MASK:
+                tl.store(DG + g + GI * N, dgi - dgi * m, mask=ok)
+        dai = di * (i - i * i)
+        tl.store(drow + OI * N, dai, mask=ok)
+    else:
+        dz = dct
+    if HAS_F:
+        if not COUPLED:
+            f = tl.load(row + OF * N, mask=ok, other=0.0)
+            dcp = dct * f
+            df = dct * cp
+            if FGR:
+                dgf = tl.load(DG + g + GF * N, mask=ok, other=0.0)
+                df += dgf * m
+                if MASK:
+                    tl.store(DG + g + GF * N, dgf - dgf * m, mask=ok)
+            daf = df * (f - f * f)
+            tl.store(drow + OF * N, daf, mask=ok)
+    if PEEP:
+        if HAS_I:
+            dcp += dai * tl.load(P + PI * N + j, mask=ok, other=0.0)
+        if HAS_F:
+            if not COUPLED:
+                dcp += daf * tl.load(P + PF * N + j, mask=ok, other=0.0)
+    if TANH_IN:
+        dz = dz * (1.0 - z * z)
+    tl.store(drow + OZ * N, dz, mask=ok)
+    if MASK:
+        dcp += dc - dc * m
+    tl.store(DC + e, dcp, mask=ok)
+
+
+def _flags(spec, n: int, peephole: Tensor | None, fgr: bool, mask: Tensor | None) -> dict:
+    blocks, gates, peeps = spec.blocks, spec.computed_gates, spec.peephole_gates
+    flags = {
+        "HAS_I": "i" in blocks, "HAS_F": spec.forget_gate, "COUPLED": spec.coupled, "HAS_O": "o" in blocks,
+        "TANH_IN": spec.input_activation == "tanh", "TANH_OUT": spec.output_activation == "tanh",
+        "PEEP": peephole is not None, "FGR": fgr, "MASK": mask is not None,
+    }
+    for g, name in (("i", "I"), ("f", "F"), ("z", "Z"), ("o", "O")):
+        flags[f"O{name}"] = blocks.index(g) if g in blocks else 0
+        if g != "z":
+            flags[f"P{name}"] = peeps.index(g) if g in peeps else 0
+            flags[f"G{name}"] = gates.index(g) if g in gates else 0
+    return flags
+
+
+def lstm_forward(spec, xp, h0, c0, g0, weight_hh, peephole, weight_gg, mask, gg_full_fn):
+    """Same contract as `backends.lstm_forward`: ([out, h_T, c_T(, g_T)], saved)."""
+    steps, batch, kn = xp.shape
+    n = h0.shape[-1]
+    fgr = weight_gg is not None
+    flags = _flags(spec, n, peephole, fgr, mask)
+    acts = torch.empty_like(xp)
+    Y = xp.new_empty(steps + 1, batch, n)
+    C = xp.new_empty(steps + 1, batch, n)
+    Y[0], C[0] = h0, c0
+    HC = xp.new_empty(steps, batch, n) if flags["TANH_OUT"] else None
+    CN = xp.new_empty(steps, batch, n) if mask is not None else None
+    out = xp.new_empty(steps, batch, n) if mask is not None else None
+    G = None
+    gn = 1
+    if fgr:
+        G = xp.new_empty(steps + 1, batch, g0.shape[-1])
+        G[0] = g0
+        gn = g0.shape[-1]
+        gg_t = gg_full_fn(weight_gg).t()
+    whh_t = weight_hh.t()
+    total = batch * n
+    grid = (triton.cdiv(total, BLOCK),)
+    P = peephole if peephole is not None else acts
+    Mk = mask.reshape(steps, batch) if mask is not None else None
+    for t in range(steps):
+        a = acts[t]
+        torch.addmm(xp[t], Y[t], whh_t, out=a)
+        if fgr:
+            a.addmm_(G[t], gg_t)
+        _fwd_step[grid](
+            a, C[t], C[t + 1], CN[t] if CN is not None else a, HC[t] if HC is not None else a,
+            Y[t], Y[t + 1], out[t] if out is not None else a, G[t] if fgr else a, G[t + 1] if fgr else a,
+            Mk[t] if Mk is not None else a, P, total, n, kn, gn, BLOCK=BLOCK, **flags,
+        )
+    finals = [Y[steps], C[steps]] + ([G[steps]] if fgr else [])
+    saved = {"acts": acts, "Y": Y, "C": C}
+    for name, value in (("HC", HC), ("CN", CN), ("G", G)):
+        if value is not None:
+            saved[name] = value
+    return [Y[1:] if mask is None else out] + finals, saved
+
+
+def lstm_backward(spec, saved, grad_out, grad_h, grad_c, grad_g, weight_hh, peephole, weight_gg, mask, gg_full_fn):
+    """Same contract as `backends.lstm_backward`, with the step's pointwise math in one kernel.
+    Returns (dpre, dh0, dc0, dg0, dW_hh) (peephole and FGR weight gradients: by the caller)."""
+    acts, Y, C = saved["acts"], saved["Y"], saved["C"]
+    HC, CN, G = saved.get("HC"), saved.get("CN"), saved.get("G")
+    steps, batch, kn = acts.shape
+    n = Y.shape[-1]
+    fgr = weight_gg is not None
+    flags = _flags(spec, n, peephole, fgr, mask)
+    dpre = torch.empty_like(acts)
+    dy = grad_h.clone() if grad_h is not None else Y.new_zeros(batch, n)
+    dc = grad_c.clone() if grad_c is not None else Y.new_zeros(batch, n)
+    gn = 1
+    dg = None
+    if fgr:
+        gn = G.shape[-1]
+        dg = grad_g.clone() if grad_g is not None else Y.new_zeros(batch, gn)
+        gg_full = gg_full_fn(weight_gg)
+    total = batch * n
+    grid = (triton.cdiv(total, BLOCK),)
+    P = peephole if peephole is not None else acts
+    Mk = mask.reshape(steps, batch) if mask is not None else None
+    for t in range(steps - 1, -1, -1):
+        d = dpre[t]
+        _bwd_step[grid](
+            acts[t], d, C[t], CN[t] if CN is not None else C[t + 1], HC[t] if HC is not None else d,
+            dy, grad_out[t] if grad_out is not None else d, dc, dg if fgr else d,
+            Mk[t] if Mk is not None else d, P, total, n, kn, gn,
+            HAS_GOUT=grad_out is not None, BLOCK=BLOCK, **flags,
+        )
+        if mask is not None:
+            dy.addmm_(d, weight_hh)
+            if fgr:
+                dg.addmm_(d, gg_full)
+        else:
+            torch.mm(d, weight_hh, out=dy)
+            if fgr:
+                torch.mm(d, gg_full, out=dg)
+    return dpre, dy, dc, dg
