@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 if "ipykernel" not in sys.modules:
     matplotlib.use("Agg")  # headless: figures are files (a notebook keeps its inline backend)
@@ -76,9 +77,12 @@ def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference
         ax.set_ylabel(_metric_label(tdf))
         ax.tick_params(axis="x", rotation=45)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in VERDICT_COLOURS.values()]
-    labels = [f"{reference} (reference)" if k == "reference" else f"{k} vs {reference} (Holm)" for k in VERDICT_COLOURS]
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.07), frameon=False)
-    fig.tight_layout()
+    words = {"reference": f"{reference} (reference)", "worse": f"worse than {reference}", "better": f"better than {reference}",
+             "n.s.": "no significant difference", "untested": "too few runs to test"}
+    labels = [words[k] for k in VERDICT_COLOURS]
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.0), frameon=False,
+               title=f"Welch's t-test against {reference}, Holm-corrected")
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
     return fig
 
 
@@ -90,6 +94,9 @@ def marginal_plot(marg: pd.DataFrame, task: str, metric: str = "metric") -> plt.
     fig, axes = plt.subplots(1, max(1, len(params)), figsize=(4.2 * max(1, len(params)), 3.8), squeeze=False)
     cells = cell_order(m["cell"].unique())
     colours = dict(zip(cells, sns.color_palette("tab10", len(cells))))
+    means = m["mean"].dropna()
+    lo, hi = (float(means.min()), float(means.max())) if len(means) else (0.0, 1.0)
+    pad = 0.25 * (hi - lo) if hi > lo else 0.1 * abs(hi) + 1e-9
     for ax, param in zip(axes[0], params):
         p = m[m["param"] == param]
         scale = p["scale"].iloc[0]
@@ -98,10 +105,14 @@ def marginal_plot(marg: pd.DataFrame, task: str, metric: str = "metric") -> plt.
             if scale == "categorical":
                 ax.errorbar(c["bin"], c["mean"], yerr=[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]], fmt="o",
                             label=cell, color=colours[cell], capsize=3)
-            else:
-                ax.plot(c["x"], c["mean"], marker="o", label=cell, color=colours[cell])
-                ax.fill_between(c["x"], c["ci_low"], c["ci_high"], color=colours[cell], alpha=0.15)
-        ax.set_xlabel(axis_label(param, scale))
+                continue
+            x = 10 ** c["x"] if scale == "log" else c["x"]
+            ax.plot(x, c["mean"], marker="o", label=cell, color=colours[cell])
+            ax.fill_between(x, c["ci_low"], c["ci_high"], color=colours[cell], alpha=0.12)
+        if scale == "log":
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{param} (log scale)" if scale == "log" else axis_label(param, scale))
+        ax.set_ylim(lo - pad, hi + pad)  # a 95 % interval of a bin with 2 runs would hide every mean
         ax.set_title(param)
     for ax in axes[0][len(params):]:
         ax.axis("off")
@@ -138,6 +149,7 @@ def params_plot(df: pd.DataFrame, task: str) -> plt.Figure:
                     ax=ax, alpha=0.8)
     if tdf["num_parameters"].min() > 0 and tdf["num_parameters"].max() / tdf["num_parameters"].min() > 5:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide
     ax.set_xlabel("trainable parameters (count)")
     ax.set_ylabel(_metric_label(tdf))
     ax.set_title(f"{task}: parameter count against test metric")
