@@ -225,7 +225,7 @@ def lstm_forward(spec, xp, h0, c0, g0, weight_hh, peephole, weight_gg, mask, gg_
     n = h0.shape[-1]
     fgr = weight_gg is not None
     flags = _flags(spec, n, peephole, fgr, mask)
-    acts = torch.empty_like(xp)
+    acts = xp  # scratch: overwritten by the activations
     Y = xp.new_empty(steps + 1, batch, n)
     C = xp.new_empty(steps + 1, batch, n)
     Y[0], C[0] = h0, c0
@@ -246,7 +246,7 @@ def lstm_forward(spec, xp, h0, c0, g0, weight_hh, peephole, weight_gg, mask, gg_
     Mk = mask.reshape(steps, batch) if mask is not None else None
     for t in range(steps):
         a = acts[t]
-        torch.addmm(xp[t], Y[t], whh_t, out=a)
+        a.addmm_(Y[t], whh_t)
         if fgr:
             a.addmm_(G[t], gg_t)
         _fwd_step[grid](

@@ -109,6 +109,7 @@ def lstm_forward(
     mask: Tensor | None,
 ) -> tuple[list[Tensor], dict[str, Tensor]]:
     """The LSTM family over time-major `xp` (T, B, kN) = W x + b; `mask` (T, B, 1) of 0/1 or None.
+    `xp` is scratch: it is overwritten by the gate activations (saved for backward).
 
     Same math as `cells.lstm_step` (SPEC.md §1), written with in-place ops into preallocated buffers.
     Returns ([out, h_T, c_T(, g_T)], saved tensors for `lstm_backward`).
@@ -117,7 +118,7 @@ def lstm_forward(
     n = h0.shape[-1]
     lay = _Layout(spec, n)
     fgr = weight_gg is not None
-    acts = torch.empty_like(xp)  # pre-activations, turned into activations in place
+    acts = xp  # W x + b becomes the pre-activations, then the activations, in place (xp is scratch)
     Y = xp.new_empty(steps + 1, batch, n)  # states y (== outputs without a mask)
     C = xp.new_empty(steps + 1, batch, n)
     Y[0], C[0] = h0, c0
@@ -141,7 +142,7 @@ def lstm_forward(
     for t in range(steps):
         a = acts[t]
         y_prev, c_prev = Y[t], C[t]
-        torch.addmm(xp[t], y_prev, whh_t, out=a)
+        a.addmm_(y_prev, whh_t)
         if fgr:
             a.addmm_(G[t], gg_full)
         if if_peep:

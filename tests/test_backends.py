@@ -167,7 +167,7 @@ def test_bench_writes_a_table_and_json(tmp_path, capsys):
 
     out = tmp_path / "bench.json"
     bench.main(["--cells", "vanilla", "np", "--hidden", "8", "--input", "4", "--batch", "2", "--steps", "5",
-                "--repeats", "2", "--warmup", "1", "--backends", "auto", "loop", "--json", str(out)])
+                "--repeats", "2", "--warmup", "1", "--backends", "auto", "loop", "--device", "cpu", "--json", str(out)])
     table = capsys.readouterr().out
     assert "vanilla" in table and "nn.LSTM" in table
     rows = json.loads(out.read_text())["rows"]
