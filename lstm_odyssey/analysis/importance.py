@@ -87,6 +87,9 @@ def importance(
     rows = []
     for task in sorted(df["task"].unique()):
         tdf = df[(df["task"] == task) & df["ok"]]
+        if tdf.empty:
+            notes.append(f"importance on {task}: no ok runs")
+            continue
         names = list(params) if params is not None else hyperparameters(tdf)
         names = [p for p in names if p in tdf.columns and tdf[p].dropna().astype(str).nunique() > 1]
         if not names:
@@ -206,6 +209,9 @@ def lr_by_hidden(
     rows = []
     for task in sorted(df["task"].unique()):
         tdf = df[(df["task"] == task) & df["ok"]].copy()
+        if tdf.empty:
+            notes.append(f"lr × hidden size on {task}: no ok runs")
+            continue
         missing = [c for c in (lr, hidden) if c not in tdf.columns or pd.to_numeric(tdf[c], errors="coerce").nunique() < 2]
         if missing:
             notes.append(f"lr × hidden size on {task}: {', '.join(missing)} not varied in this sweep")

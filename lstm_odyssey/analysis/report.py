@@ -50,6 +50,10 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> st
     return "\n".join(lines)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
@@ -77,7 +81,7 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
         srow = summary[summary["task"] == task]
         metric = srow["metric"].dropna().iloc[0] if srow["metric"].notna().any() else "metric"
         ok = int(tdf["ok"].sum())
-        text = (f"On {task} ({len(tdf)} runs of {tdf['cell'].nunique()} cells, {ok} ok; test {metric}, "
+        text = (f"On {task} ({_n(len(tdf), 'run')} of {_n(tdf['cell'].nunique(), 'cell')}, {ok} ok; test {metric}, "
                 f"{direction(metric)}): ")
         if sig is None or reference not in set(tdf["cell"]):
             text += f"no {reference} runs, so no cell could be compared with {reference}. "
@@ -210,7 +214,12 @@ def write_report(
     if sig is not None:
         hits = significant_cells(sig)
         lines += ["## Significant cells", ""]
-        lines += [f"- {h}" for h in hits] if hits else [f"- none: no cell differs from {reference} after Holm correction"]
+        if hits:
+            lines += [f"- {h}" for h in hits]
+        elif len(sig) and (sig["verdict"] == "untested").all():
+            lines += [f"- none could be tested against {reference}: see *What could not be computed*"]
+        else:
+            lines += [f"- none: no cell differs from {reference} after Holm correction at α = {alpha}"]
         lines.append("")
     lines += ["## Summary per task and cell", "",
               "Test metric at the best validation epoch; `top_*` over the best runs by validation; `epoch_capped` is "
