@@ -534,9 +534,25 @@ def _lstm_backward(spec, saved, grads, weights, mask):
     return dxp, [dh, dc] + ([dg] if grad_g is not None or weights[2] is not None else []), [dwhh, dpeep, dgg]
 
 
+def _gru_forward(spec, xp, states, weights, mask):
+    if use_triton(xp):
+        from . import _triton_gru
+
+        return _triton_gru.gru_forward(spec, xp, states, weights, mask)
+    return gru_forward(spec, xp, states, weights, mask)
+
+
+def _gru_backward(spec, saved, grads, weights, mask):
+    if use_triton(saved["acts"]):
+        from . import _triton_gru
+
+        return _triton_gru.gru_backward(spec, saved, grads, weights, mask)
+    return gru_backward(spec, saved, grads, weights, mask)
+
+
 SEQUENCE_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
     "lstm": (_lstm_forward, _lstm_backward),
-    "gru": (gru_forward, gru_backward),
+    "gru": (_gru_forward, _gru_backward),
     "rnn": (rnn_forward, rnn_backward),
 }
 
