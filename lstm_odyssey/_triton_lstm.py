@@ -20,7 +20,7 @@ def _tanh(x):
 
 @triton.jit
 def _fwd_step(
-    A, CP, CS, CNEW, HC, YP, YS, OUT, GP, GS, M, P, total, N, KN, GN,
+    A, CP, CS, CNEW, HC, YP, YS, OUT, GP, GS, M, P, YG, total, N, KN, GN, SYG,
     HAS_I: tl.constexpr, HAS_F: tl.constexpr, COUPLED: tl.constexpr, HAS_O: tl.constexpr,
     TANH_IN: tl.constexpr, TANH_OUT: tl.constexpr, PEEP: tl.constexpr, FGR: tl.constexpr, MASK: tl.constexpr,
     OI: tl.constexpr, OF: tl.constexpr, OZ: tl.constexpr, OO: tl.constexpr,
@@ -75,34 +75,40 @@ def _fwd_step(
         keep = m > 0.5
         tl.store(CNEW + e, c, mask=ok)
         tl.store(CS + e, tl.where(keep, c, cp), mask=ok)
-        tl.store(YS + e, tl.where(keep, y, tl.load(YP + e, mask=ok, other=0.0)), mask=ok)
+        ys = tl.where(keep, y, tl.load(YP + e, mask=ok, other=0.0))
         tl.store(OUT + e, y * m, mask=ok)
     else:
         tl.store(CS + e, c, mask=ok)
-        tl.store(YS + e, y, mask=ok)
-    if FGR:
+        ys = y
+    tl.store(YS + e, ys, mask=ok)
+    if FGR:  # gate states, also into [y | gates] rows (YG) that feed the next step's single GEMM
         g = b * GN + j
+        yg = YG + b * SYG + j
+        tl.store(yg, ys, mask=ok)
         if HAS_I:
             gi = i
             if MASK:
                 gi = tl.where(keep, i, tl.load(GP + g + GI * N, mask=ok, other=0.0))
             tl.store(GS + g + GI * N, gi, mask=ok)
+            tl.store(yg + N + GI * N, gi, mask=ok)
         if HAS_F:
             if not COUPLED:
                 gf = f
                 if MASK:
                     gf = tl.where(keep, f, tl.load(GP + g + GF * N, mask=ok, other=0.0))
                 tl.store(GS + g + GF * N, gf, mask=ok)
+                tl.store(yg + N + GF * N, gf, mask=ok)
         if HAS_O:
             go = o
             if MASK:
                 go = tl.where(keep, o, tl.load(GP + g + GO * N, mask=ok, other=0.0))
             tl.store(GS + g + GO * N, go, mask=ok)
+            tl.store(yg + N + GO * N, go, mask=ok)
 
 
 @triton.jit
 def _bwd_step(
-    A, D, CP, CNEW, HC, DY, GOUT, DC, DG, M, P, total, N, KN, GN,
+    A, D, CP, CNEW, HC, DY, GOUT, DC, DG, M, P, total, N, KN, SDY, SDG,
     HAS_I: tl.constexpr, HAS_F: tl.constexpr, COUPLED: tl.constexpr, HAS_O: tl.constexpr,
     TANH_IN: tl.constexpr, TANH_OUT: tl.constexpr, PEEP: tl.constexpr, FGR: tl.constexpr, MASK: tl.constexpr,
     HAS_GOUT: tl.constexpr,
@@ -116,8 +122,9 @@ def _bwd_step(
     j = e % N
     row = A + b * KN + j
     drow = D + b * KN + j
-    g = b * GN + j
-    dy = tl.load(DY + e, mask=ok, other=0.0)
+    g = b * SDG + j
+    dyp = DY + b * SDY + j
+    dy = tl.load(dyp, mask=ok, other=0.0)
     dc = tl.load(DC + e, mask=ok, other=0.0)
     if HAS_GOUT:
         go_t = tl.load(GOUT + e, mask=ok, other=0.0)
@@ -127,7 +134,7 @@ def _bwd_step(
         if HAS_GOUT:
             dy_new += go_t * m
         dc_new = dc * m
-        tl.store(DY + e, dy - dy * m, mask=ok)  # the kept state's share; R^T d is added by the caller
+        tl.store(dyp, dy - dy * m, mask=ok)  # the kept state's share; R^T d is added by the caller
     else:
         m = 1.0
         dy_new = dy
@@ -238,7 +245,9 @@ def lstm_forward(spec, xp, h0, c0, g0, weight_hh, peephole, weight_gg, mask, gg_
         G = xp.new_empty(steps + 1, batch, g0.shape[-1])
         G[0] = g0
         gn = g0.shape[-1]
-        gg_t = gg_full_fn(weight_gg).t()
+        YG = xp.new_empty(steps + 1, batch, n + gn)  # [y | gates]: one GEMM per step for both
+        YG[0, :, :n], YG[0, :, n:] = h0, g0
+        w_cat_t = torch.cat([weight_hh, gg_full_fn(weight_gg)], dim=1).t()
     whh_t = weight_hh.t()
     total = batch * n
     grid = (triton.cdiv(total, BLOCK),)
@@ -246,13 +255,15 @@ def lstm_forward(spec, xp, h0, c0, g0, weight_hh, peephole, weight_gg, mask, gg_
     Mk = mask.reshape(steps, batch) if mask is not None else None
     for t in range(steps):
         a = acts[t]
-        a.addmm_(Y[t], whh_t)
         if fgr:
-            a.addmm_(G[t], gg_t)
+            a.addmm_(YG[t], w_cat_t)
+        else:
+            a.addmm_(Y[t], whh_t)
         _fwd_step[grid](
             a, C[t], C[t + 1], CN[t] if CN is not None else a, HC[t] if HC is not None else a,
             Y[t], Y[t + 1], out[t] if out is not None else a, G[t] if fgr else a, G[t + 1] if fgr else a,
-            Mk[t] if Mk is not None else a, P, total, n, kn, gn, BLOCK=BLOCK, **flags,
+            Mk[t] if Mk is not None else a, P, YG[t + 1] if fgr else a, total, n, kn, gn, n + gn,
+            BLOCK=BLOCK, **flags,
         )
     finals = [Y[steps], C[steps]] + ([G[steps]] if fgr else [])
     saved = {"acts": acts, "Y": Y, "C": C}
@@ -272,14 +283,16 @@ def lstm_backward(spec, saved, grad_out, grad_h, grad_c, grad_g, weight_hh, peep
     fgr = weight_gg is not None
     flags = _flags(spec, n, peephole, fgr, mask)
     dpre = torch.empty_like(acts)
-    dy = grad_h.clone() if grad_h is not None else Y.new_zeros(batch, n)
     dc = grad_c.clone() if grad_c is not None else Y.new_zeros(batch, n)
-    gn = 1
-    dg = None
+    gn = G.shape[-1] if fgr else 0
+    dyg = Y.new_zeros(batch, n + gn)  # [dy | dg]: one GEMM per step for both
+    dy, dg = dyg[:, :n], (dyg[:, n:] if fgr else None)
+    if grad_h is not None:
+        dy.copy_(grad_h)
     if fgr:
-        gn = G.shape[-1]
-        dg = grad_g.clone() if grad_g is not None else Y.new_zeros(batch, gn)
-        gg_full = gg_full_fn(weight_gg)
+        if grad_g is not None:
+            dg.copy_(grad_g)
+        w_cat = torch.cat([weight_hh, gg_full_fn(weight_gg)], dim=1)
     total = batch * n
     grid = (triton.cdiv(total, BLOCK),)
     P = peephole if peephole is not None else acts
@@ -289,15 +302,12 @@ def lstm_backward(spec, saved, grad_out, grad_h, grad_c, grad_g, weight_hh, peep
         _bwd_step[grid](
             acts[t], d, C[t], CN[t] if CN is not None else C[t + 1], HC[t] if HC is not None else d,
             dy, grad_out[t] if grad_out is not None else d, dc, dg if fgr else d,
-            Mk[t] if Mk is not None else d, P, total, n, kn, gn,
+            Mk[t] if Mk is not None else d, P, total, n, kn, n + gn, n + gn,
             HAS_GOUT=grad_out is not None, BLOCK=BLOCK, **flags,
         )
+        w = w_cat if fgr else weight_hh
         if mask is not None:
-            dy.addmm_(d, weight_hh)
-            if fgr:
-                dg.addmm_(d, gg_full)
+            dyg.addmm_(d, w)
         else:
-            torch.mm(d, weight_hh, out=dy)
-            if fgr:
-                torch.mm(d, gg_full, out=dg)
-    return dpre, dy, dc, dg
+            torch.mm(d, w, out=dyg)
+    return dpre, dy.contiguous(), dc, dg.contiguous() if fgr else None
