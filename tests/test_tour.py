@@ -30,3 +30,31 @@ def test_tour_notebook_executes_and_its_assertions_hold(monkeypatch) -> None:
                for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", []))
     assert any("saturated" in o.get("data", {}).get("text/plain", "")
                for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", []))
+
+
+def test_the_gru_to_lstm_study_walks_seed_002s_path() -> None:
+    """sweeps/gru_to_lstm.yaml: every grid point composes to the cell of its step of the derivation."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from lstm_odyssey.cells import CellSpec, get_spec
+    from lstm_odyssey.sweep import register
+
+    register()
+    expected = {
+        "gru": CellSpec(family="gru", peepholes=False),
+        "grupp": CellSpec(output_gate=False, output_activation="identity", peepholes=False),  # y = c
+        "nog": CellSpec(output_gate=False, peepholes=False),  # y = tanh(c)
+        "np": CellSpec(peepholes=False),  # y = o * tanh(c)
+        "vanilla": CellSpec(),  # + peepholes
+    }
+    with initialize_config_module("lstm_odyssey.conf", version_base="1.3"):
+        study = compose("train", overrides=["+sweep=gru_to_lstm"])
+        assert list(study.sweep.grid.cell) == list(expected)
+        for cell, spec in expected.items():
+            cfg = OmegaConf.to_container(compose("train", overrides=["+sweep=gru_to_lstm", f"cell={cell}"]), resolve=True)
+            assert get_spec(cfg["cell"]) == spec, cell
+            assert cfg["data"]["name"] == "char_lm"  # runs offline
+        lvg = compose("train", overrides=["+sweep=seed_lstm_vs_gru"])
+        assert list(lvg.sweep.grid.cell) == ["np", "gru"] and len(lvg.sweep.grid["trainer.seed"]) >= 3
+        assert lvg.data.name == "char_lm" and lvg.model.embedding_dim is not None  # tokens through an embedding
