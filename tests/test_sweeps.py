@@ -134,7 +134,7 @@ def test_summary_table_counts_and_statistics():
 
 
 def test_quick_study_basic_launcher_paired_and_stored(tmp_path):
-    proc = run_sweep(tmp_path, "cell=vanilla,gru,nfg", "sweep.n_trials=2")
+    proc = run_sweep(tmp_path, "cell=vanilla,gru,nfg", "sweep.n_trials=2", "hydra/launcher=basic")
     recs = records(tmp_path)
     assert len(recs) == 6 and all(r["status"] == "ok" for r in recs)
     assert {r["study"] for r in recs} == {"quick"} and sorted(r["trial"] for r in recs) == [0, 0, 0, 1, 1, 1]
@@ -210,7 +210,7 @@ def test_failed_diverged_and_killed_jobs_are_records_and_the_sweep_goes_on(tmp_p
 
 
 def test_exit_code_when_every_job_fails_or_the_config_is_wrong(tmp_path):
-    proc = run_sweep(tmp_path / "a", "cell=vanilla", "sweep.n_trials=1", "data.length=1", ok=False)
+    proc = run_sweep(tmp_path / "a", "cell=vanilla", "sweep.n_trials=1", "data.length=1", "hydra/launcher=basic", ok=False)
     assert proc.returncode != 0 and "every job of study quick failed" in proc.stdout + proc.stderr
     assert [r["status"] for r in records(tmp_path / "a")] == ["failed"]
     assert (tmp_path / "a" / "runs.parquet").exists()
@@ -222,7 +222,7 @@ def test_exit_code_when_every_job_fails_or_the_config_is_wrong(tmp_path):
 
 
 def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
-    args = ["cell=vanilla,gru,rnn", "sweep.n_trials=2"]
+    args = ["cell=vanilla,gru,rnn", "sweep.n_trials=2", "hydra/launcher=basic"]
     sweep = subprocess.Popen(sweep_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
     finished = 0
     try:
