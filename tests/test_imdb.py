@@ -4,6 +4,7 @@ the validation split, the binary (one-logit) head, and the download machinery's 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from lstm_odyssey.data.imdb import SHA256, URL, load_data, pad_sequences
 from lstm_odyssey.models import SequenceModel
 
 ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = os.environ.get("LSTM_ODYSSEY_DATA")  # read before the fixture below hides it from the other tests
 
 
 def object_array(lists: list[list[int]]) -> np.ndarray:
@@ -247,3 +249,20 @@ def test_a_file_with_the_wrong_checksum_is_refused(imdb_root, tmp_path) -> None:
     sha = hashlib.sha256(source.read_bytes()).hexdigest()
     task = build_task("imdb", root=str(tmp_path / "fresh"), url=source.as_uri(), sha256=sha, maxlen=None)
     assert (tmp_path / "fresh" / "imdb" / "imdb.npz").is_file() and len(task.test) == 10
+
+
+def test_the_real_file_matches_keras(monkeypatch) -> None:
+    """With the real imdb.npz under $LSTM_ODYSSEY_DATA/imdb: what keras.datasets.imdb.load_data(num_words=10000)
+    is known to return (Chollet, Deep Learning with Python, 3.4: the first training review)."""
+    data = REAL_DATA
+    path = Path(data) / "imdb" / "imdb.npz" if data else None
+    if path is None or not path.is_file():
+        pytest.skip("the real imdb.npz is not under $LSTM_ODYSSEY_DATA/imdb (no network here to fetch it)")
+    monkeypatch.setenv("LSTM_ODYSSEY_DATA", data)
+    (xtr, ytr), (xte, yte) = load_data(path, num_words=10000)
+    assert (len(xtr), len(xte)) == (25000, 25000)
+    assert xtr[0][:6] == [1, 14, 22, 16, 43, 530] and len(xtr[0]) == 218 and int(ytr[0]) == 1
+    assert max(max(x) for x in xtr) == 9999
+    task = build_task("imdb", padding="pre")
+    assert (len(task.train), len(task.val), len(task.test)) == (20000, 5000, 25000)
+    assert all(len(x) == 500 for x in task.train.xs[:100])
