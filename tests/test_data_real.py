@@ -449,9 +449,13 @@ def _cli_cases(tmp_path: Path) -> dict[str, list[str]]:
     )
     return {
         "jsb_chorales": ["data=jsb_chorales", "data.max_chorales=6", "cell=np"],
-        "uea": ["data=uea"],
-        "char_lm": ["data=char_lm", "data.max_chars=1500", "data.eval_chars=400", "data.chunk_length=20", "trainer.batch_size=4"],
-        "copy_memory": ["data=copy_memory", "data.blank_length=5", "data.n_train=32", "data.n_val=8", "data.n_test=8"],
+        "uea": ["data=uea", "cell=np"],
+        "char_lm": [
+            "data=char_lm", "data.max_chars=800", "data.eval_chars=200", "data.chunk_length=25", "trainer.batch_size=8", "cell=np",
+        ],
+        "copy_memory": [
+            "data=copy_memory", "data.blank_length=5", "data.n_train=32", "data.n_val=8", "data.n_test=8", "cell=np",
+        ],
         "sequences": ["data=sequences", f"data.path={npz}", "data.task_type=classification"],
     }
 
