@@ -337,8 +337,10 @@ def test_char_lm_python_stdlib_is_deterministic_and_capped():
     b = build_task("char_lm", max_chars=30000, eval_chars=3000)
     assert a.info["chars"] == {"train": 30000, "val": 3000, "test": 3000}
     assert a.info["sha256"] == b.info["sha256"] and torch.equal(a.val.tokens, b.val.tokens)
+    small = build_task("char_lm", max_chars=30000, eval_chars=3000, max_file_chars=1000)
+    assert small.info["chars"]["train"] == 30000 and small.info["files"]["train"] >= 30  # no file above 1000 chars
     files = char_lm.stdlib_files()
-    assert not any("/test/" in f"/{rel}" or rel.startswith("encodings/") for rel, _ in files)
+    assert not any(f"/{rel}".count("/test/") or rel.startswith(("encodings/", "pydoc_data/")) for rel, _ in files)
     splits = {char_lm._split_of(rel, 0.05, 0.05) for rel, _ in files}
     assert splits == {"train", "val", "test"}
 

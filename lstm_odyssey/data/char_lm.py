@@ -29,7 +29,7 @@ from .base import STEP_CLASSIFICATION, Batch, SequenceSplit, TaskData, register
 
 UNK = 0
 UNK_SYMBOL = "\ufffd"
-SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test", "encodings"}
+SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test", "encodings", "pydoc_data"}
 
 
 class StreamSplit(SequenceSplit):
@@ -79,8 +79,8 @@ class StreamSplit(SequenceSplit):
 
 
 def stdlib_files(stdlib: str | Path | None = None) -> list[tuple[str, Path]]:
-    """(relative path, path) of the standard library's .py sources, test suites and codec tables left
-    out, ordered by a hash of the relative path (a deterministic shuffle)."""
+    """(relative path, path) of the standard library's .py sources, test suites, codec tables and the
+    generated pydoc topics left out, ordered by a hash of the relative path (a deterministic shuffle)."""
     stdlib = Path(stdlib or sysconfig.get_paths()["stdlib"])
     if not stdlib.is_dir():
         raise ValueError(f"the standard library sources are not at {stdlib}; use data.path=<a UTF-8 text file> instead")
@@ -107,9 +107,11 @@ def _split_of(relative: str, val_fraction: float, test_fraction: float) -> str:
 
 def stdlib_corpus(
     max_chars: int, eval_chars: int, val_fraction: float, test_fraction: float, stdlib: str | Path | None = None,
+    max_file_chars: int | None = 20_000,
 ) -> tuple[dict[str, str], dict]:
-    """The three splits' text: whole files, each assigned to a split by its path's hash, taken in hash
-    order until the split's cap (the last file is cut at the cap)."""
+    """The three splits' text: files, each assigned to a split by its path's hash, taken in hash order
+    until the split's cap; each file contributes at most its first `max_file_chars` characters, so that
+    no single large file dominates a split (the last file is cut at the cap)."""
     caps = {"train": max_chars, "val": eval_chars, "test": eval_chars}
     parts: dict[str, list[str]] = {split: [] for split in caps}
     sizes = dict.fromkeys(caps, 0)
@@ -124,7 +126,7 @@ def stdlib_corpus(
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
-        text = text[: caps[split] - sizes[split]]
+        text = text[: min(caps[split] - sizes[split], max_file_chars or len(text))]
         parts[split].append(text)
         sizes[split] += len(text)
         files[split] += 1
@@ -178,9 +180,11 @@ def build(
     chunk_length: int = 100,
     eval_streams: int = 8,
     stdlib: str | None = None,
+    max_file_chars: int | None = 20_000,
 ) -> TaskData:
     """Character-level LM; metric bpc. `path` (a UTF-8 file) overrides `corpus`; `max_chars` caps the
-    training text, `eval_chars` validation and test; `stdlib` points at another standard library."""
+    training text, `eval_chars` validation and test, `max_file_chars` each stdlib file's share; `stdlib`
+    points at another standard library."""
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be in (0, 1) and sum below 1")
     if max_chars < 2 or eval_chars < 2:
@@ -189,7 +193,7 @@ def build(
         texts, facts = file_corpus(path, max_chars, eval_chars, val_fraction, test_fraction)
         corpus = "path"
     elif corpus == "python_stdlib":
-        texts, facts = stdlib_corpus(max_chars, eval_chars, val_fraction, test_fraction, stdlib)
+        texts, facts = stdlib_corpus(max_chars, eval_chars, val_fraction, test_fraction, stdlib, max_file_chars)
     else:
         raise ValueError(f"unknown corpus {corpus!r}; use data.corpus=python_stdlib or data.path=<a UTF-8 text file>")
     vocabulary = build_vocabulary(texts["train"])
