@@ -313,3 +313,12 @@ def test_notebook_executes_on_the_sweep(sweep, tmp_path, monkeypatch):
     assert "10 runs;" in text
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 5
+
+
+def test_load_reads_a_runs_table_without_counting_runs_twice(sweep, tmp_path):
+    table = tmp_path / "runs.parquet"
+    load_results(sweep).to_parquet(table, index=False)
+    assert len(analysis.load(table)) == 10
+    assert len(analysis.load(sweep, table)) == 10  # the same records from the folder and the table
+    summary = analysis.summarize(analysis.load(table)).set_index("cell")
+    assert summary["runs"].to_dict() == {"vanilla": 3, "nfg": 4, "cifg": 3}
