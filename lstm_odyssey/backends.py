@@ -59,6 +59,8 @@ def why_not(backend: str, spec: CellSpec, device: torch.device, return_gates: bo
         return "gates were requested (only the loop backend records them)"
     if backend == "torch":
         return None if torch_able(spec) else f"cell {spec.name} is not one of torch's ({', '.join(TORCH_CELLS)})"
+    if torch.is_autocast_enabled(device.type):
+        return "autocast is on (the fused kernels run one dtype; the loop follows autocast op by op)"
     if not fused_able(spec):
         return f"cell {spec.name} has no fused implementation"
     if backend == "graph" and not graph_available(device):
@@ -708,6 +710,7 @@ class GraphRunner:
     def __init__(self, max_entries: int = 16) -> None:
         self.max_entries = max_entries
         self.cache: collections.OrderedDict = collections.OrderedDict()
+        self.seen: collections.OrderedDict = collections.OrderedDict()  # shapes met once, not captured yet
         self.captures = 0
 
     @staticmethod
@@ -721,6 +724,11 @@ class GraphRunner:
     def forward(self, spec, xp, states, weights, mask):
         key = self._key(spec, xp, states, weights, mask)
         entry = self.cache.get(key)
+        if entry is None and key not in self.seen:  # capture a shape when it comes back, not the first
+            self.seen[key] = None  # time: a shape met once (a last short batch) costs no capture
+            while len(self.seen) > 4 * self.max_entries:
+                self.seen.popitem(last=False)
+            return EagerRunner.forward(spec, xp, states, weights, mask)
         if entry is None:
             entry = _Captured(spec, xp, states, weights, mask)
             self.captures += 1
@@ -733,7 +741,9 @@ class GraphRunner:
         return outs, saved
 
     def backward(self, spec, saved, grads, weights, mask):
-        entry = saved.pop("__entry__")
+        entry = saved.pop("__entry__", None)
+        if entry is None:
+            return EagerRunner.backward(spec, saved, grads, weights, mask)
         if entry.backward_graph is not None and [g is not None for g in grads] != entry.grad_pattern:
             return EagerRunner.backward(spec, saved, grads, weights, mask)  # other outputs need grads
         return entry.backward(saved, grads)
@@ -744,6 +754,8 @@ _GRAPH_RUNNERS: dict[torch.device, GraphRunner] = {}
 
 def graph_runner(device: torch.device) -> GraphRunner:
     """The process-wide graph cache of one CUDA device (size: LSTM_ODYSSEY_GRAPH_CACHE, default 16)."""
+    if device.index is None:
+        device = torch.device(device.type, torch.cuda.current_device())
     if device not in _GRAPH_RUNNERS:
         _GRAPH_RUNNERS[device] = GraphRunner(int(os.environ.get("LSTM_ODYSSEY_GRAPH_CACHE", "16")))
     return _GRAPH_RUNNERS[device]
