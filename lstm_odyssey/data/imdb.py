@@ -9,7 +9,9 @@ Preprocessing follows `keras.datasets.imdb.load_data` exactly, so the seed's num
   1 the start mark and 2 the out-of-vocabulary mark;
 * `load_maxlen` (Keras's `maxlen` argument of load_data) drops longer reviews (None keeps all);
 * indices outside [`skip_top`, `num_words`) become `oov_char` (2), or are dropped when oov_char is None;
-  `num_words` = 10000 keeps the 9,997 most frequent words: the vocabulary (embedding rows) is `num_words`.
+  `num_words` = 10000 keeps the 9,996 most frequent words (indices 4..9999) and the vocabulary, i.e. the
+  embedding's rows, is exactly `num_words`. `num_words` None keeps every word (Keras would turn the single
+  largest index into oov there: its default is max(index), not max(index) + 1).
 
 Then the Keras example's `pad_sequences(x, maxlen=500)`: `truncating` 'pre' keeps the last `maxlen` words, and
 with `padding` 'pre' (or 'post') every review becomes exactly `maxlen` tokens, zeros included, which the
