@@ -175,22 +175,22 @@ def test_joblib_launcher_fills_batches_and_unpaired_samples_differ(tmp_path):
 
 def test_submitit_local_launcher_with_tpe(tmp_path):
     run_sweep(
-        tmp_path, "cell=gru", "sweep.n_trials=3", "sweep.sampler=tpe", "sweep.paired=false",
+        tmp_path, "cell=gru", "sweep.n_trials=2", "sweep.sampler=tpe", "sweep.paired=false", "sweep.batch_size=2",
         "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
     )
     recs = records(tmp_path)
-    assert len(recs) == 3 and all(r["status"] == "ok" for r in recs)
-    assert (tmp_path / ".submitit").is_dir()
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
+    assert len(list((tmp_path / ".submitit").glob("*/*_result.pkl"))) == 2  # both ran as submitit jobs
     (ts,) = trials(tmp_path).values()
-    assert len(ts) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in ts)
-    assert len({t.params["optim.lr"] for t in ts}) == 3
+    assert len(ts) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in ts)
+    assert len({t.params["optim.lr"] for t in ts}) == 2
 
 
 def test_failed_diverged_and_killed_jobs_are_records_and_the_sweep_goes_on(tmp_path):
     # data.length=1 raises inside training, lr=1e30 diverges, data.length=3 kills its worker at the start.
     proc = run_sweep(
         tmp_path, "cell=vanilla", "sweep.n_trials=1", "~sweep.params", "data.length=10,1,3", "optim.lr=0.01,1e30",
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "sweep.batch_size=1",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",  # batches of 2: the two length-3 jobs die together
         "+hydra.callbacks.kill._target_=test_sweeps.KillJob", "+hydra.callbacks.kill.length=3",
     )
     recs = {(r["_path"].parent.parent.parts[-2], r["_path"].parent.parent.name): r for r in records(tmp_path)}
