@@ -7,9 +7,12 @@
   backward. The forward runs the step math of `cells.py` without autograd (a few in-place ops per step),
   the backward walks the sequence once in reverse and computes every weight gradient with one matmul
   over all steps at the end. No compiler, any device, any dtype; activation memory is linear in T.
-* ``graph`` (CUDA only): ``fused`` with each sequence's forward and backward captured once per shape as a
-  CUDA graph, so that the hundreds of per-step kernel launches cost one launch; with Triton present the
-  per-step pointwise math is one compiled kernel (torch.compile of the step, not of the loop).
+  On CUDA with Triton the pointwise part of each step is one hand-written Triton kernel
+  (`_triton_lstm.py`, `_triton_gru.py`; the cell's flags are compile-time constants), next to the
+  cuBLAS matmul: two launches per step instead of a dozen.
+* ``graph`` (CUDA only): ``fused`` with each sequence's forward and backward captured as CUDA graphs
+  the second time a shape is met (bounded LRU cache), so that the per-step launches cost one launch.
+  The first call of a shape pays Triton's compilation (cached on disk across processes) and capture.
 
 `select` is what ``backend="auto"`` calls: the fastest backend that can honour the request. Every
 backend is tested equal to ``loop`` (tests/test_backends.py).

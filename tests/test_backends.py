@@ -4,7 +4,12 @@ picks a backend that can honour the request."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -76,6 +81,23 @@ def test_fused_equals_loop_with_dropout_in_training(cell):
 
 def test_fused_in_float32_is_close():
     compare("vanilla", "fused", dtype=torch.float32, tol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (CUDA builds of torch ship it)")
+def test_triton_kernels_equal_loop_under_the_interpreter():
+    """The CUDA kernels' math, run by Triton's CPU interpreter (a fresh process: the variable must be
+    set before triton is imported)."""
+    code = (
+        "import sys, torch; sys.path.insert(0, 'tests'); import test_backends as t; torch.set_num_threads(1)\n"
+        "for cell in ('vanilla', 'cifg', 'nfg', 'noaf', 'fgr', 'gru', 'gru_cho'):\n"
+        "    t.compare(cell, 'fused')\n"
+        "from lstm_odyssey import backends; assert backends.use_triton(torch.zeros(1))\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1", "LSTM_ODYSSEY_TRITON": "force"}
+    root = pathlib.Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("cell", list(PRESETS))
