@@ -733,13 +733,15 @@ class GraphRunner:
                 self.seen.popitem(last=False)
             return EagerRunner.forward(spec, xp, states, weights, mask)
         if entry is None:
-            entry = _Captured(spec, xp, states, weights, mask)
+            with torch.cuda.device(xp.device):  # capture on the layer's device, not the current one
+                entry = _Captured(spec, xp, states, weights, mask)
             self.captures += 1
             self.cache[key] = entry
             while len(self.cache) > self.max_entries:
                 self.cache.popitem(last=False)
         self.cache.move_to_end(key)
-        outs, saved = entry.forward(xp, states, mask)
+        with torch.cuda.device(xp.device):
+            outs, saved = entry.forward(xp, states, mask)
         saved["__entry__"] = entry  # carried to backward (not a tensor: kept on ctx, see _Fused)
         return outs, saved
 
@@ -749,7 +751,8 @@ class GraphRunner:
             return EagerRunner.backward(spec, saved, grads, weights, mask)
         if entry.backward_graph is not None and [g is not None for g in grads] != entry.grad_pattern:
             return EagerRunner.backward(spec, saved, grads, weights, mask)  # other outputs need grads
-        return entry.backward(saved, grads)
+        with torch.cuda.device(entry.xp.device):
+            return entry.backward(saved, grads)
 
 
 _GRAPH_RUNNERS: dict[torch.device, GraphRunner] = {}
