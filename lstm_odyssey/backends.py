@@ -523,7 +523,7 @@ def use_triton(t: Tensor) -> bool:
     """Per-step Triton kernels for CUDA tensors where Triton is present. LSTM_ODYSSEY_TRITON=0 turns
     them off; =force runs them on any device (CPU under TRITON_INTERPRET=1, for tests)."""
     choice = os.environ.get("LSTM_ODYSSEY_TRITON", "auto")
-    if choice == "0":
+    if choice == "0" or t.dtype not in (torch.float32, torch.float64):  # kernels compute in the input dtype
         return False
     return (choice == "force" or t.is_cuda) and triton_available()
 
