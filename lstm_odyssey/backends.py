@@ -54,7 +54,7 @@ def graph_available(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available()
 
 
-def why_not(backend: str, spec: CellSpec, device: torch.device, return_gates: bool, create_graph: bool = False) -> str | None:
+def why_not(backend: str, spec: CellSpec, device: torch.device, return_gates: bool = False) -> str | None:
     """Why `backend` cannot run this request, or None when it can."""
     if backend in ("loop", "auto"):
         return None
