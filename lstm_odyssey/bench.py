@@ -211,6 +211,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the saved-activation measurement")
     parser.add_argument("--json", metavar="FILE", help="also write every number (and each run's time) here")
     args = parser.parse_args(argv)
+    unknown = [c for c in args.cells if c not in PRESETS]
+    if unknown:
+        parser.error(f"unknown cell {unknown[0]!r}; choose from {', '.join(PRESETS)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 

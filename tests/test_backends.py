@@ -209,3 +209,11 @@ def test_bench_writes_a_table_and_json(tmp_path, capsys):
     assert by_key[("vanilla", "fused")]["fwd_bwd_ms"] > 0
     assert by_key[("vanilla", "loop")]["ratio_fwd_bwd"] > 0
     assert ("reference", "nn.LSTM") in by_key
+
+
+def test_bench_refuses_an_unknown_cell_in_one_line(capsys):
+    from lstm_odyssey import bench
+
+    with pytest.raises(SystemExit):
+        bench.main(["--cells", "lstmm"])
+    assert "unknown cell 'lstmm'; choose from vanilla" in capsys.readouterr().err
