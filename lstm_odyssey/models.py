@@ -78,7 +78,14 @@ class SequenceModel(nn.Module):
         return summary(self, seq_len=seq_len)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, state=None) -> tuple[Tensor, object]:
-        """Logits or predictions: (B, output) for sequence tasks, (B, T, output) per step."""
+        """Logits or predictions: (B, output) for sequence tasks, (B, T, output) per step.
+
+        Per-step tasks on a one-directional stack ignore `lengths`: padding follows each sequence, so it
+        cannot reach a valid step, and the loss masks the padded ones. That keeps torch's unpacked (much
+        faster) kernels; the final state is then the one after the padding.
+        """
+        if self.task_type not in SEQUENCE_TASKS and not self.rnn.bidirectional:
+            lengths = None
         output, final = self.rnn(self.encoder(x), lengths, state)
         if self.task_type in SEQUENCE_TASKS:
             h = final if isinstance(final, Tensor) else final[0]

@@ -172,3 +172,17 @@ def test_losses_match_torch_functional(task_type):
     else:
         expected = torch.nn.functional.cross_entropy(pred[valid], y[valid])
     assert torch.allclose(loss, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["np", "vanilla"])
+def test_per_step_predictions_at_valid_steps_do_not_depend_on_padding(cell):
+    """A causal per-step model skips `lengths`; its valid-step outputs must equal each sequence run alone."""
+    torch.manual_seed(0)
+    model = SequenceModel("multilabel", 3, 4, hidden_size=5, cell=cell).double()
+    lengths = torch.tensor([6, 2, 4])
+    x = torch.randn(3, 6, 3, dtype=torch.float64)
+    x[1, 2:] = 7.0  # garbage in the padding
+    batched, _ = model(x, lengths)
+    for k, n in enumerate(lengths.tolist()):
+        alone, _ = model(x[k : k + 1, :n])
+        assert torch.allclose(batched[k, :n], alone[0], atol=1e-12)
