@@ -159,6 +159,10 @@ def test_quick_study_basic_launcher_paired_and_stored(tmp_path):
     assert "6 jobs: ok 6, diverged 0, failed 0" in proc.stdout
     table = [line.split() for line in proc.stdout.splitlines() if line.startswith("adding ")]
     assert [row[1] for row in table] == ["vanilla", "nfg", "gru"] and all(row[3] == "2" for row in table)
+    # the seed makes the study reproducible: another sweep (other dir, other cell) draws the same samples
+    run_sweep(tmp_path / "again", "cell=rnn", "sweep.n_trials=2", "hydra/launcher=basic")
+    again = {r["trial"]: (r["hparams"]["optim.lr"], r["hparams"]["model.hidden_size"]) for r in records(tmp_path / "again")}
+    assert {k: {v} for k, v in again.items()} == by_trial
 
 
 def test_joblib_launcher_fills_batches_and_unpaired_samples_differ(tmp_path):
