@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -47,8 +47,12 @@ UNKEYED_PREFIXES = ("sweep.", "+sweep", "++sweep", "hydra.", "logger", "+logger"
 GRID_FIRST = ("data", "cell")  # the run directory reads task/cell/...
 
 
-class StudyConfigError(HydraException):
-    """The study configuration is wrong; raised before any job runs."""
+class StudyConfigError(CompactHydraException):
+    """The study configuration is wrong; raised before any job runs (Hydra prints just the message)."""
+
+
+class StudyFailed(CompactHydraException):
+    """Every job of the study failed: the sweep exits non-zero."""
 
 
 @dataclass
@@ -249,7 +253,7 @@ class StudySweeper(Sweeper):
             from .collect import collect
 
             collect(sweep_dir)
-            raise HydraException(f"every job of study {name} failed; read the errors in the result.json files under {sweep_dir}")
+            raise StudyFailed(f"every job of study {name} failed; read the errors in the result.json files under {sweep_dir}")
         return returns
 
     def _validate(self, points: list, fixed: list[str], space: list[Param]) -> None:
