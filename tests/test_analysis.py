@@ -14,7 +14,7 @@ import pytest
 from scipy import optimize, stats
 
 from lstm_odyssey import analysis, train
-from lstm_odyssey.analysis.importance import POOLED
+from lstm_odyssey.analysis.hyperparams import POOLED
 from lstm_odyssey.config import load_config
 from lstm_odyssey.results import load_results
 

@@ -6,7 +6,7 @@ matter, how the metric depends on them; as tables, figures, a report, a notebook
     write_report(["results/sweeps/2026-..."], "report/")
 """
 
-from .importance import hyperparameters, importance, lr_by_hidden, marginals, scale_of, transform
+from .hyperparams import hyperparameters, importance, lr_by_hidden, marginals, scale_of, transform
 from .report import main, markdown_table, significant_cells, write_report
 from .stats import cell_order, hedges_g, holm, load, prepare, significance, summarize, top_runs, welch
 

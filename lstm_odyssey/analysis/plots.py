@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .importance import POOLED, axis_label  # noqa: E402
+from .hyperparams import POOLED, axis_label  # noqa: E402
 from .stats import TEST, cell_order, direction, top_runs  # noqa: E402
 
 VERDICT_COLOURS = {"reference": "#4c72b0", "worse": "#c44e52", "better": "#55a868", "n.s.": "#b0b0b0", "untested": "#dddddd"}
