@@ -21,6 +21,8 @@ import logging
 import math
 import os
 import re
+import signal
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,6 +125,24 @@ def record_status(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+class _sigterm_as_interrupt:
+    """SIGTERM (kill, scancel, a closed terminal) raises KeyboardInterrupt in the sweeping process, so joblib
+    shuts its workers down instead of leaving them running orphaned."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 class StudySweeper(Sweeper):
@@ -234,16 +254,17 @@ class StudySweeper(Sweeper):
         pending: list[Job] = []
         job_idx = 0
         slots = [(k, point) for k in range(n_trials) for point in points]
-        for i, (k, point) in enumerate(slots):
-            job = self._prepare(point, k, studies[point], space, fixed, sweep_dir, seed, sampler, paired, rerun_failed)
-            if job is None:
-                skipped += 1
-            else:
-                pending.append(job)
-            if pending and (len(pending) >= width or i == len(slots) - 1):
-                returns.append(self._launch(pending, job_idx, sweep_dir))
-                job_idx += len(pending)
-                pending = []
+        with _sigterm_as_interrupt():  # a cancelled sweep stops its local workers too; a rerun resumes it
+            for i, (k, point) in enumerate(slots):
+                job = self._prepare(point, k, studies[point], space, fixed, sweep_dir, seed, sampler, paired, rerun_failed)
+                if job is None:
+                    skipped += 1
+                else:
+                    pending.append(job)
+                if pending and (len(pending) >= width or i == len(slots) - 1):
+                    returns.append(self._launch(pending, job_idx, sweep_dir))
+                    job_idx += len(pending)
+                    pending = []
 
         total = sum(self.counts.values())
         summary = ", ".join(f"{s} {self.counts.get(s, 0)}" for s in ("ok", "diverged", "failed"))
