@@ -22,7 +22,7 @@ from .cells import get_spec
 from .data import build_task
 from .data.base import TaskData
 from .models import SequenceModel
-from .results import atomic_write_text, flatten, git_commit, versions, write_record
+from .results import flatten, git_commit, versions, write_record
 
 log = logging.getLogger("lstm_odyssey.train")
 
