@@ -181,10 +181,6 @@ def gru_backward(spec, saved, grads, weights, mask):
             torch.mm(d[:, 2 * n :], w_n, out=drh)
             _bwd_b[grid](acts[t], d, H[t], drh, dh, total, n, BLOCK=BLOCK)
             dh.addmm_(d[:, : 2 * n], w_ru)
-    h_prev = H[:-1].reshape(steps * batch, n)
-    if after:
-        flat = dhh.view(steps * batch, kn)
-        return dxp, [dh], [flat.t().mm(h_prev), flat.sum(0)]
-    flat = dxp.view(steps * batch, kn)
-    d_w = torch.cat([flat[:, : 2 * n].t().mm(h_prev), flat[:, 2 * n :].t().mm(HN.view(steps * batch, n))])
-    return dxp, [dh], [d_w, None]
+    from .backends import gru_weight_grads
+
+    return dxp, [dh], gru_weight_grads(dxp, dhh, H, HN, after)

@@ -476,13 +476,19 @@ def gru_backward(spec, saved, grads, weights, mask):
             dh.add_(dh_prev)
         else:
             dh = dh_prev
+    return dxp, [dh], gru_weight_grads(dxp, dhh, H, HN, after)
+
+
+def gru_weight_grads(dxp: Tensor, dhh: Tensor | None, H: Tensor, HN: Tensor | None, after: bool) -> list[Tensor | None]:
+    """Gradients of R (and b_hh) from the per-step pre-activation gradients of a whole sequence:
+    reset after R h: d(R h + b_hh) is `dhh`; reset before: n's block multiplies r * h (`HN`)."""
+    steps, batch, n = H.shape[0] - 1, H.shape[1], H.shape[2]
     h_prev = H[:-1].reshape(steps * batch, n)
     if after:
-        flat = dhh.view(steps * batch, kn)
-        return dxp, [dh], [flat.t().mm(h_prev), flat.sum(0)]
-    flat = dxp.view(steps * batch, kn)
-    d_w = torch.cat([flat[:, : 2 * n].t().mm(h_prev), flat[:, 2 * n :].t().mm(HN.view(steps * batch, n))])
-    return dxp, [dh], [d_w, None]
+        flat = dhh.reshape(steps * batch, -1)
+        return [flat.t().mm(h_prev), flat.sum(0)]
+    flat = dxp.reshape(steps * batch, -1)
+    return [torch.cat([flat[:, : 2 * n].t().mm(h_prev), flat[:, 2 * n :].t().mm(HN.reshape(steps * batch, n))]), None]
 
 
 def rnn_forward(spec: CellSpec, xp: Tensor, states: list[Tensor], weights: list[Tensor | None], mask: Tensor | None):
