@@ -314,16 +314,20 @@ class RecurrentLayer(nn.Module):
 
     # -- interop --------------------------------------------------------------------------
     @classmethod
-    def from_torch(cls, module: nn.LSTM | nn.GRU) -> RecurrentLayer:
-        """An equal layer from torch.nn.LSTM (cell np) or torch.nn.GRU (cell gru)."""
+    def from_torch(cls, module: nn.LSTM | nn.GRU | nn.RNN) -> RecurrentLayer:
+        """An equal layer from torch.nn.LSTM (cell np), torch.nn.GRU (cell gru) or a tanh torch.nn.RNN (rnn)."""
         if isinstance(module, nn.LSTM):
             if module.proj_size:
                 raise ValueError("LSTMs with proj_size > 0 have no equal cell here; use proj_size=0")
             cell = "np"
         elif isinstance(module, nn.GRU):
             cell = "gru"
+        elif isinstance(module, nn.RNN):
+            if module.nonlinearity != "tanh":
+                raise ValueError("only tanh RNNs have an equal cell here (rnn); use nonlinearity='tanh'")
+            cell = "rnn"
         else:
-            raise TypeError(f"from_torch takes torch.nn.LSTM or torch.nn.GRU, not {type(module).__name__}")
+            raise TypeError(f"from_torch takes torch.nn.LSTM, nn.GRU or nn.RNN, not {type(module).__name__}")
         ref = next(module.parameters())
         layer = cls(
             module.input_size, module.hidden_size, cell, module.num_layers, module.bidirectional,
@@ -339,20 +343,18 @@ class RecurrentLayer(nn.Module):
                     param.zero_()
                 elif kind == "bias_hh":
                     param.copy_(getattr(module, f"bias_hh{suffix}"))
-                elif cell == "np":  # torch's two LSTM biases only ever appear as their sum
+                elif cell != "gru":  # torch's two LSTM/RNN biases only ever appear as their sum
                     param.copy_(getattr(module, f"bias_ih{suffix}") + getattr(module, f"bias_hh{suffix}"))
                 else:
                     param.copy_(getattr(module, f"bias_ih{suffix}"))
         return layer
 
-    def to_torch(self) -> nn.LSTM | nn.GRU:
-        """The equal torch.nn.LSTM (cell np) or torch.nn.GRU (cell gru)."""
-        if self.spec == cells.PRESETS["np"]:
-            module_cls = nn.LSTM
-        elif self.spec == cells.PRESETS["gru"]:
-            module_cls = nn.GRU
-        else:
-            raise ValueError(f"only np and gru layers have a torch equivalent, not {self.spec.name}")
+    def to_torch(self) -> nn.LSTM | nn.GRU | nn.RNN:
+        """The equal torch.nn.LSTM (cell np), torch.nn.GRU (cell gru) or torch.nn.RNN (cell rnn)."""
+        torch_modules = {"np": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+        module_cls = next((m for name, m in torch_modules.items() if self.spec == cells.PRESETS[name]), None)
+        if module_cls is None:
+            raise ValueError(f"only np, gru and rnn layers have a torch equivalent, not {self.spec.name}")
         ref = next(self.parameters())
         module = module_cls(
             self.input_size, self.hidden_size, self.num_layers, bias=True, batch_first=self.batch_first,

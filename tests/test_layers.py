@@ -15,7 +15,7 @@ from lstm_odyssey.cells import PRESETS
 from lstm_odyssey.layers import RecurrentLayer
 
 ALL = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr", "gru", "gru_cho", "grupp", "rnn")
-TORCH_CELLS = {"np": nn.LSTM, "gru": nn.GRU}
+TORCH_CELLS = {"np": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 DTYPE = torch.float64
 
 
@@ -59,7 +59,7 @@ def _torch_run(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor, state)
 
 
 @pytest.mark.parametrize("backend", ["loop", "torch"])
-@pytest.mark.parametrize("name", ["np", "gru"])
+@pytest.mark.parametrize("name", ["np", "gru", "rnn"])
 def test_from_torch_matches_torch_module(name: str, backend: str) -> None:
     torch.manual_seed(0)
     ref = randomise(TORCH_CELLS[name](3, 5, num_layers=2, bidirectional=True, batch_first=True), seed=1)
@@ -87,7 +87,7 @@ def test_from_torch_matches_torch_module(name: str, backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["loop", "torch"])
-@pytest.mark.parametrize("name", ["np", "gru"])
+@pytest.mark.parametrize("name", ["np", "gru", "rnn"])
 def test_to_torch_matches_layer(name: str, backend: str) -> None:
     layer = randomise(RecurrentLayer(3, 4, name, num_layers=2, bidirectional=True, batch_first=False, backend=backend), seed=2)
     module = layer.to_torch()
@@ -114,8 +114,12 @@ def test_from_torch_sums_lstm_biases_and_handles_bias_false() -> None:
     assert torch.all(no_bias.bias_l0 == 0) and torch.all(no_bias.bias_hh_l0 == 0)
     with pytest.raises(ValueError, match="proj_size"):
         RecurrentLayer.from_torch(nn.LSTM(2, 3, proj_size=2))
-    with pytest.raises(TypeError, match="RNN"):
-        RecurrentLayer.from_torch(nn.RNN(2, 3))
+    rnn = randomise(nn.RNN(2, 3), seed=5)
+    torch.testing.assert_close(RecurrentLayer.from_torch(rnn).bias_l0, rnn.bias_ih_l0 + rnn.bias_hh_l0)
+    with pytest.raises(ValueError, match="tanh"):
+        RecurrentLayer.from_torch(nn.RNN(2, 3, nonlinearity="relu"))
+    with pytest.raises(TypeError, match="nn.RNN"):
+        RecurrentLayer.from_torch(nn.Linear(2, 3))
     with pytest.raises(ValueError, match="vanilla"):
         RecurrentLayer(2, 3, "vanilla").to_torch()
 
