@@ -107,6 +107,15 @@ class TaskData:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
+def split_sizes(n_train: int, n_val: int, n_test: int) -> dict[str, int]:
+    """The sizes of generated splits by name, refusing empty ones with the option to fix."""
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    for split, n in sizes.items():
+        if n < 1:
+            raise ValueError(f"n_{split} must be at least 1, got {n}")
+    return sizes
+
+
 Builder = Callable[..., TaskData]
 REGISTRY: dict[str, Builder] = {}
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .base import STEP_CLASSIFICATION, SequenceSplit, TaskData, register
+from .base import STEP_CLASSIFICATION, SequenceSplit, TaskData, register, split_sizes
 
 BLANK, DELIMITER = 0, 9
 VOCAB = 10  # 0 blank, 1..8 symbols, 9 delimiter
@@ -42,9 +42,7 @@ def build(
         raise ValueError(f"copy_memory needs blank_length >= 1 and memory_length >= 1, got {blank_length} and {memory_length}")
     generator = torch.Generator().manual_seed(seed)
     splits = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        if n < 1:
-            raise ValueError(f"n_{split} must be at least 1, got {n}")
+    for split, n in split_sizes(n_train, n_val, n_test).items():
         x, y = copy_sequences(n, blank_length, memory_length, generator)
         splits[split] = SequenceSplit.from_tensors(x, y)
     length = blank_length + 2 * memory_length

@@ -5,17 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import CLASSIFICATION, REGRESSION, SequenceSplit, TaskData, register
-
-SPLITS = ("train", "val", "test")
-
-
-def _sizes(n_train: int, n_val: int, n_test: int) -> dict[str, int]:
-    sizes = dict(zip(SPLITS, (n_train, n_val, n_test)))
-    for split, n in sizes.items():
-        if n < 1:
-            raise ValueError(f"n_{split} must be at least 1, got {n}")
-    return sizes
+from .base import CLASSIFICATION, REGRESSION, SequenceSplit, TaskData, register, split_sizes
 
 
 def adding_sequences(n: int, length: int, form: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +57,7 @@ def build(
     form = str(form)
     generator = torch.Generator().manual_seed(seed)
     splits = {}
-    for split, n in _sizes(n_train, n_val, n_test).items():
+    for split, n in split_sizes(n_train, n_val, n_test).items():
         x, y = adding_sequences(n, length, form, generator)
         splits[split] = SequenceSplit.from_tensors(x, y)
     test_y = torch.stack(splits["test"].ys)
@@ -111,7 +101,7 @@ def build_temporal_order(
     generator = torch.Generator().manual_seed(seed)
     splits = {
         split: SequenceSplit(*temporal_order_sequences(n, generator, min_length, max_length))
-        for split, n in _sizes(n_train, n_val, n_test).items()
+        for split, n in split_sizes(n_train, n_val, n_test).items()
     }
     return TaskData(
         name="temporal_order", task_type=CLASSIFICATION, input_size=len(TEMPORAL_ORDER_SYMBOLS),
