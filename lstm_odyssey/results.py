@@ -16,6 +16,12 @@ import pandas as pd
 
 RECORD_NAME = "result.json"
 STATUSES = ("ok", "diverged", "failed")
+OK, DIVERGED, FAILED = STATUSES
+
+# What a hyperparameter is, for the record, the sweeper and the analysis alike: every key of these config
+# groups (cell flags included: a study may search them), minus the keys that only say how a run is run.
+HPARAM_GROUPS = ("cell", "data", "model", "optim", "trainer")
+NOT_HPARAMS = frozenset({"trainer.resume", "trainer.device", "trainer.progress"})
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -86,6 +92,17 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def is_hparam(key: str) -> bool:
+    """True for a dotted config key (`optim.lr`, `cell.peepholes`) that is a hyperparameter of a run."""
+    return key.split(".", 1)[0] in HPARAM_GROUPS and "." in key and key not in NOT_HPARAMS
+
+
+def hparams_of(cfg: dict) -> dict[str, Any]:
+    """The hyperparameters of a resolved run config, flattened to dotted keys."""
+    flat = flatten({group: cfg[group] for group in HPARAM_GROUPS if group in cfg})
+    return {k: v for k, v in flat.items() if is_hparam(k)}
 
 
 def record_row(record: dict) -> dict[str, Any]:

@@ -22,14 +22,11 @@ from .cells import get_spec
 from .data import build_task
 from .data.base import TaskData
 from .models import SequenceModel
-from .results import flatten, git_commit, versions, write_record
+from .results import git_commit, hparams_of, versions, write_record
 
 log = logging.getLogger("lstm_odyssey.train")
 
 CHECKPOINT_DIR = "checkpoints"
-# Config groups that are hyperparameters of a run (paths, logger and hydra are not).
-HPARAM_GROUPS = ("cell", "data", "model", "optim", "trainer")
-NOT_HPARAMS = {"trainer.resume", "trainer.device", "trainer.progress"}
 
 
 class Diverged(RuntimeError):
@@ -154,11 +151,6 @@ def _set_determinism(trainer: dict) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def hparams_of(cfg: dict) -> dict[str, Any]:
-    flat = flatten({group: cfg[group] for group in HPARAM_GROUPS if group in cfg})
-    return {k: v for k, v in flat.items() if k not in NOT_HPARAMS}
 
 
 def run(cfg: Any, run_dir: str | Path) -> dict:

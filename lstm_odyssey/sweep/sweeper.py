@@ -37,7 +37,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from ..results import RECORD_NAME, read_record, write_record
+from ..results import RECORD_NAME, hparams_of, read_record, write_record
 from .space import Param, SearchSpaceError, distributions, format_value, parse_space, to_values
 
 log = logging.getLogger("lstm_odyssey.sweep")
@@ -371,8 +371,6 @@ class StudySweeper(Sweeper):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides))
             record.update(cell=cfg.cell.name, task=cfg.data.name, seed=cfg.trainer.seed,
                           study=cfg.sweep.get("name"))
-            from ..train import hparams_of
-
             job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # hydra.* needs a runtime
             record["hparams"] = hparams_of(OmegaConf.to_container(job_cfg, resolve=True))  # type: ignore[arg-type]
         except Exception as exc:  # the record matters more than its details
