@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..files import atomic_write
 
 DATA_ENV = "LSTM_ODYSSEY_DATA"  # folder holding <task>/<file> (e.g. a shared read-only copy)
 CACHE_ENV = "LSTM_ODYSSEY_CACHE"  # the user cache: downloads and preprocessed tensors
@@ -59,26 +60,21 @@ def download(url: str, dest: str | Path, sha256: str | None = None, timeout: flo
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DownloadError(f"cannot create {dest.parent} to store {url}: {err.strerror or err}") from None
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+    def fetch(out) -> None:
         digest = hashlib.sha256()
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
                 for block in iter(lambda: response.read(CHUNK), b""):
                     out.write(block)
                     digest.update(block)
-                out.flush()
-                os.fsync(out.fileno())
         except OSError as err:  # URLError, HTTPError, timeouts and disk errors are all OSErrors
             reason = getattr(err, "reason", None) or err.strerror or err
             raise DownloadError(f"download of {url} failed: {reason}") from None
         got = digest.hexdigest()
         if sha256 is not None and got != sha256.lower():
             raise DownloadError(f"checksum mismatch for {url}: sha256 {got}, expected {sha256}; the file was not stored")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(dest, fetch, suffix=".part")
     return dest
 
 
@@ -134,14 +130,7 @@ def cached(name: str, key: str, make: Callable[[], Any], folder: str | Path | No
             pass
     value = make()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(value, tmp)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_write(path, lambda fh: torch.save(value, fh))
     except OSError:  # a read-only cache only costs speed
         pass
     return value

@@ -11,6 +11,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ..files import atomic_write, atomic_write_text
 from ..results import load_results
 
 log = logging.getLogger("lstm_odyssey.sweep")
@@ -60,22 +61,19 @@ def format_table(table: pd.DataFrame) -> str:
 def write_runs(df: pd.DataFrame, sweep_dir: Path) -> Path:
     """runs.parquet (or runs.csv when a column will not go into parquet), written via a temp file."""
     path = sweep_dir / RUNS_NAME
-    tmp = sweep_dir / f".{RUNS_NAME}.tmp"
     try:
         try:
-            df.to_parquet(tmp, index=False)
+            atomic_write(path, lambda fh: df.to_parquet(fh, index=False))
         except Exception:  # mixed types in an object column: store those columns as text
             fixed = df.copy()
             for column in fixed.select_dtypes(include="object").columns:
                 fixed[column] = fixed[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
-            fixed.to_parquet(tmp, index=False)
-        tmp.replace(path)
+            atomic_write(path, lambda fh: fixed.to_parquet(fh, index=False))
         return path
     except Exception as err:
-        tmp.unlink(missing_ok=True)
         log.warning("could not write %s (%s); writing runs.csv instead", path, err)
         path = sweep_dir / "runs.csv"
-        df.to_csv(path, index=False)
+        atomic_write_text(path, df.to_csv(index=False))
         return path
 
 
