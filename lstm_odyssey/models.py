@@ -9,10 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cells import CellSpec
-from .data.base import CLASSIFICATION, MULTILABEL, PAD_CLASS, REGRESSION, TASK_TYPES, Batch
+from .data.base import CLASSIFICATION, MULTILABEL, PAD_CLASS, REGRESSION, SEQUENCE_TASKS, TASK_TYPES, Batch
 from .layers import RecurrentLayer
-
-SEQUENCE_TASKS = (CLASSIFICATION, REGRESSION)
+from .summary import summary
 
 
 class SequenceModel(nn.Module):
@@ -73,8 +72,6 @@ class SequenceModel(nn.Module):
 
     def summary(self, seq_len: int | None = None) -> str:
         """A Keras-style table of layers, output shapes and parameter counts (lstm_odyssey.summary)."""
-        from .summary import summary
-
         return summary(self, seq_len=seq_len)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, state=None) -> tuple[Tensor, object]:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from .files import atomic_write_text
 
 RECORD_NAME = "result.json"
 STATUSES = ("ok", "diverged", "failed")
@@ -22,22 +22,6 @@ OK, DIVERGED, FAILED = STATUSES
 # groups (cell flags included: a study may search them), minus the keys that only say how a run is run.
 HPARAM_GROUPS = ("cell", "data", "model", "optim", "trainer")
 NOT_HPARAMS = frozenset({"trainer.resume", "trainer.device", "trainer.progress"})
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same folder and a rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _jsonable(value: Any) -> Any:
@@ -105,12 +89,15 @@ def hparams_of(cfg: dict) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if is_hparam(k)}
 
 
+def flat_metrics(record: dict) -> dict[str, Any]:
+    """The record's metrics at the best epoch as flat columns: {"val": {"mse": x}} -> {"val_mse": x}."""
+    return {f"{split}_{name}": value for split in ("val", "test") for name, value in (record.get(split) or {}).items()}
+
+
 def record_row(record: dict) -> dict[str, Any]:
     """One DataFrame row: scalars at the top, `val_*`/`test_*` metrics, hyperparameters as dotted columns."""
     row = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
-    for split in ("val", "test"):
-        for name, value in (record.get(split) or {}).items():
-            row[f"{split}_{name}"] = value
+    row.update(flat_metrics(record))
     row.update(record.get("hparams") or {})
     for name, value in (record.get("info") or {}).items():
         if not isinstance(value, (dict, list)):

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .data.base import SEQUENCE_TASKS
+from .layers import RecurrentLayer
+
 WIDTHS = (29, 26, 10)
 KERAS_NAMES = {"np": ("lstm", "LSTM"), "gru": ("gru", "GRU"), "rnn": ("simple_rnn", "SimpleRNN")}
 
@@ -43,13 +46,17 @@ def _cell_names(rnn: nn.Module) -> tuple[str, str]:
     return family.lower(), f"{family} {spec.name}"
 
 
+def is_sequence_model(model: nn.Module) -> bool:
+    """A SequenceModel's shape (encoder, RecurrentLayer `rnn`, linear head), recognised without importing
+    models.py, which imports this module for `SequenceModel.summary()`."""
+    return isinstance(getattr(model, "rnn", None), RecurrentLayer) and isinstance(getattr(model, "head", None), nn.Linear)
+
+
 def rows(model: nn.Module, seq_len: int | None = None) -> list[Row]:
     """The table's rows. A SequenceModel gives encoder, one row per recurrent layer and the head with
     their output shapes (`seq_len` fills the time axis; None leaves it None as Keras does for variable
     lengths); any other module gives its direct children with parameters and unknown shapes."""
-    from .models import SEQUENCE_TASKS, SequenceModel
-
-    if not isinstance(model, SequenceModel):
+    if not is_sequence_model(model):
         out = [Row(name, type(child).__name__, (), *_count(child.parameters())) for name, child in model.named_children()]
         own = [p for name, p in model.named_parameters(recurse=False)]
         if own:

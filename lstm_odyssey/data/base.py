@@ -16,6 +16,7 @@ REGRESSION = "regression"  # one real vector per sequence; y: (B, D) float
 MULTILABEL = "multilabel"  # per step, D independent Bernoulli targets (piano rolls); y: (B, T, D) float
 STEP_CLASSIFICATION = "step_classification"  # per step, one class (language models); y: (B, T) long
 TASK_TYPES = (CLASSIFICATION, REGRESSION, MULTILABEL, STEP_CLASSIFICATION)
+SEQUENCE_TASKS = (CLASSIFICATION, REGRESSION)  # one target per sequence, read from the final state
 PAD_CLASS = -100  # per-step class target past a sequence's length (ignored by the loss)
 
 
