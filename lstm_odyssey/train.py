@@ -1,7 +1,7 @@
 """The training entry point: config → data + model → fit with early stopping → `result.json`.
 
-Run as `lstm-odyssey-train cell=cifg data=adding optim=sgd optim.lr=0.01` (Hydra) or call
-`run(cfg, run_dir)` with a plain dict or DictConfig.
+Called by the command line (`lstm-odyssey-train ...`, see cli.py) or directly: `run(cfg, run_dir)` with a
+plain dict or DictConfig.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from . import tracking
 from .cells import get_spec
 from .data import build_task
 from .data.base import TaskData
+from .files import atomic_write
 from .models import SequenceModel
-from .results import git_commit, hparams_of, versions, write_record
+from .results import DIVERGED, FAILED, OK, git_commit, hparams_of, versions, write_record
 
 log = logging.getLogger("lstm_odyssey.train")
 
@@ -140,10 +141,7 @@ def _progress(batches, trainer: dict, n: int):
 
 
 def _save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def _set_determinism(trainer: dict) -> None:
@@ -163,7 +161,7 @@ def run(cfg: Any, run_dir: str | Path) -> dict:
     started = time.time()
     spec = get_spec(cfg["cell"])
     record: dict[str, Any] = {
-        "status": "failed",
+        "status": FAILED,
         "cell": spec.name,
         "task": cfg["data"]["name"],
         "seed": trainer["seed"],
@@ -181,7 +179,7 @@ def run(cfg: Any, run_dir: str | Path) -> dict:
     try:
         record.update(fit(cfg, run_dir, tracker))
     except Exception as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        record.update(status=FAILED, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         record["wall_seconds"] = time.time() - started
         write_record(run_dir, record)
         tracker.finish(record)
@@ -229,20 +227,20 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
     tracker.log_summary({"num_parameters": results["num_parameters"]})
     started = time.time() - state["elapsed"]
     max_seconds = (trainer.get("max_minutes") or math.inf) * 60
-    status, stopped_by, error = "ok", "epoch_cap", None
+    status, stopped_by, error = OK, "epoch_cap", None
     while state["epoch"] < trainer["epochs"]:
         epoch = state["epoch"] + 1
         try:
             train_loss = train_epoch(model, task, optimizer, trainer, generator, device)
         except Diverged as err:
-            status, stopped_by, error = "diverged", "diverged", str(err)
+            status, stopped_by, error = DIVERGED, "diverged", str(err)
             log.warning("epoch %d diverged: %s", epoch, err)
             break
         val = evaluate(model, task, "val", eval_batch, device)
         entry = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()}}
         objective = val[task.metric]
         if not math.isfinite(objective):
-            status, stopped_by, error = "diverged", "diverged", f"validation {task.metric} is {objective}"
+            status, stopped_by, error = DIVERGED, "diverged", f"validation {task.metric} is {objective}"
             break
         if state["best"] is None or objective < state["best"]["objective"]:
             test = evaluate(model, task, "test", eval_batch, device)
@@ -300,38 +298,3 @@ def describe(record: dict) -> str:
     line = f"{record['status']}: {record['cell']} on {record['task']} after {record.get('epochs_run')} epochs"
     line += f" ({record.get('stopped_by')}), best epoch {record.get('best_epoch')}: test {test or 'n/a'}"
     return line + (f"; trivial baseline {baselines}" if baselines else "")
-
-
-def main() -> None:
-    """Console script: the Hydra app over `conf/train.yaml`."""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig, OmegaConf
-
-    @hydra.main(version_base="1.3", config_path="pkg://lstm_odyssey.conf", config_name="train")
-    def app(cfg: DictConfig) -> float | None:
-        hydra_cfg = HydraConfig.get()
-        container = OmegaConf.to_container(cfg, resolve=True)
-        container["overrides"] = list(hydra_cfg.overrides.task)
-        try:
-            record = run(container, hydra_cfg.runtime.output_dir)
-        except Exception as err:
-            log.error("run failed: %s: %s (record in %s)", type(err).__name__, err, hydra_cfg.runtime.output_dir)
-            if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
-                return None
-            sys.exit(1)
-        log.info("%s", describe(record))
-        log.info("record: %s", Path(hydra_cfg.runtime.output_dir) / "result.json")
-        return record.get("objective")
-
-    from .sweep import register
-
-    register()  # the studies of sweeps/ (`+sweep=<name>`) and the `odyssey` sweeper
-    app()
-
-
-if __name__ == "__main__":
-    # Run the app from the importable module, not __main__, so joblib and submitit can pickle it by reference.
-    from lstm_odyssey.train import main as _main
-
-    _main()

@@ -470,7 +470,7 @@ def test_cli_run_writes_a_valid_record(task, tmp_path):
         pytest.skip('aeon is not installed (pip install -e ".[uea]"); CI installs it')
     env = {**os.environ, "WANDB_MODE": "disabled", download.CACHE_ENV: str(tmp_path / "cache")}
     command = [
-        sys.executable, "-m", "lstm_odyssey.train", *_cli_cases(tmp_path)[task], "model.hidden_size=8",
+        sys.executable, "-m", "lstm_odyssey.cli", *_cli_cases(tmp_path)[task], "model.hidden_size=8",
         "trainer.epochs=2", "trainer.progress=false", f"paths.root={tmp_path / 'results'}",
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

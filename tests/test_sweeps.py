@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from lstm_odyssey.sweep import register, study_names
+from lstm_odyssey.cli import register
+from lstm_odyssey.sweep import study_names
 from lstm_odyssey.sweep.collect import summary_table
 from lstm_odyssey.sweep.space import SearchSpaceError, parse_space, to_values
 from lstm_odyssey.sweep.sweeper import job_key, launcher_width
@@ -27,7 +28,7 @@ TINY = [
 
 
 def sweep_cmd(sweep_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "lstm_odyssey.train", "-m", "+sweep=quick", f"hydra.sweep.dir={sweep_dir}", *TINY, *args]
+    return [sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=quick", f"hydra.sweep.dir={sweep_dir}", *TINY, *args]
 
 
 def env(**extra: str) -> dict[str, str]:

@@ -38,7 +38,7 @@ def test_the_gru_to_lstm_study_walks_seed_002s_path() -> None:
     from omegaconf import OmegaConf
 
     from lstm_odyssey.cells import CellSpec, get_spec
-    from lstm_odyssey.sweep import register
+    from lstm_odyssey.cli import register
 
     register()
     expected = {

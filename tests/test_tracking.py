@@ -45,7 +45,7 @@ def by_type(records: list, kind: str) -> list:
 
 def test_wandb_offline_writes_one_run_per_job_with_group_config_metrics_and_status(tmp_path):
     cmd = [
-        sys.executable, "-m", "lstm_odyssey.train", "-m", "+sweep=quick", f"hydra.sweep.dir={tmp_path}", "logger=wandb",
+        sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=quick", f"hydra.sweep.dir={tmp_path}", "logger=wandb",
         "hydra/launcher=basic",  # all jobs in one process: the case where W&B runs would merge without finish()
         "logger.project=odyssey-test", "cell=vanilla,gru", "data.length=10,1", "sweep.n_trials=1", "sweep.report=false",
         "data.n_train=64", "data.n_val=32", "data.n_test=32", "trainer.epochs=2",

@@ -28,7 +28,7 @@ RECORD_KEYS = {
 def cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     return subprocess.run(
-        [sys.executable, "-m", "lstm_odyssey.train", f"paths.root={tmp_path}", "trainer.progress=false", *overrides],
+        [sys.executable, "-m", "lstm_odyssey.cli", f"paths.root={tmp_path}", "trainer.progress=false", *overrides],
         capture_output=True, text=True, env=env, timeout=300,
     )
 

@@ -1,8 +1,8 @@
 """Studies: the sweeper that drives Optuna from Hydra multirun, the study configs of sweeps/, and the
 end-of-sweep collection of records (`runs.parquet` and a task x cell table).
 
-`register()` makes both known to Hydra; the `lstm-odyssey-train` entry point calls it, and code that
-composes configs itself (`hydra.compose(..., overrides=["+sweep=quick"])`) calls it first.
+`lstm_odyssey.cli.register()` makes both known to Hydra; the `lstm-odyssey-train` entry point calls it, and
+code that composes configs itself (`hydra.compose(..., overrides=["+sweep=quick"])`) calls it first.
 """
 
 from __future__ import annotations
@@ -31,19 +31,3 @@ def register_studies() -> None:
     for name in study_names():
         node = OmegaConf.create(root.joinpath(f"{name}.yaml").read_text(encoding="utf-8"))
         store.store(group="sweep", name=name, node=node, package="_global_", provider="lstm_odyssey")
-
-
-def register_plugin() -> None:
-    """Register the sweeper with Hydra's plugin registry. Hydra also finds it by scanning the hydra_plugins
-    namespace, except in an editable install, whose import hook hides it from that scan."""
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.odyssey_sweeper.odyssey_sweeper import OdysseySweeper
-
-    Plugins.instance().register(OdysseySweeper)
-
-
-def register() -> None:
-    """Make the studies (`+sweep=<name>`) and the `odyssey` sweeper known to Hydra."""
-    register_studies()
-    register_plugin()
