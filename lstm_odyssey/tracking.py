@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .results import FAILED, flat_metrics
+
 log = logging.getLogger("lstm_odyssey.tracking")
 
 # Record keys too bulky or redundant for a run summary (the config and the history are logged already).
@@ -80,11 +82,9 @@ class WandbTracker(Tracker):
 
     def finish(self, record: dict) -> None:
         summary = {k: v for k, v in record.items() if k not in SUMMARY_SKIP}
-        for split in ("val", "test"):  # flat keys so the runs table can sort and plot them
-            for name, value in (record.get(split) or {}).items():
-                summary[f"{split}_{name}"] = value
+        summary.update(flat_metrics(record))  # flat keys so the runs table can sort and plot them
         self.run.summary.update(summary)
-        self.run.finish(exit_code=1 if record.get("status") == "failed" else 0)
+        self.run.finish(exit_code=1 if record.get("status") == FAILED else 0)
 
 
 class _Guarded(Tracker):

@@ -37,7 +37,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from ..results import RECORD_NAME, hparams_of, read_record, write_record
+from ..results import FAILED, OK, RECORD_NAME, STATUSES, hparams_of, read_record, write_record
 from .space import Param, SearchSpaceError, distributions, format_value, parse_space, to_values
 
 log = logging.getLogger("lstm_odyssey.sweep")
@@ -176,6 +176,12 @@ class StudySweeper(Sweeper):
             raise StudyConfigError(f"sweep.sampler is {sampler!r}; use one of {', '.join(SAMPLERS)}")
         if study.get("paired") and sampler != "random":
             raise StudyConfigError("sweep.paired=true shares random samples across cells; use sweep.sampler=random with it")
+        if "batch_size" in study:  # renamed: it read like trainer.batch_size, the minibatch
+            old = study.pop("batch_size")
+            if study.get("jobs_per_launch") is None:
+                study["jobs_per_launch"] = old
+            if old is not None:
+                log.warning("sweep.batch_size is deprecated and read until 0.3; use sweep.jobs_per_launch")
         n = study.get("n_trials", 1)
         if not isinstance(n, int) or n < 1:
             raise StudyConfigError(f"sweep.n_trials must be a positive integer, got {n!r}")
@@ -229,7 +235,7 @@ class StudySweeper(Sweeper):
         paired = bool(study_cfg.get("paired"))
         rerun_failed = bool(study_cfg.get("rerun_failed"))
         n_trials = int(study_cfg.get("n_trials", 1))
-        width = int(study_cfg.get("batch_size") or launcher_width(self.config.hydra.get("launcher")))
+        width = int(study_cfg.get("jobs_per_launch") or launcher_width(self.config.hydra.get("launcher")))
         fixed_key = job_key(fixed)
         suffix = "" if fixed_key == job_key([]) else f"@{fixed_key[:6]}"
 
@@ -267,10 +273,10 @@ class StudySweeper(Sweeper):
                     pending = []
 
         total = sum(self.counts.values())
-        summary = ", ".join(f"{s} {self.counts.get(s, 0)}" for s in ("ok", "diverged", "failed"))
+        summary = ", ".join(f"{s} {self.counts.get(s, 0)}" for s in STATUSES)
         log.info("study %s: %d jobs: %s (%d ran now, %d done before)", name, total, summary, total - skipped, skipped)
         print(f"[sweep] {name}: {total} jobs: {summary} ({total - skipped} ran now, {skipped} done before); {sweep_dir}")
-        if total and self.counts.get("ok", 0) == 0:
+        if total and self.counts.get(OK, 0) == 0:
             from .collect import collect
 
             collect(sweep_dir)
@@ -312,8 +318,8 @@ class StudySweeper(Sweeper):
         run_dir = sweep_dir / job.subdir
         record = record_status(run_dir)
         state = trial.state if isinstance(trial, optuna.trial.FrozenTrial) else optuna.trial.TrialState.RUNNING
-        if record is not None and (record.get("status") == "ok" or not rerun_failed):
-            status = record.get("status", "failed")
+        if record is not None and (record.get("status") == OK or not rerun_failed):
+            status = record.get("status", FAILED)
             self.counts[status] += 1
             if state == optuna.trial.TrialState.RUNNING:  # finished, but the sweep died before telling Optuna
                 self._tell(study, trial.number, record, run_dir)
@@ -352,7 +358,7 @@ class StudySweeper(Sweeper):
             result = results[i] if i < len(results) else None
             if record is None:
                 record = self._missing_record(job, run_dir, result)
-            self.counts[record.get("status", "failed")] += 1
+            self.counts[record.get("status", FAILED)] += 1
             assert job.trial_number is not None
             self._tell(job.study, job.trial_number, record, run_dir)
         return results
@@ -364,7 +370,7 @@ class StudySweeper(Sweeper):
             error = f"{type(err).__name__}: {err}"
         else:
             error = "the job ended without writing a record (killed, out of memory, or lost by the launcher)"
-        record: dict[str, Any] = {"status": "failed", "error": error, "run_dir": str(run_dir),
+        record: dict[str, Any] = {"status": FAILED, "error": error, "run_dir": str(run_dir),
                                   "overrides": job.overrides, "trial": job.k, "stopped_by": None}
         try:
             assert self.hydra_context is not None and self.config is not None
@@ -381,14 +387,14 @@ class StudySweeper(Sweeper):
 
     @staticmethod
     def _tell(study: optuna.Study, number: int, record: dict, run_dir: Path) -> None:
-        status = record.get("status", "failed")
+        status = record.get("status", FAILED)
         objective = record.get("objective")
         trial = optuna.trial.Trial(study, study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
         trial.set_user_attr("status", status)
         trial.set_user_attr("run_dir", str(run_dir))
         if record.get("error"):
             trial.set_user_attr("error", str(record["error"])[:500])
-        if status == "ok" and isinstance(objective, (int, float)) and math.isfinite(objective):
+        if status == OK and isinstance(objective, (int, float)) and math.isfinite(objective):
             study.tell(number, float(objective))
         else:
             study.tell(number, state=optuna.trial.TrialState.FAIL)

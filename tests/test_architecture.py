@@ -1,0 +1,132 @@
+"""The package's shape: no import circles (dependencies point one way), read off the source with `ast`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("lstm_odyssey", "hydra_plugins")
+
+
+def module_files(root: Path, packages=PACKAGES) -> dict[str, Path]:
+    """Dotted module name -> source file, for every .py under the packages."""
+    found = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
+    return found
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package modules `name` imports anywhere in its file (functions included: an import inside a
+    function is still a dependency), except under `if TYPE_CHECKING:`."""
+    is_package = path.name == "__init__.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
+            for child in node.body for n in ast.walk(child)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            submodules = [f"{stem}.{alias.name}" for alias in node.names if f"{stem}.{alias.name}" in modules]
+            # `from pkg import name` depends on pkg's __init__ unless every name is a submodule of pkg
+            targets = submodules + ([stem] if len(submodules) < len(node.names) else [])
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:  # `import a.b.c` of a name inside a module
+                target = target.rpartition(".")[0] if "." in target else ""
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def import_graph(root: Path, packages=PACKAGES) -> dict[str, set[str]]:
+    modules = module_files(root, packages)
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_package_has_no_import_circle():
+    graph = import_graph(ROOT)
+    assert "lstm_odyssey.train" in graph and "hydra_plugins.odyssey_sweeper.odyssey_sweeper" in graph
+    assert cycles(graph) == []
+
+
+def test_dependencies_point_one_way():
+    """cli is the top: nothing imports it. cells import nothing above them."""
+    graph = import_graph(ROOT)
+    assert not [m for m, deps in graph.items() if "lstm_odyssey.cli" in deps]
+    above_cells = {"lstm_odyssey.train", "lstm_odyssey.models", "lstm_odyssey.results", "lstm_odyssey.sweep",
+                   "lstm_odyssey.data", "lstm_odyssey.analysis", "lstm_odyssey.layers"}
+    for name, deps in graph.items():
+        if name.startswith("lstm_odyssey.cells"):
+            assert not deps & above_cells, f"{name} imports {deps & above_cells}"
+
+
+def test_the_circle_finder_finds_a_planted_circle(tmp_path):
+    """The check above can fail: a two-module circle through a function-level relative import is found."""
+    pkg = tmp_path / "lstm_odyssey"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .sub import b\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import g\n")
+    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n")
+    graph = import_graph(tmp_path, ("lstm_odyssey",))
+    assert graph["lstm_odyssey.c"] == set()
+    assert cycles(graph) == [["lstm_odyssey.a", "lstm_odyssey.sub.b"]]
