@@ -41,8 +41,9 @@ PAPER_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fg
 COLOURS = ("#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
            "#469990", "#808000", "#000075", "#800000")
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "p", "h", "d")
-EXTRA_COLOURS = ("#bfef45", "#ffe119", "#dcbeff", "#fabed4", "#aaffc3", "#ffd8b1", "#a9a9a9", "#fffac8")
+EXTRA_COLOURS = ("#bfef45", "#a9a9a9", "#ffe119", "#dcbeff", "#fabed4", "#aaffc3", "#ffd8b1")
 POOLED_COLOUR = "#7f7f7f"
+MIN_BAND_RUNS = 3  # a 95 % interval over 2 runs spans the whole axis and hides every line
 DPI = 110
 
 
@@ -277,7 +278,8 @@ def marginal_plot(marg: pd.DataFrame, task: str, metric: str = "metric") -> plt.
                 continue
             x = 10 ** c["x"] if scale == "log" else c["x"]
             ax.plot(x, c["mean"], marker=style.marker, color=style.colour, markersize=5)
-            ax.fill_between(x, band_low, band_high, color=style.colour, alpha=0.1, linewidth=0)
+            ax.fill_between(x, band_low, band_high, where=(c["n"] >= MIN_BAND_RUNS).to_numpy(), interpolate=False,
+                            color=style.colour, alpha=0.1, linewidth=0)
         if scale == "log":
             ax.set_xscale("log")
             _plain_log_x(ax)
@@ -291,7 +293,8 @@ def marginal_plot(marg: pd.DataFrame, task: str, metric: str = "metric") -> plt.
         ax.set_title(PARAM_NAMES.get(param, param), fontsize=10)
     for ax in axes[0][len(params):]:
         ax.axis("off")
-    axes[0][0].set_ylabel(f"mean per bin, 95 % CI\n{metric_label(metric)}" + ("\n(log scale)" if scale_y == "log" else ""))
+    axes[0][0].set_ylabel(f"mean per bin (band: 95 % CI, bins of {MIN_BAND_RUNS}+ runs)\n{metric_label(metric)}"
+                          + ("\n(log scale)" if scale_y == "log" else ""))
     _cell_legend(fig, cells, styles, line=True)
     fig.suptitle(f"{task}: test metric against each hyperparameter (equal-width bins on the sampling scale)",
                  fontsize=10)

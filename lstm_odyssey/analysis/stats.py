@@ -330,7 +330,7 @@ def paired(a: Sequence[float], b: Sequence[float], metric: str = "mse", confiden
         out["note"] = out["wilcoxon_note"] = f"the test needs at least 2 pairs (has {n})"
         return out
     sd = d.std(ddof=1)
-    if sd == 0:
+    if np.allclose(d, d[0], rtol=1e-12, atol=0):  # equal up to rounding: the t statistic would be noise / 0
         out["note"] = f"all {n} paired differences are equal ({d[0]:.4g}), so the t-test is undefined"
     else:
         res = sps.ttest_rel(a, b)
