@@ -136,9 +136,11 @@ def importance(
 
 
 def _fanova(g: pd.DataFrame, names: list[str], score: str, n_trees: int, max_depth: int, seed: int) -> dict[str, float]:
-    import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-    from optuna.importance import FanovaImportanceEvaluator
+    with warnings.catch_warnings():  # optuna imports tqdm.auto: a TqdmWarning in a kernel without ipywidgets
+        warnings.simplefilter("ignore")
+        import optuna
+        from optuna.distributions import CategoricalDistribution, FloatDistribution
+        from optuna.importance import FanovaImportanceEvaluator
 
     columns, dists = {}, {}
     for name in names:
