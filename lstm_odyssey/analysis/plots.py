@@ -30,7 +30,7 @@ from .stats import (  # noqa: E402
     cell_order,
     compared_runs,
     design,
-    direction,
+    lower_is_better,
     metric_label,
     metric_range,
     pairs,
@@ -150,7 +150,7 @@ def paired_plot(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, re
     styles = cell_styles(cell_order(tdf["cell"].unique(), reference))
     fig, axes = plt.subplots(max(1, len(cells)), 1, figsize=(8.0, 1.0 + 0.95 * max(1, len(cells))), squeeze=False,
                              layout="constrained")
-    better = "< 0" if metric not in METRICS or direction(metric) == "lower is better" else "> 0"
+    better = "< 0" if lower_is_better(metric) else "> 0"
     name, unit, _ = METRICS.get(metric, (metric, "", None))
     for ax, cell in zip(axes[:, 0], cells):
         p = pairs(tdf, cell, reference)

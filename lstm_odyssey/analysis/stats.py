@@ -152,14 +152,14 @@ def pair_keys(df: pd.DataFrame) -> pd.Series:
     if "trial" not in df.columns:
         return pd.Series([None] * len(df), index=df.index, dtype=object)
     columns = [c for c in df.columns if is_hparam(c) and not c.startswith("cell.")]
-    studies = df["study"] if "study" in df.columns else pd.Series([None] * len(df), index=df.index)
+    studies = df["study"].tolist() if "study" in df.columns else [None] * len(df)
+    values = [df[c].tolist() for c in columns]
     keys = []
-    for i in range(len(df)):
-        trial = df["trial"].iloc[i]
+    for i, trial in enumerate(df["trial"].tolist()):
         if trial is None or (isinstance(trial, float) and math.isnan(trial)):
             keys.append(None)
             continue
-        row = [canonical(studies.iloc[i]), canonical(trial)] + [f"{c}={canonical(df[c].iloc[i])}" for c in columns]
+        row = [canonical(studies[i]), canonical(trial)] + [f"{c}={canonical(v[i])}" for c, v in zip(columns, values)]
         keys.append(json.dumps(row))
     return pd.Series(keys, index=df.index, dtype=object)
 
