@@ -313,6 +313,10 @@ def test_notebook_executes_on_the_sweep(sweep, tmp_path, monkeypatch):
     assert "10 runs;" in text
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 5
+    # no stray warnings (a TqdmWarning, a deprecation) in the outputs, and no tool it does not install
+    stderr = [o["text"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr and "Warning" not in text
+    assert not any("papermill" in c.source for c in nb.cells)
 
 
 def test_load_reads_a_runs_table_without_counting_runs_twice(sweep, tmp_path):

@@ -22,6 +22,11 @@ def test_tour_notebook_executes_and_its_assertions_hold(monkeypatch) -> None:
     outputs = {k: "".join(o.get("text", "") for o in cell.get("outputs", [])) for k, cell in enumerate(nb.cells)
                if cell.cell_type == "code"}
     text = "\n".join(outputs.values())
+    stderr = [o["text"] for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr and "Warning" not in text  # no stray warnings in the outputs
+    # the gate histogram has labelled axes: a y axis with the share of activations, an x label
+    figure = next(cell.source for cell in nb.cells if "ax.hist(" in cell.source)
+    assert "set_yticks([])" not in figure and "set_ylabel(" in figure and "supxlabel(" in figure
     assert "f = [0.7311 0.9526 0.5    0.1192]" in text
     assert "c_t = [ 0.45  0.   -0.5  -0.08]" in text
     assert "Total params: 328,353" in text and "Total params: 322,113" in text

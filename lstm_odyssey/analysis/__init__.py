@@ -1,17 +1,31 @@
-"""The paper's analysis of a sweep (SPEC §2): which cells differ from vanilla, which hyperparameters
-matter, how the metric depends on them; as tables, figures, a report, a notebook and a W&B page.
+"""The paper's analysis of a sweep (SPEC §2): which cells differ from vanilla (paired trial by trial when the
+study is paired, Welch otherwise), which hyperparameters matter, how the metric depends on them; as tables,
+figures, a report, a notebook and a W&B page.
 
     df = load("results/sweeps/2026-...")          # one row per run
     summarize(df); significance(df); importance(df); marginals(df)
     write_report(["results/sweeps/2026-..."], "report/")
 """
 
-from .hyperparams import hyperparameters, importance, lr_by_hidden, marginals, scale_of, transform
-from .report import main, markdown_table, significant_cells, write_report
-from .stats import cell_order, hedges_g, holm, load, prepare, significance, summarize, top_runs, welch
+from .hyperparams import group_hidden_sizes, hyperparameters, importance, lr_by_hidden, marginals, scale_of, transform
+from .report import main, markdown_table, significant_cells, verdict_sentence, write_report
+from .stats import (
+    cell_order,
+    design,
+    hedges_g,
+    holm,
+    load,
+    paired,
+    pairs,
+    prepare,
+    significance,
+    summarize,
+    top_runs,
+    welch,
+)
 
 __all__ = [
-    "cell_order", "hedges_g", "holm", "hyperparameters", "importance", "load", "lr_by_hidden", "main", "markdown_table",
-    "marginals", "prepare", "scale_of", "significance", "significant_cells", "summarize", "top_runs", "transform",
-    "welch", "write_report",
+    "cell_order", "design", "group_hidden_sizes", "hedges_g", "holm", "hyperparameters", "importance", "load",
+    "lr_by_hidden", "main", "markdown_table", "marginals", "paired", "pairs", "prepare", "scale_of", "significance",
+    "significant_cells", "summarize", "top_runs", "transform", "verdict_sentence", "welch", "write_report",
 ]

@@ -1,8 +1,10 @@
 """Which hyperparameters matter (fANOVA) and how the metric depends on them (marginals).
 
-The search space is read off the runs: every numeric or categorical `model.*`, `optim.*` or
-`trainer.*` column that varies among a task's ok runs. Values are analysed on the scale they were
-sampled on (SPEC §2): log10 for the learning rate and the hidden size, log10(1 − momentum) for momentum.
+The search space is read off the runs: every hyperparameter (`lstm_odyssey.results.is_hparam`: cell flags
+included, a study may search them) that varies among the ok runs of one task and cell. A cell flag that
+only differs between cells is the cell's identity, not a searched hyperparameter. Values are analysed on
+the scale they were sampled on (SPEC §2): log10 for the learning rate and the hidden size, log10(1 − momentum)
+for momentum.
 """
 
 from __future__ import annotations
@@ -15,24 +17,29 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .stats import TEST, VAL, cell_order, prepare
+from ..results import is_hparam
+from .stats import TEST, VAL, canonical, cell_order, design, prepare
 
-PARAM_PREFIXES = ("model.", "optim.", "trainer.")
-NOT_SEARCHED = {"trainer.seed", "trainer.epochs", "trainer.patience", "trainer.eval_batch_size", "trainer.max_minutes"}
+REPLICATE = "trainer.seed"  # a seed replicates a run; it is not a setting anyone tunes
 LOG_PARAMS = {"optim.lr", "model.hidden_size", "optim.weight_decay", "model.embedding_dim", "trainer.batch_size"}
 POOLED = "(pooled)"
+# The lr × hidden size question (does the hidden size shift the optimal learning rate?) needs, per hidden-size
+# group, a quadratic in log10 lr with a residual to test: at least 4 distinct learning rates, and runs enough.
+MIN_LRS_PER_GROUP = 4
+MIN_RUNS_PER_GROUP = 10
 
 
 def hyperparameters(df: pd.DataFrame) -> list[str]:
-    """The searched hyperparameters: hparam columns that take more than one value among ok runs."""
+    """The searched hyperparameters: hyperparameter columns that take more than one value among the ok runs
+    of one task and cell (the seed, a replicate, excluded)."""
     df = prepare(df) if VAL not in df.columns else df
     ok = df[df["ok"]]
     found = []
     for col in df.columns:
-        if not col.startswith(PARAM_PREFIXES) or col in NOT_SEARCHED:
+        if not is_hparam(col) or col == REPLICATE:
             continue
-        values = ok[col].dropna()
-        if values.astype(str).nunique() > 1:
+        values = ok[col].map(canonical).replace("null", None)
+        if (values.groupby([ok["task"], ok["cell"]]).nunique() > 1).any():
             found.append(col)
     return found
 
@@ -105,7 +112,8 @@ def importance(
             groups.append((POOLED, tdf))
         for cell, g in groups:
             if len(g) < min_runs:
-                notes.append(f"importance on {task} / {cell}: {len(g)} ok runs, fANOVA needs at least {min_runs}")
+                notes.append(f"importance on {task} / {cell}: cannot tell from these runs which hyperparameters matter, "
+                             f"because it has {len(g)} ok runs and fANOVA needs at least {min_runs}")
                 continue
             use = names + (["cell"] if cell == POOLED and g["cell"].nunique() > 1 else [])
             try:
@@ -128,9 +136,11 @@ def importance(
 
 
 def _fanova(g: pd.DataFrame, names: list[str], score: str, n_trees: int, max_depth: int, seed: int) -> dict[str, float]:
-    import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-    from optuna.importance import FanovaImportanceEvaluator
+    with warnings.catch_warnings():  # optuna imports tqdm.auto: a TqdmWarning in a kernel without ipywidgets
+        warnings.simplefilter("ignore")
+        import optuna
+        from optuna.distributions import CategoricalDistribution, FloatDistribution
+        from optuna.importance import FanovaImportanceEvaluator
 
     columns, dists = {}, {}
     for name in names:
@@ -197,21 +207,60 @@ def marginals(
     return pd.DataFrame(rows, columns=cols)
 
 
+def group_hidden_sizes(hidden: pd.Series, groups: int = 3) -> pd.Series:
+    """Up to `groups` contiguous hidden-size groups of about equal run counts that never split a value: each
+    distinct size goes to the group its cumulative share of the runs falls in (codes 0, 1, ... by size)."""
+    h = pd.to_numeric(hidden, errors="coerce").astype(float)
+    counts = h.value_counts().sort_index()
+    middle = ((counts.cumsum() - counts / 2) / counts.sum()).to_numpy()  # each size's share of the runs below it
+    raw = np.minimum(np.floor(middle * groups), groups - 1)
+    codes = np.unique(raw, return_inverse=True)[1]  # consecutive codes, even when a big size empties a group
+    return h.map(dict(zip(counts.index, codes.tolist())))
+
+
+def group_label(values: pd.Series) -> str:
+    """A hidden-size group as its real range: "17–20", or "26" for one size."""
+    lo, hi = int(values.min()), int(values.max())
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
+def lr_hidden_frame(tdf: pd.DataFrame, lr: str = "optim.lr", hidden: str = "model.hidden_size",
+                    groups: int = 3) -> tuple[pd.DataFrame, bool]:
+    """The observations of the lr × hidden size question for one task's ok runs: `log10_lr`, `hidden`, `y` (the
+    test metric minus its cell's mean, so cells do not confound), `group` and `group_label`. In a paired
+    study the runs of one trial share (lr, hidden size), so they are averaged into one observation per trial
+    (the cells are not independent replicates). Returns the frame and whether the study is paired."""
+    tdf = tdf[tdf["ok"]].copy()
+    tdf["y"] = tdf[TEST] - tdf.groupby("cell")[TEST].transform("mean")
+    tdf["log10_lr"] = np.log10(pd.to_numeric(tdf[lr], errors="coerce").astype(float))
+    tdf["hidden"] = pd.to_numeric(tdf[hidden], errors="coerce").astype(float)
+    paired = design(tdf)[0]
+    if paired:
+        tdf = tdf.groupby("pair", as_index=False, sort=True).agg(log10_lr=("log10_lr", "first"),
+                                                                    hidden=("hidden", "first"), y=("y", "mean"))
+    tdf["group"] = group_hidden_sizes(tdf["hidden"], groups)
+    labels = {g: group_label(v) for g, v in tdf.groupby("group")["hidden"]}
+    tdf["group_label"] = tdf["group"].map(labels)
+    return tdf.reset_index(drop=True), paired
+
+
 def lr_by_hidden(
     df: pd.DataFrame, lr: str = "optim.lr", hidden: str = "model.hidden_size", hidden_groups: int = 3,
     lr_bins: int = 8, notes: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Does the hidden size shift the optimal learning rate? Per task, runs are split into `hidden_groups`
-    hidden-size terciles (pooled over cells after subtracting each cell's mean, so cells do not confound);
-    per group the learning-rate bin with the lowest mean metric is the optimum, and so is the vertex of a
-    quadratic in log10 lr. `shift_p` is the F-test of letting that quadratic differ between hidden-size
-    groups against one shared curve (plus a level per group): small means the hidden size moves the curve.
-    One row per task × group."""
+    """Does the hidden size shift the optimal learning rate? Per task, the observations of `lr_hidden_frame`
+    are split into up to `hidden_groups` hidden-size groups (never splitting a size); per group the
+    learning-rate bin with the lowest mean metric is the optimum, and so is the vertex of a quadratic in
+    log10 lr. `shift_p` is the F-test of letting that quadratic differ between groups against one shared curve
+    (plus a level per group): small means the hidden size moves the curve. The test needs at least two
+    groups, each with MIN_LRS_PER_GROUP distinct learning rates and MIN_RUNS_PER_GROUP observations; otherwise
+    `shift_p` is NaN and `note` (and `notes`) say "cannot tell from these runs, because ...". One row per
+    task × group."""
     df = prepare(df) if VAL not in df.columns else df
     notes = notes if notes is not None else []
     rows = []
     for task in sorted(df["task"].unique()):
-        tdf = df[(df["task"] == task) & df["ok"]].copy()
+        tdf = df[(df["task"] == task) & df["ok"]]
         if tdf.empty:
             notes.append(f"lr × hidden size on {task}: no ok runs")
             continue
@@ -219,37 +268,60 @@ def lr_by_hidden(
         if missing:
             notes.append(f"lr × hidden size on {task}: {', '.join(missing)} not varied in this sweep")
             continue
-        tdf["_y"] = tdf[TEST] - tdf.groupby("cell")[TEST].transform("mean")
-        x = np.log10(pd.to_numeric(tdf[lr]).astype(float))
+        obs, paired = lr_hidden_frame(tdf, lr, hidden, hidden_groups)
+        how = ("one per trial (the cell-centred metric averaged over the cells of that trial)" if paired
+               else "one per run (the metric centred per cell)")
+        x = obs["log10_lr"]
         edges = np.linspace(x.min(), x.max(), lr_bins + 1)
-        tdf["_lr_bin"] = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, lr_bins - 1)
-        h = pd.to_numeric(tdf[hidden]).astype(float)
-        n_groups = min(hidden_groups, h.nunique())
-        tdf["_h"] = pd.qcut(h.rank(method="first"), n_groups, labels=False)
-        tdf["_x"] = x
-        shift_p = _shift_test(tdf["_x"].to_numpy(), tdf["_y"].to_numpy(), tdf["_h"].to_numpy())
-        for grp, g in tdf.groupby("_h"):
-            means = g.groupby("_lr_bin")["_y"].mean()
+        obs["lr_bin"] = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, lr_bins - 1)
+        reason = why_untestable(obs, paired)
+        shift_p = np.nan if reason else _shift_test(x.to_numpy(), obs["y"].to_numpy(), obs["group"].to_numpy())
+        if reason:
+            notes.append(f"lr × hidden size on {task}: cannot tell from these runs whether the hidden size shifts the "
+                         f"optimal learning rate, because {reason}")
+        for grp, g in obs.groupby("group"):
+            means = g.groupby("lr_bin")["y"].mean()
             best = int(means.idxmin())
             rows.append({
-                "task": task, "hidden_group": int(grp), "hidden_min": h[g.index].min(), "hidden_max": h[g.index].max(),
-                "n": len(g), "best_lr_bin": best, "best_lr_low": 10 ** edges[best], "best_lr_high": 10 ** edges[best + 1],
+                "task": task, "hidden_group": int(grp), "hidden_min": g["hidden"].min(), "hidden_max": g["hidden"].max(),
+                "hidden_sizes": g["hidden"].nunique(), "n": len(g), "distinct_lrs": g["log10_lr"].nunique(),
+                "best_lr_bin": best, "best_lr_low": 10 ** edges[best], "best_lr_high": 10 ** edges[best + 1],
                 "best_log10_lr": (edges[best] + edges[best + 1]) / 2,
-                "vertex_log10_lr": _vertex(g["_x"].to_numpy(), g["_y"].to_numpy()), "shift_p": shift_p,
+                "vertex_log10_lr": np.nan if reason else _vertex(g["log10_lr"].to_numpy(), g["y"].to_numpy()),
+                "shift_p": shift_p, "observations": how, "note": reason,
             })
-    cols = ["task", "hidden_group", "hidden_min", "hidden_max", "n", "best_lr_bin", "best_lr_low", "best_lr_high",
-            "best_log10_lr", "vertex_log10_lr", "shift_p"]
+    cols = ["task", "hidden_group", "hidden_min", "hidden_max", "hidden_sizes", "n", "distinct_lrs", "best_lr_bin",
+            "best_lr_low", "best_lr_high", "best_log10_lr", "vertex_log10_lr", "shift_p", "observations", "note"]
     return pd.DataFrame(rows, columns=cols)
 
 
+def why_untestable(obs: pd.DataFrame, paired: bool) -> str | None:
+    """Why the observations cannot answer the lr × hidden size question, or None when they can."""
+    per_group = obs.groupby("group").agg(n=("y", "size"), lrs=("log10_lr", "nunique"))
+    if len(per_group) < 2:
+        return "all runs fall into one hidden-size group"
+    if per_group["lrs"].min() < MIN_LRS_PER_GROUP:
+        few = ", ".join(f"{obs.loc[obs['group'] == g, 'group_label'].iloc[0]}: {int(k)}" for g, k in per_group["lrs"].items())
+        why = (" (in a paired study trial k fixes the learning rate and the hidden size of every cell, so there "
+               "are only as many learning rates as trials)") if paired else ""
+        return (f"each hidden-size group needs at least {MIN_LRS_PER_GROUP} distinct learning rates to fit and test a "
+                f"curve in log lr, and these have {few}{why}")
+    if per_group["n"].min() < MIN_RUNS_PER_GROUP:
+        return (f"a hidden-size group has only {int(per_group['n'].min())} observations "
+                f"(needs {MIN_RUNS_PER_GROUP})")
+    return None
+
+
 def _vertex(x: np.ndarray, y: np.ndarray) -> float:
-    """The minimum of a least-squares parabola y ~ x (NaN when it opens downwards or is underdetermined)."""
-    if len(x) < 4 or np.ptp(x) == 0:
+    """The minimum of a least-squares parabola y ~ x (NaN when it opens downwards or is underdetermined). x is
+    standardised before the fit, so the fit is well conditioned; fewer than MIN_LRS_PER_GROUP distinct x is no fit."""
+    if len(np.unique(x)) < MIN_LRS_PER_GROUP:
         return float("nan")
-    c2, c1, _ = np.polyfit(x, y, 2)
+    centre, scale = x.mean(), x.std()
+    c2, c1, _ = np.polyfit((x - centre) / scale, y, 2)
     if c2 <= 0:
         return float("nan")
-    return float(np.clip(-c1 / (2 * c2), x.min(), x.max()))
+    return float(np.clip(centre - scale * c1 / (2 * c2), x.min(), x.max()))
 
 
 def _shift_test(x: np.ndarray, y: np.ndarray, group: np.ndarray) -> float:

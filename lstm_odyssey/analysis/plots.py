@@ -1,9 +1,15 @@
-"""Figures of a sweep (seaborn on matplotlib's Agg backend: files, no display). Each function draws one
-task and returns the Figure; `save` writes it as PNG. Axis labels carry the metric and its direction."""
+"""Figures of a sweep (matplotlib's Agg backend: files, no display). Each function draws one task and returns
+the Figure; `save` writes it as PNG. Every figure shares one style per cell (`cell_styles`: the paper's
+order, 13 distinguishable colours and markers), uses constrained layout with legends outside the axes, and
+labels its axes with the metric's unit and direction."""
 
 from __future__ import annotations
 
+import functools
 import sys
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -14,23 +20,55 @@ if "ipykernel" not in sys.modules:
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
-from .hyperparams import POOLED, axis_label  # noqa: E402
-from .stats import TEST, cell_order, direction, top_runs  # noqa: E402
+from .hyperparams import POOLED, axis_label, lr_hidden_frame, why_untestable  # noqa: E402
+from .stats import (  # noqa: E402
+    METRICS,
+    PAIRED_TEST,
+    TEST,
+    cell_order,
+    compared_runs,
+    design,
+    lower_is_better,
+    metric_label,
+    metric_range,
+    pairs,
+)
 
-VERDICT_COLOURS = {"reference": "#4c72b0", "worse": "#c44e52", "better": "#55a868", "n.s.": "#b0b0b0", "untested": "#dddddd"}
+# One style per cell, in the paper's order (cells.PRESETS): a colour and a marker no other cell has.
+PAPER_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr", "gru", "gru_cho", "grupp", "rnn")
+COLOURS = ("#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
+           "#469990", "#808000", "#000075", "#800000")
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "p", "h", "d")
+EXTRA_COLOURS = ("#bfef45", "#a9a9a9", "#ffe119", "#dcbeff", "#fabed4", "#aaffc3", "#ffd8b1")
+POOLED_COLOUR = "#7f7f7f"
+MIN_BAND_RUNS = 3  # a 95 % interval over 2 runs spans the whole axis and hides every line
+DPI = 110
 
 
-def _metric_label(tdf: pd.DataFrame) -> str:
-    metric = tdf["metric"].dropna().iloc[0] if tdf["metric"].notna().any() else "metric"
-    return f"test {metric} ({direction(metric)})"
+@dataclass(frozen=True)
+class Style:
+    colour: str
+    marker: str
+
+
+def cell_styles(cells: Iterable[str]) -> dict[str, Style]:
+    """The style of each cell: the presets' fixed ones, then further distinct colours for other cells (by name)."""
+    cells = list(dict.fromkeys(str(c) for c in cells))
+    styles = {c: Style(COLOURS[PAPER_CELLS.index(c)], MARKERS[PAPER_CELLS.index(c)]) for c in cells if c in PAPER_CELLS}
+    others = sorted(c for c in cells if c not in PAPER_CELLS and c != POOLED)
+    tab20 = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
+    spare = list(EXTRA_COLOURS) + [c for c in tab20 if c not in COLOURS]
+    for i, cell in enumerate(others):
+        styles[cell] = Style(spare[i % len(spare)], MARKERS[i % len(MARKERS)])
+    if POOLED in cells:
+        styles[POOLED] = Style(POOLED_COLOUR, "o")
+    return styles
 
 
 def quiet(fn):
-    """Drawing should not spam a report run with library deprecation warnings (seaborn on new matplotlib)."""
-    import functools
-    import warnings
+    """Drawing should not spam a report run with library deprecation warnings."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -46,81 +84,239 @@ def quiet(fn):
 def save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, metadata={"Software": None})  # no version stamp: the same data, the same file
     plt.close(fig)
     return path
+
+
+def _metric(tdf: pd.DataFrame) -> str:
+    return str(tdf["metric"].dropna().iloc[0]) if tdf["metric"].notna().any() else "metric"
+
+
+def _value_scale(values: pd.Series, metric: str) -> str:
+    """"log" for a metric bounded below by 0 whose values span more than two decades, else "linear"."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    low = metric_range(metric)[0]
+    if low == 0 and len(v) and v.min() > 0 and v.max() / v.min() > 100:
+        return "log"
+    return "linear"
+
+
+def _set_value_axis(ax: plt.Axes, values: pd.Series, metric: str, label: str) -> None:
+    scale = _value_scale(values, metric)
+    ax.set_yscale(scale)
+    ax.set_ylabel(label + ("\n(log scale)" if scale == "log" else ""))
+
+
+def _plain_log_x(ax: plt.Axes) -> None:
+    """Ticks of a log x axis as plain numbers at 1, 2, 3, 5 × 10^k (fewer over many decades); no minor labels."""
+    low, high = sorted(ax.get_xlim())
+    decades = np.log10(high / low) if low > 0 else 3.0
+    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.5 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _cell_legend(fig: plt.Figure, cells: list[str], styles: dict[str, Style], line: bool = False,
+                 title: str = "cell") -> None:
+    handles = [Line2D([], [], color=styles[c].colour, marker=styles[c].marker, linestyle="-" if line else "none",
+                      markersize=7) for c in cells]
+    fig.legend(handles, cells, loc="outside right upper", title=title, frameon=False)
+
+
+def _verdict_of(sig: pd.DataFrame | None, task: str, subset: str, cell: str) -> pd.Series | None:
+    if sig is None or not len(sig):
+        return None
+    hit = sig[(sig["task"] == task) & (sig["subset"] == subset) & (sig["cell"] == cell)]
+    return hit.iloc[0] if len(hit) else None
+
+
+def _test_words(sig: pd.DataFrame | None, task: str, reference: str) -> str:
+    rows = sig[sig["task"] == task] if sig is not None and len(sig) else None
+    test = rows["test"].iloc[0] if rows is not None and len(rows) else "Welch t"
+    words = "paired t-test over trials" if test == PAIRED_TEST else "Welch's t-test"
+    return f"verdict against {reference}: {words}, Holm-corrected"
+
+
+@quiet
+def paired_plot(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference: str = "vanilla",
+                subset: str = "all") -> plt.Figure:
+    """The headline figure of a paired study: per cell, its test metric minus the reference's at the same trial
+    (one dot per trial) and the mean difference with its 95 % t interval; one panel per cell, on its own scale."""
+    tdf = df[df["task"] == task]
+    metric = _metric(tdf)
+    cells = [c for c in cell_order(tdf["cell"].unique(), reference) if c != reference and len(pairs(tdf, c, reference))]
+    styles = cell_styles(cell_order(tdf["cell"].unique(), reference))
+    fig, axes = plt.subplots(max(1, len(cells)), 1, figsize=(8.0, 1.0 + 0.95 * max(1, len(cells))), squeeze=False,
+                             layout="constrained")
+    better = "< 0" if lower_is_better(metric) else "> 0"
+    name, unit, _ = METRICS.get(metric, (metric, "", None))
+    for ax, cell in zip(axes[:, 0], cells):
+        p = pairs(tdf, cell, reference)
+        d = (p["test"] - p["test_ref"]).to_numpy()
+        row = _verdict_of(sig, task, subset, cell)
+        jitter = np.linspace(-0.18, 0.18, len(d)) if len(d) > 1 else np.zeros(1)
+        ax.axvline(0, color="0.55", linestyle="--", linewidth=1, zorder=1)
+        ax.scatter(d, jitter, color=styles[cell].colour, marker=styles[cell].marker, s=30, alpha=0.75, zorder=2,
+                   edgecolors="white", linewidths=0.4)
+        mean = float(d.mean())
+        low, high = (row["ci_low"], row["ci_high"]) if row is not None else (np.nan, np.nan)
+        if np.isfinite(low) and np.isfinite(high):
+            ax.plot([low, high], [-0.42, -0.42], color=styles[cell].colour, linewidth=3, solid_capstyle="butt", zorder=3)
+        ax.plot([mean], [-0.42], marker="|", color="black", markersize=14, markeredgewidth=2, zorder=4)
+        span = np.concatenate([d, [0.0, low, high]])
+        span = span[np.isfinite(span)]
+        pad = 0.08 * (span.max() - span.min()) if span.max() > span.min() else 1e-9 + 0.1 * abs(span.max())
+        ax.set_xlim(span.min() - pad, span.max() + pad)
+        ax.set_ylim(-0.65, 0.35)
+        ax.set_yticks([])
+        ax.set_ylabel(cell, rotation=0, ha="right", va="center", fontsize=10, color=styles[cell].colour)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6))
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(_pair_summary(row, len(d)), loc="right", fontsize=8)
+    if not cells:
+        axes[0, 0].axis("off")
+        axes[0, 0].set_title(f"{task}: no pairs of any cell with {reference}")
+    axes[-1, 0].set_xlabel(f"test {name} of the cell − {reference}'s at the same trial ({unit + '; ' if unit else ''}"
+                           f"{better}: the cell is better)", fontsize=10)
+    fig.suptitle(f"{task}: paired differences against {reference} (dots: trials; bar: mean with 95 % CI; "
+                 "each panel on its own scale)", fontsize=10)
+    handles = [Line2D([], [], color="0.4", marker="o", linestyle="none"),
+               Line2D([], [], color="0.4", linewidth=3), Line2D([], [], color="black", marker="|", linestyle="none",
+                                                              markersize=12, markeredgewidth=2)]
+    fig.legend(handles, ["one trial", "95 % CI of the mean", "mean difference"], loc="outside lower center", ncol=3,
+               frameon=False, fontsize=8)
+    return fig
+
+
+def _pair_summary(row: pd.Series | None, n: int) -> str:
+    if row is None:
+        return f"{n} pairs"
+
+    def p_text(p: float) -> str:
+        return "–" if not np.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+    ci = (f" (95 % CI {row['ci_low']:.3g} to {row['ci_high']:.3g})" if np.isfinite(row["ci_low"]) else "")
+    return (f"mean {row['diff']:.3g}{ci}; W/T/L {int(row['wins'])}/{int(row['ties'])}/{int(row['losses'])} of "
+            f"{int(row['n'])}; Holm p: t {p_text(row['p_holm'])}, Wilcoxon {p_text(row['wilcoxon_p_holm'])}; "
+            f"{row['verdict']}")
+
+
+def _boxes(ax: plt.Axes, data: list[np.ndarray], cells: list[str], styles: dict[str, Style]) -> None:
+    """One box per cell at x = 0, 1, ...: a light face and the edge in the cell's colour, its runs as dark markers."""
+    box = ax.boxplot([d if len(d) else [np.nan] for d in data], positions=np.arange(len(cells)), widths=0.6,
+                     patch_artist=True, showfliers=False, medianprops={"color": "black", "linewidth": 1.8})
+    for patch, cell in zip(box["boxes"], cells):
+        colour = matplotlib.colors.to_rgb(styles[cell].colour)
+        patch.set_facecolor((*colour, 0.3))
+        patch.set_edgecolor(colour)
+        patch.set_linewidth(1.6)
+    for i, (cell, values) in enumerate(zip(cells, data)):
+        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
+        ax.scatter(i + jitter, values, s=14, color=styles[cell].colour, edgecolors="0.1", linewidths=0.6, zorder=3,
+                   marker=styles[cell].marker)
 
 
 @quiet
 def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference: str = "vanilla",
          top: float = 0.1) -> plt.Figure:
-    """The paper's Fig. 3: test metric of all ok runs (left) and of the top runs by validation (right) per
-    cell, boxes coloured by the verdict against the reference on that subset."""
+    """The paper's Fig. 3: test metric of all ok runs (left) and of the top runs (right) per cell, each box in
+    the cell's colour, the verdict against the reference under the cell's name. In a paired study the top
+    runs are the pairs whose reference run is in the reference's top runs by validation."""
     tdf = df[(df["task"] == task) & df["ok"]]
+    metric = _metric(tdf)
     cells = cell_order(tdf["cell"].unique(), reference)
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.0 + 0.9 * len(cells)) * 1.6, 4.2), sharey=False)
-    for ax, subset, title in ((axes[0], "all", "all ok runs"), (axes[1], "top", f"best {top:.0%} by validation")):
-        data = tdf if subset == "all" else pd.concat([top_runs(tdf[tdf["cell"] == c], top) for c in cells])
-        palette = {}
+    styles = cell_styles(cells)
+    is_paired = design(df[df["task"] == task])[0]
+    wide = len(cells) <= 7
+    fig, axes = plt.subplots(1 if wide else 2, 2 if wide else 1, squeeze=False, layout="constrained",
+                             figsize=(max(6.0, 1.2 + 0.85 * len(cells)) * (2 if wide else 1), 4.4 if wide else 8.4))
+    top_title = (f"pairs whose {reference} run is in its best {top:.0%} by validation" if is_paired
+                 else f"best {top:.0%} of each cell by validation")
+    for ax, subset, title in zip(axes.flat, ("all", "top"), ("all ok runs", top_title)):
+        data = [compared_runs(tdf, c, reference, subset, top, is_paired)[TEST].to_numpy() for c in cells]
+        positions = np.arange(len(cells))
+        _boxes(ax, data, cells, styles)
+        labels = []
         for cell in cells:
-            verdict = "reference" if cell == reference else "untested"
-            if sig is not None and len(sig):
-                hit = sig[(sig["task"] == task) & (sig["subset"] == subset) & (sig["cell"] == cell)]
-                if len(hit):
-                    verdict = hit["verdict"].iloc[0]
-            palette[cell] = VERDICT_COLOURS.get(verdict, VERDICT_COLOURS["untested"])
-        sns.boxplot(data=data, x="cell", y=TEST, hue="cell", order=cells, hue_order=cells, palette=palette, ax=ax,
-                    showfliers=False, legend=False)
-        sns.stripplot(data=data, x="cell", y=TEST, order=cells, color="black", size=3, alpha=0.6, ax=ax)
-        ax.set_title(f"{task}: {title}")
-        ax.set_xlabel("cell")
-        ax.set_ylabel(_metric_label(tdf))
-        ax.tick_params(axis="x", rotation=45)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in VERDICT_COLOURS.values()]
-    words = {"reference": f"{reference} (reference)", "worse": f"worse than {reference}", "better": f"better than {reference}",
-             "n.s.": "no significant difference", "untested": "too few runs to test"}
-    labels = [words[k] for k in VERDICT_COLOURS]
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.0), frameon=False,
-               title=f"Welch's t-test against {reference}, Holm-corrected")
-    fig.tight_layout(rect=(0, 0, 1, 0.86))
+            row = None if cell == reference else _verdict_of(sig, task, subset, cell)
+            labels.append(f"{cell}\n" + ("reference" if cell == reference else (row["verdict"] if row is not None else "")))
+        ax.set_xticks(positions, labels, fontsize=8)
+        ax.set_xlim(-0.6, len(cells) - 0.4)
+        _set_value_axis(ax, pd.Series(np.concatenate(data)), metric, metric_label(metric))
+        ax.set_title(f"{task}: {title}", fontsize=10)
+    fig.suptitle(_test_words(sig, task, reference), fontsize=10)
     return fig
 
 
 @quiet
 def marginal_plot(marg: pd.DataFrame, task: str, metric: str = "metric") -> plt.Figure:
-    """The paper's Fig. 4 view: binned mean test metric (95 % interval) against each hyperparameter per cell."""
+    """The paper's Fig. 4 view: binned mean test metric (95 % interval, clipped to the metric's range) against
+    each hyperparameter per cell."""
     m = marg[marg["task"] == task]
     params = list(dict.fromkeys(m["param"]))
-    fig, axes = plt.subplots(1, max(1, len(params)), figsize=(4.2 * max(1, len(params)), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(params)), figsize=(4.0 * max(1, len(params)) + 1.6, 3.9), squeeze=False,
+                             layout="constrained")
     cells = cell_order(m["cell"].unique())
-    colours = dict(zip(cells, sns.color_palette("tab10", len(cells))))
+    styles = cell_styles(cells)
+    low_bound, high_bound = metric_range(metric)
     means = m["mean"].dropna()
+    scale_y = _value_scale(means, metric)
     lo, hi = (float(means.min()), float(means.max())) if len(means) else (0.0, 1.0)
-    pad = 0.25 * (hi - lo) if hi > lo else 0.1 * abs(hi) + 1e-9
     for ax, param in zip(axes[0], params):
         p = m[m["param"] == param]
         scale = p["scale"].iloc[0]
         for cell in cells:
             c = p[p["cell"] == cell]
+            band_low = c["ci_low"].clip(lower=low_bound, upper=high_bound)
+            band_high = c["ci_high"].clip(lower=low_bound, upper=high_bound)
+            style = styles[cell]
             if scale == "categorical":
-                ax.errorbar(c["bin"], c["mean"], yerr=[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]], fmt="o",
-                            label=cell, color=colours[cell], capsize=3)
+                ax.errorbar(c["bin"], c["mean"], yerr=[c["mean"] - band_low, band_high - c["mean"]], fmt=style.marker,
+                            color=style.colour, capsize=3)
                 continue
             x = 10 ** c["x"] if scale == "log" else c["x"]
-            ax.plot(x, c["mean"], marker="o", label=cell, color=colours[cell])
-            ax.fill_between(x, c["ci_low"], c["ci_high"], color=colours[cell], alpha=0.12)
+            ax.plot(x, c["mean"], marker=style.marker, color=style.colour, markersize=5)
+            ax.fill_between(x, band_low, band_high, where=(c["n"] >= MIN_BAND_RUNS).to_numpy(), interpolate=False,
+                            color=style.colour, alpha=0.1, linewidth=0)
         if scale == "log":
             ax.set_xscale("log")
-        ax.set_xlabel(f"{param} (log scale)" if scale == "log" else axis_label(param, scale))
-        ax.set_ylim(lo - pad, hi + pad)  # a 95 % interval of a bin with 2 runs would hide every mean
-        ax.set_title(param)
+            _plain_log_x(ax)
+        ax.set_xlabel(param_label(param, scale))
+        ax.set_yscale(scale_y)
+        if scale_y == "log":
+            ax.set_ylim(lo / 2, hi * 2)
+        else:  # a 95 % interval of a bin with 2 runs would hide every mean
+            pad = 0.25 * (hi - lo) if hi > lo else 0.1 * abs(hi) + 1e-9
+            ax.set_ylim(max(lo - pad, low_bound), min(hi + pad, high_bound))
+        ax.set_title(PARAM_NAMES.get(param, param), fontsize=10)
     for ax in axes[0][len(params):]:
         ax.axis("off")
-    axes[0][0].set_ylabel(f"mean test {metric} per bin, 95 % CI\n({direction(metric)})")
-    axes[0][-1].legend(title="cell", fontsize=8, loc="best")
-    fig.suptitle(f"{task}: test metric against each hyperparameter", y=1.02)
-    fig.tight_layout()
+    axes[0][0].set_ylabel(f"mean per bin (band: 95 % CI, bins of {MIN_BAND_RUNS}+ runs)\n{metric_label(metric)}"
+                          + ("\n(log scale)" if scale_y == "log" else ""))
+    _cell_legend(fig, cells, styles, line=True)
+    fig.suptitle(f"{task}: test metric against each hyperparameter (equal-width bins on the sampling scale)",
+                 fontsize=10)
     return fig
+
+
+PARAM_NAMES = {
+    "optim.lr": "learning rate", "model.hidden_size": "hidden size (units)", "optim.momentum": "momentum",
+    "trainer.input_noise": "input noise (sd)", "trainer.batch_size": "batch size (sequences)",
+    "optim.weight_decay": "weight decay", "model.num_layers": "layers", "model.dropout": "dropout (probability)",
+    "model.embedding_dim": "embedding size (units)", "trainer.clip": "gradient clip (norm)",
+}
+
+
+def param_label(param: str, scale: str) -> str:
+    """An axis label for a hyperparameter: its meaning and unit, its config key and the scale."""
+    name = PARAM_NAMES.get(param)
+    if scale == "log":
+        return f"{name or param} [{param}], log scale" if name else f"{param} (log scale)"
+    if scale == "log1m":
+        return f"{axis_label(param, scale)} [{name}]" if name else axis_label(param, scale)
+    return f"{name} [{param}]" if name else param
 
 
 @quiet
@@ -128,14 +324,21 @@ def importance_plot(imp: pd.DataFrame, task: str) -> plt.Figure:
     """fANOVA importance (share of main effects) per hyperparameter, one bar per cell and the pooled fit."""
     t = imp[imp["task"] == task]
     cells = [c for c in cell_order(t["cell"].unique()) if c != POOLED] + ([POOLED] if POOLED in set(t["cell"]) else [])
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * t["param"].nunique()), 4))
-    sns.barplot(data=t, x="param", y="importance", hue="cell", hue_order=cells, ax=ax)
+    styles = cell_styles(cells)
+    params = list(dict.fromkeys(t["param"]))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * len(params) + 2.5), 4.0), layout="constrained")
+    width = 0.8 / max(1, len(cells))
+    for j, cell in enumerate(cells):
+        values = t[t["cell"] == cell].set_index("param")["importance"].reindex(params)
+        ax.bar(np.arange(len(params)) - 0.4 + (j + 0.5) * width, values.to_numpy(dtype=float), width=width,
+               color=styles[cell].colour, label=cell)
+    ax.set_xticks(np.arange(len(params)), params, rotation=20, ha="right")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("fANOVA importance (share of main effects)")
+    ax.set_ylabel("fANOVA importance\n(share of main effects, 0–1)")
     ax.set_xlabel("hyperparameter")
-    ax.set_title(f"{task}: hyperparameter importance (optuna FanovaImportanceEvaluator)")
-    ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
+    ax.set_title(f"{task}: hyperparameter importance (optuna fANOVA)", fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=styles[c].colour) for c in cells]
+    fig.legend(handles, cells, loc="outside right upper", title="cell", frameon=False)
     return fig
 
 
@@ -144,16 +347,22 @@ def params_plot(df: pd.DataFrame, task: str) -> plt.Figure:
     """Parameter count against the test metric per cell: does a variant win by being bigger?"""
     tdf = df[(df["task"] == task) & df["ok"]].copy()
     tdf["num_parameters"] = pd.to_numeric(tdf["num_parameters"], errors="coerce")
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    sns.scatterplot(data=tdf, x="num_parameters", y=TEST, hue="cell", hue_order=cell_order(tdf["cell"].unique()),
-                    ax=ax, alpha=0.8)
-    if tdf["num_parameters"].min() > 0 and tdf["num_parameters"].max() / tdf["num_parameters"].min() > 5:
+    metric = _metric(tdf)
+    cells = cell_order(tdf["cell"].unique())
+    styles = cell_styles(cells)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    for cell in cells:
+        c = tdf[tdf["cell"] == cell]
+        ax.scatter(c["num_parameters"], c[TEST], color=styles[cell].colour, marker=styles[cell].marker, s=28, alpha=0.8)
+    counts = tdf["num_parameters"].dropna()
+    log_x = len(counts) and counts.min() > 0 and counts.max() / counts.min() > 5
+    if log_x:
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide
-    ax.set_xlabel("trainable parameters (count)")
-    ax.set_ylabel(_metric_label(tdf))
-    ax.set_title(f"{task}: parameter count against test metric")
-    fig.tight_layout()
+        _plain_log_x(ax)
+    ax.set_xlabel("trainable parameters (count" + (", log scale)" if log_x else ")"))
+    _set_value_axis(ax, tdf[TEST], metric, metric_label(metric))
+    ax.set_title(f"{task}: parameter count against test metric", fontsize=10)
+    _cell_legend(fig, cells, styles)
     return fig
 
 
@@ -163,39 +372,44 @@ def time_plot(df: pd.DataFrame, task: str) -> plt.Figure:
     tdf = df[(df["task"] == task) & df["status"].isin(["ok", "diverged"])].copy()
     tdf["wall_seconds"] = pd.to_numeric(tdf["wall_seconds"], errors="coerce")
     cells = cell_order(tdf["cell"].unique())
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(cells) + 1), 4))
-    sns.boxplot(data=tdf, x="cell", y="wall_seconds", order=cells, color="#8da0cb", showfliers=False, ax=ax)
-    sns.stripplot(data=tdf, x="cell", y="wall_seconds", order=cells, color="black", size=3, alpha=0.6, ax=ax)
+    styles = cell_styles(cells)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(cells) + 1.5), 4.0), layout="constrained")
+    data = [tdf.loc[tdf["cell"] == c, "wall_seconds"].dropna().to_numpy() for c in cells]
+    _boxes(ax, data, cells, styles)
+    ax.set_xticks(np.arange(len(cells)), cells, rotation=45 if len(cells) > 7 else 0)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("cell")
     ax.set_ylabel("training time per run (s)")
-    ax.set_title(f"{task}: training time per cell")
-    ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
+    ax.set_title(f"{task}: training time per cell", fontsize=10)
     return fig
 
 
 @quiet
 def lr_hidden_plot(df: pd.DataFrame, task: str, lr: str = "optim.lr", hidden: str = "model.hidden_size",
                    groups: int = 3) -> plt.Figure:
-    """Test metric against the learning rate, coloured by hidden-size tercile: if the valleys line up,
-    the hidden size does not shift the optimal learning rate."""
-    tdf = df[(df["task"] == task) & df["ok"]].copy()
-    h = pd.to_numeric(tdf[hidden]).astype(float)
-    n = min(groups, h.nunique())
-    codes = pd.qcut(h.rank(method="first"), n, labels=False)
-    names = {}
-    for code in range(n):
-        hs = h[codes == code]
-        names[code] = f"{int(hs.min())}–{int(hs.max())}"
-    tdf["hidden size"] = codes.map(names)
-    tdf["lr"] = pd.to_numeric(tdf[lr]).astype(float)
-    tdf["centred"] = tdf[TEST] - tdf.groupby("cell")[TEST].transform("mean")
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    sns.scatterplot(data=tdf, x="lr", y="centred", hue="hidden size", hue_order=list(names.values()), ax=ax, alpha=0.8)
+    """Test metric (centred per cell) against the learning rate, one colour per hidden-size group (the groups of
+    `lr_by_hidden`, labelled with their real ranges): if the valleys line up, the hidden size does not shift
+    the optimal learning rate. A paired study shows one point per trial."""
+    tdf = df[(df["task"] == task) & df["ok"]]
+    metric = _metric(tdf)
+    obs, is_paired = lr_hidden_frame(tdf, lr, hidden, groups)
+    labels = obs.sort_values("group").drop_duplicates("group")["group_label"].tolist()
+    colours = plt.get_cmap("viridis")(np.linspace(0.05, 0.85, max(1, len(labels))))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    for code, colour in enumerate(colours):
+        g = obs[obs["group"] == code]
+        ax.scatter(10 ** g["log10_lr"], g["y"], color=colour, marker=MARKERS[code % len(MARKERS)], s=30, alpha=0.85)
     ax.set_xscale("log")
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel(f"{_metric_label(tdf)}\nminus the cell's mean")
-    ax.set_title(f"{task}: learning rate × hidden size")
-    fig.tight_layout()
+    _plain_log_x(ax)
+    ax.set_xlabel(f"learning rate [{lr}], log scale")
+    what = "minus the cell's mean" + (", averaged over the cells of a trial" if is_paired else "")
+    ax.set_ylabel(f"{metric_label(metric)}\n{what}")
+    title = f"{task}: learning rate × hidden size" + (" (one point per trial)" if is_paired else "")
+    if why_untestable(obs, is_paired):
+        title += "\ncannot tell whether the hidden size shifts the optimum (see the report)"
+    ax.set_title(title, fontsize=10)
+    handles = [Line2D([], [], color=c, marker=MARKERS[i % len(MARKERS)], linestyle="none") for i, c in enumerate(colours)]
+    fig.legend(handles, labels, loc="outside right upper", title="hidden size\n(units)", frameon=False)
     return fig
 
 
@@ -203,3 +417,7 @@ def has_variation(df: pd.DataFrame, column: str) -> bool:
     return column in df.columns and pd.to_numeric(df[column], errors="coerce").nunique() > 1 and bool(
         np.isfinite(pd.to_numeric(df[column], errors="coerce")).any()
     )
+
+
+__all__ = ["cell_styles", "fig3", "has_variation", "importance_plot", "lr_hidden_plot", "marginal_plot",
+           "paired_plot", "params_plot", "save", "time_plot"]

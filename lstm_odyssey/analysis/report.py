@@ -5,7 +5,6 @@ callback calls; it never raises for bad data: what it cannot compute, it says so
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import math
 import sys
 import traceback
@@ -17,11 +16,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .hyperparams import POOLED, hyperparameters, importance, lr_by_hidden, marginals
-from .stats import ALPHA, TEST, TOP_FRACTION, VAL, direction, load, prepare, significance, summarize
+from .hyperparams import (
+    MIN_LRS_PER_GROUP,
+    MIN_RUNS_PER_GROUP,
+    POOLED,
+    hyperparameters,
+    importance,
+    lr_by_hidden,
+    marginals,
+)
+from .stats import (
+    ALPHA,
+    METRICS,
+    PAIRED_TEST,
+    TEST,
+    TOP_FRACTION,
+    VAL,
+    design,
+    direction,
+    load,
+    prepare,
+    significance,
+    summarize,
+    wilcoxon_floor,
+)
 
 REPORT_NAME = "report.md"
-MIN_LR_HIDDEN_RUNS = 10  # runs per hidden-size group before the report states a verdict on the optimal lr
 RUN_COLUMNS = ["task", "cell", "status", "metric", VAL, TEST, "ok", "stopped_by", "epochs_run", "wall_seconds",
                "num_parameters", "seed", "run_dir", "error"]
 
@@ -58,18 +78,79 @@ def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
+def _share(value: float) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.0%}"
+
+
 def significant_cells(sig: pd.DataFrame) -> list[str]:
     """One line per cell that differs from the reference after Holm correction."""
     lines = []
     for _, r in sig[sig["verdict"].isin(["better", "worse"])].iterrows():
-        subset = "all ok runs" if r["subset"] == "all" else "top runs by validation"
+        subset = _subset_words(r)
+        n = f"{r['n']} pairs" if r.get("test") == PAIRED_TEST else f"n = {r['n']} vs {r['n_ref']}"
         lines.append(
             f"{r['cell']} is significantly {r['verdict']} than {r['reference']} on {r['task']} ({subset}: "
-            f"mean test {r['metric']} {_fmt(r['mean'])} vs {_fmt(r['mean_ref'])}, Holm-adjusted {_p(r['p_holm'])}, "
-            f"Hedges' g = {_fmt(r['hedges_g'])}, n = {r['n']} vs {r['n_ref']}; capped by the epoch limit: "
-            f"{_fmt(r['epoch_capped'])} vs {_fmt(r['epoch_capped_ref'])})"
+            f"mean test {r['metric']} {_fmt(r['mean'])} vs {_fmt(r['mean_ref'])}, {_test_name(r)} Holm-adjusted "
+            f"{_p(r['p_holm'])}, Hedges' g = {_fmt(r['hedges_g'])}, {n}; share of ok runs capped by the epoch limit: "
+            f"{_share(r['epoch_capped'])} vs {_share(r['epoch_capped_ref'])})"
         )
     return lines
+
+
+def _test_name(r: pd.Series) -> str:
+    return "paired t-test" if r.get("test") == PAIRED_TEST else "Welch's t-test"
+
+
+def _subset_words(r: pd.Series) -> str:
+    if r.get("test") == PAIRED_TEST:
+        return "all pairs" if r["subset"] == "all" else f"pairs whose {r['reference']} run is in its top runs"
+    return "all ok runs" if r["subset"] == "all" else "top runs by validation"
+
+
+def verdict_sentence(r: pd.Series, alpha: float = ALPHA, n_tested: int | None = None) -> str:
+    """The verdict of one row of `significance` in words, with the effect, its interval and the tests; an
+    untested comparison says "cannot tell from these runs, because ..."."""
+    where = f"{r['cell']} vs {r['reference']} on {r['task']} ({_subset_words(r)})"
+    if r["verdict"] == "untested":
+        return f"{where}: cannot tell from these runs, because {r['note'] or 'no test could be computed'}."
+    unit = METRICS.get(str(r["metric"]), ("", "", None))[1]
+    ci = (f"mean difference {_fmt(r['diff'])}{' ' + unit if unit else ''} (95 % CI {_fmt(r['ci_low'])} to "
+          f"{_fmt(r['ci_high'])}, not adjusted for the number of cells)")
+    tests = f"{_test_name(r)} Holm-adjusted {_p(r['p_holm'])}"
+    paired = r.get("test") == PAIRED_TEST
+    if paired:
+        tests += (f", Wilcoxon signed-rank Holm-adjusted {_p(r['wilcoxon_p_holm'])}" if np.isfinite(r["wilcoxon_p_holm"])
+                  else f", no Wilcoxon test ({r['wilcoxon_note']})")
+        tests += f"; wins/ties/losses of {r['cell']} {int(r['wins'])}/{int(r['ties'])}/{int(r['losses'])}"
+    if r["verdict"] in ("better", "worse"):
+        text = f"{where}: {r['cell']} is {r['verdict']} than {r['reference']}: {ci}; {tests}."
+    else:
+        text = f"{where}: no significant difference at α = {alpha} after Holm correction: {ci}; {tests}."
+    if paired and np.isfinite(r["wilcoxon_p_holm"]) and wilcoxon_floor(int(r["wins"]) + int(r["losses"])) * (
+            n_tested or 1) < alpha and (r["wilcoxon_p_holm"] < alpha) != (r["verdict"] in ("better", "worse")):
+        text += f" The Wilcoxon test {'finds' if r['wilcoxon_p_holm'] < alpha else 'does not confirm'} a difference."
+    return text
+
+
+def wilcoxon_limits(sig: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
+    """Where the Wilcoxon test cannot be significant whatever the data: too few non-zero pairs for the
+    number of cells Holm corrects over (one line per task and subset)."""
+    lines = []
+    for (task, subset), s in sig[(sig["test"] == PAIRED_TEST) & np.isfinite(sig["wilcoxon_p"])].groupby(
+            ["task", "subset"], sort=False):
+        nonzero = int((s["wins"] + s["losses"]).max())
+        floor = wilcoxon_floor(nonzero) * len(s)
+        if floor >= alpha:
+            lines.append(f"{task} ({subset}): with at most {nonzero} non-zero pairs the Wilcoxon signed-rank test cannot "
+                         f"reach p < {alpha} after Holm over {len(s)} cells (smallest possible adjusted p {floor:.3g}); "
+                         "its verdict needs more trials.")
+    return lines
+
+
+def verdict_sentences(sig: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
+    """`verdict_sentence` of every row, each knowing how many cells its Holm correction covered."""
+    tested = sig.groupby(["task", "subset"])["p"].transform(lambda p: int(np.isfinite(p).sum()))
+    return [verdict_sentence(r, alpha, int(k)) for (_, r), k in zip(sig.iterrows(), tested)]
 
 
 def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, imp: pd.DataFrame | None,
@@ -88,19 +169,23 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
         else:
             s = sig[sig["task"] == task]
             hits = s[s["verdict"].isin(["better", "worse"])]
+            if len(s) and s["test"].iloc[0] == PAIRED_TEST:
+                text += (f"the study is paired, so every cell is compared with {reference} trial by trial (paired "
+                         "t-test; Wilcoxon signed-rank test alongside). ")
             if len(hits):
                 said = []
                 for cell, g in hits.groupby("cell", sort=False):
                     said.append(f"{cell.upper()} is significantly " + " and ".join(
                         f"{r['verdict']} than {reference} on {'the top runs' if r['subset'] == 'top' else 'all runs'} "
-                        f"(Holm-adjusted {_p(r['p_holm'])}, g = {r['hedges_g']:.2f})" for _, r in g.iterrows()
+                        f"(mean difference {_fmt(r['diff'])}, 95 % CI {_fmt(r['ci_low'])} to {_fmt(r['ci_high'])}; "
+                        f"Holm-adjusted {_p(r['p_holm'])}, g = {r['hedges_g']:.2f})" for _, r in g.iterrows()
                     ))
                 text += "; ".join(said) + ". "
-                rest = sorted(set(s["cell"]) - set(hits["cell"]))
+                rest = sorted(set(s.loc[s["verdict"] == "n.s.", "cell"]) - set(hits["cell"]))
                 if rest:
                     text += f"{', '.join(c.upper() for c in rest)} show no significant difference at α = {alpha}. "
             elif (s["verdict"] == "untested").all():
-                text += f"no cell had enough runs for a t-test against {reference}. "
+                text += f"no cell had enough runs for a test against {reference}: cannot tell from these runs. "
             else:
                 text += f"no cell differs significantly from {reference} at α = {alpha} after Holm correction. "
         capped = (tdf.loc[tdf["ok"], "stopped_by"] == "epoch_cap").mean() if "stopped_by" in tdf and ok else np.nan
@@ -116,16 +201,15 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
                          f"(importance {top['importance']:.2f}); main effects explain {main:.0%} of the variance "
                          f"of the fANOVA forest, the rest is interactions and noise "
                          f"({int(top['n_runs'])} runs). ")
-        if lrh is not None and len(lrh[lrh["task"] == task]) > 1:
+        if lrh is not None and len(lrh[lrh["task"] == task]):
             lt = lrh[lrh["task"] == task]
             p_shift = lt["shift_p"].iloc[0]
-            if lt["n"].min() < MIN_LR_HIDDEN_RUNS or not np.isfinite(p_shift):
-                text += (f"Learning rate × hidden size: too few runs per hidden-size group ({int(lt['n'].min())}, "
-                         f"needs {MIN_LR_HIDDEN_RUNS}) to judge whether the hidden size shifts the optimal learning rate. ")
+            if not np.isfinite(p_shift):
+                reason = lt["note"].dropna().iloc[0] if lt["note"].notna().any() else "the F-test could not be computed"
+                text += ("Learning rate × hidden size: cannot tell from these runs whether the hidden size shifts the "
+                         f"optimal learning rate, because {reason}. ")
             else:
-                where = ", ".join(
-                    f"{_lr_text(r)} for hidden {int(r['hidden_min'])}–{int(r['hidden_max'])}" for _, r in lt.iterrows()
-                )
+                where = ", ".join(f"{_lr_text(r)} for hidden {_range(r)}" for _, r in lt.iterrows())
                 verdict = "shifts" if p_shift < alpha else "does not significantly shift"
                 text += (f"The best learning rate is {where}; the hidden size {verdict} the optimal learning rate "
                          f"(F-test of a quadratic in log lr per hidden-size group against a shared one, {_p(p_shift)}). ")
@@ -134,6 +218,11 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
 
 
 DEBUG = False  # --debug: print the traceback of every part that could not be computed
+
+
+def _range(row: pd.Series) -> str:
+    lo, hi = int(row["hidden_min"]), int(row["hidden_max"])
+    return str(lo) if lo == hi else f"{lo}–{hi}"
 
 
 def _lr_text(row: pd.Series) -> str:
@@ -177,8 +266,8 @@ def write_report(
     lines = [
         "# lstm-odyssey report", "",
         f"Sweep: {', '.join(f'`{p}`' for p in paths)}  ",
-        f"Written: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; reference cell `{reference}`, "
-        f"top runs = best {top:.0%} by validation, Welch's t-test with Holm correction at α = {alpha}.", "",
+        f"Reference cell `{reference}`; top runs = best {top:.0%} by validation; significance at α = {alpha} after "
+        "Holm correction across the cells of a task.", "",
     ]
     if raw.empty:
         notes.insert(0, f"no run records (result.json) found under {', '.join(map(str, paths))}: nothing to analyse")
@@ -193,13 +282,15 @@ def write_report(
         notes.append("no run finished ok (all diverged or failed): no statistics, importance or marginals")
     sig = _try(notes, "significance", lambda: significance(df, reference=reference, top=top, alpha=alpha))
     if sig is not None:
+        sig["verdict_text"] = verdict_sentences(sig, alpha)
         tables["significance"] = sig
         if reference not in set(df["cell"]):
             notes.append(f"significance: the sweep has no runs of the reference cell {reference!r}; "
                          f"pass --reference CELL to compare against another cell")
         for _, r in sig[sig["verdict"] == "untested"].iterrows():
             if r["note"] and reference in set(df[df["task"] == r["task"]]["cell"]):
-                notes.append(f"significance of {r['cell']} on {r['task']} ({r['subset']} runs): {r['note']}")
+                notes.append(f"significance of {r['cell']} on {r['task']} ({r['subset']} runs): cannot tell from these "
+                             f"runs, because {r['note']}")
     imp = _try(notes, "importance", lambda: importance(df, min_runs=importance_min_runs, notes=notes))
     if imp is not None:
         tables["importance"] = imp
@@ -209,7 +300,35 @@ def write_report(
     lrh = _try(notes, "learning rate × hidden size", lambda: lr_by_hidden(df, notes=notes))
     if lrh is not None:
         tables["lr_hidden"] = lrh
+    tasks = sorted(df["task"].unique())
+    for task in tasks:
+        _figures(df, task, sig, imp, marg, reference, top, out, figures, notes)
 
+    lines += ["## Design and tests", ""]
+    for task in tasks:
+        paired, why = design(df[df["task"] == task])
+        lines.append(f"- {task}: " + (
+            f"paired: {why}. Each cell is compared with `{reference}` over its pairs (same trial k, both runs ok): "
+            "the mean difference cell − reference with its 95 % t interval, the paired t-test (the verdict) and the "
+            "Wilcoxon signed-rank test, wins/ties/losses. The top-runs comparison uses the pairs whose reference run "
+            f"is in `{reference}`'s best {top:.0%} by validation (selected on the reference's validation score, so "
+            "it asks whether a cell keeps up at the settings that suit the reference)." if paired else
+            f"unpaired: {why}. Each cell is compared with `{reference}` as independent samples: Welch's t-test and "
+            "its 95 % interval of the difference of means."
+        ))
+    lines.append("")
+    if sig is not None and (sig["test"] == PAIRED_TEST).any():
+        lines += ["## Paired verdicts", ""]
+        for task in tasks:
+            s = sig[(sig["task"] == task) & (sig["test"] == PAIRED_TEST)]
+            if s.empty:
+                continue
+            s = s.sort_values("subset", key=lambda c: c != "all", kind="stable")  # all pairs first
+            lines += [f"### {task}", "", markdown_table(s, PAIRED_COLUMNS), ""]
+            lines += [f"- {text}" for text in _grouped_sentences(s)]
+            lines += [f"- {text}" for text in wilcoxon_limits(s, alpha)] + [""]
+            if f"paired_{task}" in figures:
+                lines += [f"![paired_{task}](figures/{figures[f'paired_{task}'].name})", ""]
     lines += ["## Findings", "", findings(df, summary, sig, imp, lrh, reference, alpha), ""]
     if sig is not None:
         hits = significant_cells(sig)
@@ -228,9 +347,12 @@ def write_report(
                                        "sd", "median", "n_top", "top_mean", "top_sd", "top_median", "best_test",
                                        "best_run"]), ""]
     if sig is not None:
-        lines += ["## Significance against the reference", ""]
-        lines += [markdown_table(sig, ["task", "subset", "cell", "n", "n_ref", "mean", "mean_ref", "p", "p_holm",
-                                       "hedges_g", "verdict", "epoch_capped", "epoch_capped_ref", "note"]), ""]
+        lines += ["## Significance against the reference", "",
+                  "`diff` = mean of the cell − the reference (paired: over pairs) with its 95 % interval; `test` names "
+                  "the test behind `p` and the verdict.", ""]
+        lines += [markdown_table(sig, ["task", "subset", "cell", "test", "n", "n_ref", "mean", "mean_ref", "diff",
+                                       "ci_low", "ci_high", "p", "p_holm", "wilcoxon_p_holm", "hedges_g", "verdict",
+                                       "epoch_capped", "epoch_capped_ref", "note"]), ""]
     if imp is not None and len(imp):
         lines += ["## Hyperparameter importance (fANOVA)", "",
                   "optuna's `FanovaImportanceEvaluator` (64 trees, depth 8) on the test metric of ok runs; parameters on their sampling "
@@ -239,18 +361,42 @@ def write_report(
         lines += [markdown_table(imp, ["task", "cell", "param", "scale", "importance", "variance_fraction", "n_runs"]), ""]
     if lrh is not None and len(lrh):
         lines += ["## Learning rate × hidden size", "",
-                  "Per hidden-size group (metric centred per cell): the learning-rate bin with the lowest mean, the vertex of "
-                  "a quadratic in log10 lr, and the F-test p-value of letting that quadratic depend on the group.", ""]
-        lines += [markdown_table(lrh, ["task", "hidden_min", "hidden_max", "n", "best_lr_low", "best_lr_high",
-                                       "vertex_log10_lr", "shift_p"]), ""]
+                  "Per hidden-size group (groups never split a size; metric centred per cell, and in a paired study "
+                  "averaged per trial): the learning-rate bin with the lowest mean, the vertex of a quadratic in "
+                  "log10 lr, and the F-test p-value of letting that quadratic depend on the group. The test needs at "
+                  f"least two groups with {MIN_LRS_PER_GROUP} distinct learning rates and {MIN_RUNS_PER_GROUP} "
+                  "observations each; `note` says why it was not run.", ""]
+        lines += [markdown_table(lrh, ["task", "hidden_min", "hidden_max", "n", "distinct_lrs", "best_lr_low",
+                                       "best_lr_high", "vertex_log10_lr", "shift_p"]), ""]
 
     lines += ["## Figures", ""]
-    for task in sorted(df["task"].unique()):
-        _figures(df, task, sig, imp, marg, reference, top, out, figures, notes)
+    for task in tasks:
         for name, path in figures.items():
-            if name.endswith(f"_{task}"):
+            if name.endswith(f"_{task}") and not name.startswith("paired_"):
                 lines += [f"![{name}](figures/{path.name})", ""]
     return _finish(out, lines, notes, tables, figures, paths, wandb, wandb_project, wandb_group)
+
+
+def _grouped_sentences(s: pd.DataFrame) -> list[str]:
+    """The verdict sentences, with the untested comparisons of one subset that share a reason said once."""
+    out, said = [], set()
+    for _, r in s.iterrows():
+        if r["verdict"] != "untested":
+            out.append(r["verdict_text"])
+            continue
+        key = (r["subset"], r["note"])
+        if key in said:
+            continue
+        said.add(key)
+        same = s[(s["verdict"] == "untested") & (s["subset"] == r["subset"]) & (s["note"] == r["note"])]
+        cells = ", ".join(same["cell"])
+        out.append(f"{cells} vs {r['reference']} on {r['task']} ({_subset_words(r)}): cannot tell from these runs, "
+                   f"because {r['note']}.")
+    return out
+
+
+PAIRED_COLUMNS = ["subset", "cell", "n", "diff", "ci_low", "ci_high", "p_holm", "wilcoxon_p_holm", "wins", "ties",
+                  "losses", "verdict"]
 
 
 def _figures(df: pd.DataFrame, task: str, sig, imp, marg, reference: str, top: float, out: Path,
@@ -262,7 +408,10 @@ def _figures(df: pd.DataFrame, task: str, sig, imp, marg, reference: str, top: f
         notes.append(f"figures for {task}: no ok runs to plot")
         return
     metric = tdf["metric"].dropna().iloc[0] if tdf["metric"].notna().any() else "metric"
-    jobs: list[tuple[str, Callable[[], Any]]] = [("fig3", lambda: plots.fig3(df, task, sig, reference, top))]
+    jobs: list[tuple[str, Callable[[], Any]]] = []
+    if sig is not None and ((sig["task"] == task) & (sig["test"] == PAIRED_TEST)).any():
+        jobs.append(("paired", lambda: plots.paired_plot(df, task, sig, reference)))  # the headline figure
+    jobs.append(("fig3", lambda: plots.fig3(df, task, sig, reference, top)))
     if marg is not None and len(marg[marg["task"] == task]):
         jobs.append(("marginals", lambda: plots.marginal_plot(marg, task, metric)))
     if imp is not None and len(imp[imp["task"] == task]):
@@ -282,8 +431,8 @@ def _figures(df: pd.DataFrame, task: str, sig, imp, marg, reference: str, top: f
 
 def _finish(out: Path, lines: list[str], notes: list[str], tables: dict[str, pd.DataFrame],
             figures: dict[str, Path], paths: list[Path], wandb: bool, project: str | None, group: str | None) -> Path:
-    for name, table in tables.items():
-        table.to_csv(out / "tables" / f"{name}.csv", index=False)
+    for name, table in tables.items():  # same records, same bytes: a regenerated report can be diffed
+        table.to_csv(out / "tables" / f"{name}.csv", index=False, lineterminator="\n")
     lines += ["## What could not be computed", ""]
     lines += [f"- {n}" for n in dict.fromkeys(notes)] if notes else ["- everything was computed"]
     lines += ["", "Tables (CSV): " + ", ".join(f"[{n}](tables/{n}.csv)" for n in tables) if tables else ""]

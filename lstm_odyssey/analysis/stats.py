@@ -1,24 +1,46 @@
 """Tables of a sweep: per-cell summaries and the significance of each cell against a reference.
 
 Everything here works on the DataFrame of `lstm_odyssey.results.load_results` (one row per run) after
-`prepare`, which adds the primary metric on validation and test as `val_score` / `test_score`.
+`prepare`, which adds the primary metric on validation and test as `val_score` / `test_score`, `ok` and
+`pair` (what makes runs of two cells a pair).
+
+A study is *paired* when trial k of every cell ran with the same hyperparameters (`sweep.paired: true`):
+then each cell is compared with the reference trial by trial (paired t-test, Wilcoxon signed-rank test),
+which removes the variance the hyperparameters cause from the comparison. Otherwise the cells are
+independent samples and Welch's t-test compares them.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..results import DIVERGED, FAILED, OK, is_hparam
+
 VAL, TEST = "val_score", "test_score"
+PAIR = "pair"
 TOP_FRACTION = 0.1
 ALPHA = 0.05
+CONFIDENCE = 0.95
 # Metrics where a larger value is better; every primary metric the trainer minimises is "lower is better".
 HIGHER_IS_BETTER = {"accuracy", "solved", "f1", "auc"}
+# name on an axis, unit, range of values: what a label says and where an error band must stop
+METRICS: dict[str, tuple[str, str, tuple[float, float]]] = {
+    "mse": ("MSE", "squared target units", (0.0, math.inf)),
+    "mae": ("MAE", "target units", (0.0, math.inf)),
+    "nll": ("NLL", "nats", (0.0, math.inf)),
+    "bpc": ("BPC", "bits per character", (0.0, math.inf)),
+    "error": ("error rate", "fraction wrong", (0.0, 1.0)),
+    "accuracy": ("accuracy", "fraction right", (0.0, 1.0)),
+}
+PAIRED_TEST, WELCH_TEST = "paired t", "Welch t"
 
 
 def lower_is_better(metric: str) -> bool:
@@ -28,6 +50,17 @@ def lower_is_better(metric: str) -> bool:
 def direction(metric: str) -> str:
     """Words for an axis label, e.g. "lower is better"."""
     return "lower is better" if lower_is_better(metric) else "higher is better"
+
+
+def metric_range(metric: str | None) -> tuple[float, float]:
+    """The values a metric can take (an MSE is never below 0): where error bands are clipped."""
+    return METRICS.get(str(metric), ("", "", (-math.inf, math.inf)))[2]
+
+
+def metric_label(metric: str | None, what: str = "test") -> str:
+    """An axis label with the unit and the direction, e.g. "test MSE (squared target units; lower is better)"."""
+    name, unit, _ = METRICS.get(str(metric), (str(metric or "metric"), "", None))
+    return f"{what} {name} ({unit + '; ' if unit else ''}{direction(str(metric))})"
 
 
 def load(*paths: str | Path) -> pd.DataFrame:
@@ -71,12 +104,13 @@ def cell_order(cells: Iterable[str], reference: str | None = "vanilla") -> list[
 
 def prepare(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """A copy with the columns every analysis needs: status, cell, task, metric, `val_score` and
-    `test_score` (the task's primary metric, or `metric` when given), and `ok` (a usable finished run)."""
+    `test_score` (the task's primary metric, or `metric` when given), `ok` (a usable finished run) and
+    `pair` (study, trial k and the non-cell hyperparameters: equal for the runs of a pair; None outside a study)."""
     df = df.copy()
-    for col, default in (("status", "failed"), ("cell", "unknown"), ("task", "unknown"), ("metric", None)):
+    for col, default in (("status", FAILED), ("cell", "unknown"), ("task", "unknown"), ("metric", None)):
         if col not in df.columns:
             df[col] = default
-    df["status"] = df["status"].fillna("failed").astype(str)
+    df["status"] = df["status"].fillna(FAILED).astype(str)
     df["cell"] = df["cell"].fillna("unknown").astype(str)
     df["task"] = df["task"].fillna("unknown").astype(str)
     # Failed runs carry no metric name: use the task's most common one.
@@ -92,10 +126,81 @@ def prepare(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
             name = f"{split}_{m}"
             values.append(df[name].iloc[i] if m is not None and name in df.columns else np.nan)
         df[col] = pd.to_numeric(pd.Series(values, index=df.index, dtype=object), errors="coerce")
-    df["ok"] = (df["status"] == "ok") & np.isfinite(df[VAL]) & np.isfinite(df[TEST])
+    df["ok"] = (df["status"] == OK) & np.isfinite(df[VAL]) & np.isfinite(df[TEST])
+    df[PAIR] = pair_keys(df)
     return df
 
 
+# -- pairing -------------------------------------------------------------------------------------------------
+def canonical(value: Any) -> str:
+    """One spelling per value, whatever the frame's dtype made of it (19 and 19.0; a list and an array)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "[" + ",".join(canonical(v) for v in value) + "]"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        v = float(value)
+        return str(int(v)) if v.is_integer() else repr(v)
+    return str(value)
+
+
+def pair_keys(df: pd.DataFrame) -> pd.Series:
+    """Per run: its study, trial k and every hyperparameter that is not a cell flag, as one string; runs of
+    two cells with equal keys ran under the same conditions. None for runs without a trial index."""
+    if "trial" not in df.columns:
+        return pd.Series([None] * len(df), index=df.index, dtype=object)
+    columns = [c for c in df.columns if is_hparam(c) and not c.startswith("cell.")]
+    studies = df["study"].tolist() if "study" in df.columns else [None] * len(df)
+    values = [df[c].tolist() for c in columns]
+    keys = []
+    for i, trial in enumerate(df["trial"].tolist()):
+        if trial is None or (isinstance(trial, float) and math.isnan(trial)):
+            keys.append(None)
+            continue
+        row = [canonical(studies[i]), canonical(trial)] + [f"{c}={canonical(v[i])}" for c, v in zip(columns, values)]
+        keys.append(json.dumps(row))
+    return pd.Series(keys, index=df.index, dtype=object)
+
+
+def design(tdf: pd.DataFrame) -> tuple[bool, str]:
+    """Is this task's study paired, and why: among its ok runs, every run whose trial k also ran in another
+    cell must share its hyperparameters with that run (trial k had the same sample in every cell)."""
+    tdf = prepare(tdf) if PAIR not in tdf.columns else tdf
+    ok = tdf[tdf["ok"] & tdf[PAIR].notna()]
+    if ok.empty:
+        return False, "the records carry no trial index (runs made outside a study), so no run has a partner"
+    trials = ok[PAIR].map(lambda key: json.dumps(json.loads(key)[:2]))  # (study, k)
+    shared = ok.groupby(trials)["cell"].transform("nunique") > 1
+    if not shared.any():
+        return False, "no trial index was run by two cells"
+    partnered = ok.groupby(PAIR)["cell"].transform("nunique") > 1
+    lonely = int((shared & ~partnered).sum())
+    if lonely:
+        return False, (f"trial k of different cells ran with different hyperparameters ({lonely} of {int(shared.sum())} "
+                       "runs have no partner: an unpaired study, sweep.paired=false)")
+    n_trials = ok.loc[shared, PAIR].nunique()
+    return True, f"trial k of every cell ran with the same hyperparameters ({n_trials} matched trials)"
+
+
+def pairs(tdf: pd.DataFrame, cell: str, reference: str) -> pd.DataFrame:
+    """The pairs of `cell` with `reference` in one task: ok runs with equal `pair` keys, one row per pair
+    (ordered by the key) with `test`, `val` of the cell, `test_ref`, `val_ref`, and the runs' row labels
+    `run_index`, `ref_index`."""
+    tdf = prepare(tdf) if PAIR not in tdf.columns else tdf
+    ok = tdf[tdf["ok"] & tdf[PAIR].notna()]
+
+    def side(name: str) -> pd.DataFrame:
+        g = ok[ok["cell"] == name].drop_duplicates(PAIR)
+        return pd.DataFrame({PAIR: g[PAIR], "test": g[TEST], "val": g[VAL], "index": g.index})
+
+    merged = side(cell).merge(side(reference), on=PAIR, suffixes=("", "_ref"))
+    merged = merged.rename(columns={"index": "run_index", "index_ref": "ref_index"})
+    return merged.sort_values(PAIR, kind="stable").reset_index(drop=True)
+
+
+# -- summaries -----------------------------------------------------------------------------------------------
 def top_runs(group: pd.DataFrame, fraction: float = TOP_FRACTION) -> pd.DataFrame:
     """The best `fraction` of a group's ok runs by validation score (at least one when there are any)."""
     ok = group[group["ok"]]
@@ -116,8 +221,9 @@ def _run_name(row: pd.Series) -> str:
 
 
 def summarize(df: pd.DataFrame, top: float = TOP_FRACTION, reference: str | None = "vanilla") -> pd.DataFrame:
-    """One row per task × cell: run counts by status, the share of ok runs stopped by the epoch cap,
-    mean/sd/median of the test metric over all ok runs and over the top runs by validation, the best run."""
+    """The one task × cell table (the report's and the end of a sweep's): run counts by status, the share of
+    ok runs stopped by the epoch cap, mean/sd/median of the test metric over all ok runs and over the top runs
+    by validation, the best run, and median / best of the objective (the best validation metric, minimised)."""
     df = prepare(df) if VAL not in df.columns else df
     rows = []
     for task in sorted(df["task"].unique()):
@@ -128,14 +234,16 @@ def summarize(df: pd.DataFrame, top: float = TOP_FRACTION, reference: str | None
             best = top_runs(g, 0.0)  # the single best run by validation
             topg = top_runs(g, top)
             stopped = ok["stopped_by"] if "stopped_by" in ok.columns else pd.Series(dtype=object)
+            objective = g.loc[g["status"] == OK, "objective"] if "objective" in g.columns else pd.Series(dtype=float)
+            objective = pd.to_numeric(objective, errors="coerce").dropna()
             row = {
                 "task": task,
                 "metric": g["metric"].dropna().iloc[0] if g["metric"].notna().any() else None,
                 "cell": cell,
                 "runs": len(g),
-                "ok": int(g["ok"].sum()),
-                "diverged": int((g["status"] == "diverged").sum()),
-                "failed": int((g["status"] == "failed").sum()),
+                "ok": int((g["status"] == OK).sum()),
+                "diverged": int((g["status"] == DIVERGED).sum()),
+                "failed": int((g["status"] == FAILED).sum()),
                 "epoch_capped": float((stopped == "epoch_cap").mean()) if len(ok) else np.nan,
                 "mean": ok[TEST].mean(),
                 "sd": ok[TEST].std(ddof=1),
@@ -147,6 +255,8 @@ def summarize(df: pd.DataFrame, top: float = TOP_FRACTION, reference: str | None
                 "best_val": best[VAL].iloc[0] if len(best) else np.nan,
                 "best_test": best[TEST].iloc[0] if len(best) else np.nan,
                 "best_run": _run_name(best.iloc[0]) if len(best) else None,
+                "objective_median": objective.median() if len(objective) else np.nan,
+                "objective_best": objective.min() if len(objective) else np.nan,
             }
             if "wall_seconds" in g.columns:
                 row["median_seconds"] = pd.to_numeric(ok["wall_seconds"], errors="coerce").median()
@@ -156,6 +266,7 @@ def summarize(df: pd.DataFrame, top: float = TOP_FRACTION, reference: str | None
     return pd.DataFrame(rows)
 
 
+# -- tests -----------------------------------------------------------------------------------------------------
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN and is not counted."""
     p = np.asarray(pvalues, dtype=float)
@@ -186,68 +297,156 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, 
     """Welch's t-test of a against b: (t, df, p, reason it could not be computed or None)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) < 2 or len(b) < 2:
-        return np.nan, np.nan, np.nan, f"needs at least 2 runs on each side (has {len(a)} vs {len(b)})"
+        return np.nan, np.nan, np.nan, f"the test needs at least 2 runs on each side (has {len(a)} vs {len(b)})"
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     if va + vb == 0:
-        return np.nan, np.nan, np.nan, "both groups have zero variance"
+        return np.nan, np.nan, np.nan, "both groups have zero variance, so the t-test is undefined"
     res = sps.ttest_ind(a, b, equal_var=False)
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     return float(res.statistic), float(dof), float(res.pvalue), None
 
 
+def _t_interval(mean: float, se: float, dof: float, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    if not (np.isfinite(se) and np.isfinite(dof)) or dof <= 0:
+        return np.nan, np.nan
+    half = sps.t.ppf(0.5 + confidence / 2, dof) * se
+    return mean - half, mean + half
+
+
+def paired(a: Sequence[float], b: Sequence[float], metric: str = "mse", confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Paired comparison of a against b (a[i] and b[i] ran under the same conditions): the mean of d = a − b
+    with its t interval, the paired t-test, the Wilcoxon signed-rank test (zero differences dropped) and
+    wins / ties / losses of a (a win is a better metric value). `note` / `wilcoxon_note` say why a test is missing."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = a - b
+    n = len(d)
+    better = d < 0 if lower_is_better(metric) else d > 0
+    out: dict[str, Any] = {
+        "n": n, "diff": float(d.mean()) if n else np.nan, "ci_low": np.nan, "ci_high": np.nan, "t": np.nan,
+        "df": np.nan, "p": np.nan, "wilcoxon": np.nan, "wilcoxon_p": np.nan, "wins": int(better.sum()),
+        "ties": int((d == 0).sum()), "losses": int((~better & (d != 0)).sum()), "note": None, "wilcoxon_note": None,
+    }
+    if n < 2:
+        out["note"] = out["wilcoxon_note"] = f"the test needs at least 2 pairs (has {n})"
+        return out
+    sd = d.std(ddof=1)
+    if np.allclose(d, d[0], rtol=1e-12, atol=0):  # equal up to rounding: the t statistic would be noise / 0
+        out["note"] = f"all {n} paired differences are equal ({d[0]:.4g}), so the t-test is undefined"
+    else:
+        res = sps.ttest_rel(a, b)
+        out.update(t=float(res.statistic), df=n - 1, p=float(res.pvalue))
+        out["ci_low"], out["ci_high"] = _t_interval(out["diff"], sd / math.sqrt(n), n - 1, confidence)
+    if not (d != 0).any():
+        out["wilcoxon_note"] = "all paired differences are zero"
+    else:
+        res = sps.wilcoxon(a, b)
+        out.update(wilcoxon=float(res.statistic), wilcoxon_p=float(res.pvalue))
+    return out
+
+
+def wilcoxon_floor(nonzero: int) -> float:
+    """The smallest two-sided p-value the exact Wilcoxon signed-rank test can give with `nonzero` pairs (all
+    differences of one sign): 2 / 2^n. With few pairs no result can be significant."""
+    return min(1.0, 2.0 / 2.0**nonzero) if nonzero > 0 else 1.0
+
+
 def significance(
     df: pd.DataFrame, reference: str = "vanilla", top: float = TOP_FRACTION, alpha: float = ALPHA,
-    subsets: Sequence[str] = ("top", "all"),
+    subsets: Sequence[str] = ("top", "all"), paired_design: bool | None = None, confidence: float = CONFIDENCE,
 ) -> pd.DataFrame:
-    """Welch's t-test of every cell against `reference` per task, on the top runs and on all ok runs;
-    p-values Holm-corrected across the cells of one task and subset. `verdict` is better / worse
-    (adjusted p < alpha, in the metric's direction), n.s., or untested with the reason in `note`."""
+    """Every cell against `reference` per task, on the top runs and on all ok runs, one row per task × subset
+    × cell. A paired task (`design`, or `paired_design=True`) is tested over its pairs: the mean difference
+    cell − reference with a t interval, the paired t-test (the verdict) and the Wilcoxon signed-rank test,
+    wins / ties / losses; the top subset is the pairs whose reference run is in the reference's top runs by
+    validation. An unpaired task gets Welch's t-test and its interval. p-values are Holm-corrected across the
+    cells of one task and subset. `verdict` is better / worse (adjusted p < alpha, in the metric's direction),
+    n.s., or untested with the reason in `note`."""
     df = prepare(df) if VAL not in df.columns else df
     rows = []
     for task in sorted(df["task"].unique()):
         tdf = df[df["task"] == task]
         metric = tdf["metric"].dropna().iloc[0] if tdf["metric"].notna().any() else None
         capped = _capped(tdf)
+        is_paired = design(tdf)[0] if paired_design is None else paired_design
+        has_ref = reference in set(tdf["cell"])
         cells = [c for c in cell_order(tdf["cell"].unique(), reference) if c != reference]
         for subset in subsets:
-            ref = _pick(tdf, reference, subset, top)
             block = []
             for cell in cells:
-                cur = _pick(tdf, cell, subset, top)
-                a, b = cur[TEST].to_numpy(), ref[TEST].to_numpy()
-                if reference not in set(tdf["cell"]):
-                    t, dof, p, note = np.nan, np.nan, np.nan, f"no runs of the reference cell {reference!r}"
+                row = {"task": task, "metric": metric, "subset": subset, "cell": cell, "reference": reference,
+                       "design": "paired" if is_paired else "unpaired", "test": PAIRED_TEST if is_paired else WELCH_TEST}
+                if is_paired:
+                    row.update(_paired_row(tdf, cell, reference, subset, top, metric, confidence))
                 else:
-                    t, dof, p, note = welch(a, b)
-                block.append({
-                    "task": task, "metric": metric, "subset": subset, "cell": cell, "reference": reference,
-                    "n": len(a), "n_ref": len(b), "mean": np.mean(a) if len(a) else np.nan,
-                    "mean_ref": np.mean(b) if len(b) else np.nan, "t": t, "df": dof, "p": p,
-                    "hedges_g": hedges_g(a, b), "epoch_capped": capped.get(cell, np.nan),
-                    "epoch_capped_ref": capped.get(reference, np.nan), "note": note,
-                })
-            adjusted = holm([r["p"] for r in block])
-            for r, p_adj in zip(block, adjusted):
-                r["p_holm"] = p_adj
-                r["diff"] = r["mean"] - r["mean_ref"]
-                if not np.isfinite(p_adj):
-                    r["verdict"] = "untested"
-                elif p_adj >= alpha:
-                    r["verdict"] = "n.s."
-                else:
-                    worse = (r["diff"] > 0) == lower_is_better(metric)
-                    r["verdict"] = "worse" if worse else "better"
+                    row.update(_welch_row(tdf, cell, reference, subset, top, confidence))
+                if not has_ref:
+                    row.update(p=np.nan, wilcoxon_p=np.nan, note=f"there are no runs of the reference cell {reference!r}")
+                row.update(epoch_capped=capped.get(cell, np.nan), epoch_capped_ref=capped.get(reference, np.nan))
+                block.append(row)
+            for name in ("p", "wilcoxon_p"):
+                for r, p_adj in zip(block, holm([r.get(name, np.nan) for r in block])):
+                    r[f"{name}_holm"] = p_adj
+            for r in block:
+                r["verdict"] = _verdict(r["p_holm"], r["diff"], metric, alpha)
             rows.extend(block)
     columns = [
-        "task", "metric", "subset", "cell", "reference", "n", "n_ref", "mean", "mean_ref", "diff", "t", "df", "p",
-        "p_holm", "hedges_g", "verdict", "epoch_capped", "epoch_capped_ref", "note",
+        "task", "metric", "subset", "cell", "reference", "design", "test", "n", "n_ref", "mean", "mean_ref", "diff",
+        "ci_low", "ci_high", "t", "df", "p", "p_holm", "wilcoxon_p", "wilcoxon_p_holm", "wins", "ties", "losses",
+        "hedges_g", "verdict", "epoch_capped", "epoch_capped_ref", "note", "wilcoxon_note",
     ]
     return pd.DataFrame(rows, columns=columns)
 
 
-def _pick(tdf: pd.DataFrame, cell: str, subset: str, top: float) -> pd.DataFrame:
+def _verdict(p_holm: float, diff: float, metric: str | None, alpha: float) -> str:
+    if not np.isfinite(p_holm):
+        return "untested"
+    if p_holm >= alpha:
+        return "n.s."
+    return "worse" if (diff > 0) == lower_is_better(str(metric)) else "better"
+
+
+def _paired_row(tdf: pd.DataFrame, cell: str, reference: str, subset: str, top: float, metric: str | None,
+                confidence: float) -> dict[str, Any]:
+    p = _subset_pairs(tdf, cell, reference, subset, top)
+    res = paired(p["test"], p["test_ref"], str(metric), confidence)
+    a, b = p["test"].to_numpy(), p["test_ref"].to_numpy()
+    return {**res, "n_ref": res["n"], "mean": a.mean() if len(a) else np.nan, "mean_ref": b.mean() if len(b) else np.nan,
+            "hedges_g": hedges_g(a, b)}
+
+
+def _welch_row(tdf: pd.DataFrame, cell: str, reference: str, subset: str, top: float,
+               confidence: float) -> dict[str, Any]:
+    a, b = select(tdf, cell, subset, top)[TEST].to_numpy(), select(tdf, reference, subset, top)[TEST].to_numpy()
+    t, dof, p, note = welch(a, b)
+    diff = a.mean() - b.mean() if len(a) and len(b) else np.nan
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if note is None else np.nan
+    low, high = _t_interval(diff, se, dof, confidence)
+    return {"n": len(a), "n_ref": len(b), "mean": a.mean() if len(a) else np.nan, "mean_ref": b.mean() if len(b) else np.nan,
+            "diff": diff, "ci_low": low, "ci_high": high, "t": t, "df": dof, "p": p, "wilcoxon_p": np.nan,
+            "hedges_g": hedges_g(a, b), "note": note}
+
+
+def select(tdf: pd.DataFrame, cell: str, subset: str, top: float = TOP_FRACTION) -> pd.DataFrame:
+    """The runs of one cell an unpaired comparison uses: its top runs by validation, or all its ok runs."""
     g = tdf[tdf["cell"] == cell]
     return top_runs(g, top) if subset == "top" else g[g["ok"]]
+
+
+def compared_runs(tdf: pd.DataFrame, cell: str, reference: str, subset: str, top: float = TOP_FRACTION,
+                  is_paired: bool = False) -> pd.DataFrame:
+    """The runs of `cell` that its comparison with `reference` uses (what a figure of that comparison shows):
+    in a paired task the cell's members of the pairs, else `select`."""
+    if not is_paired or cell == reference:
+        return select(tdf, cell, subset, top)
+    return tdf.loc[_subset_pairs(tdf, cell, reference, subset, top)["run_index"]]
+
+
+def _subset_pairs(tdf: pd.DataFrame, cell: str, reference: str, subset: str, top: float) -> pd.DataFrame:
+    """All pairs, or (subset "top") the pairs whose reference run is in the reference's top runs by validation."""
+    p = pairs(tdf, cell, reference)
+    if subset == "top":
+        p = p[p["ref_index"].isin(top_runs(tdf[tdf["cell"] == reference], top).index)]
+    return p
 
 
 def _capped(tdf: pd.DataFrame) -> dict[str, float]:

@@ -19,37 +19,21 @@ log = logging.getLogger("lstm_odyssey.sweep")
 RUNS_NAME = "runs.parquet"
 
 
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, cell): runs ok/diverged/failed, median and best objective of the ok runs."""
-    if df.empty:
-        return pd.DataFrame(columns=["task", "cell", "metric", "ok", "diverged", "failed", "median", "best"])
-    df = df.copy()
-    for column in ("task", "cell", "metric", "objective"):
-        if column not in df:
-            df[column] = None
-    df["task"] = df["task"].fillna("?")
-    df["cell"] = df["cell"].fillna("?")
-    rows = []
-    for (task, cell), g in df.groupby(["task", "cell"], sort=False):
-        ok = g[g["status"] == "ok"]
-        objective = pd.to_numeric(ok["objective"], errors="coerce").dropna()
-        metrics = g["metric"].dropna()
-        rows.append({
-            "task": task, "cell": cell, "metric": metrics.iloc[0] if len(metrics) else "",
-            "ok": len(ok), "diverged": int((g["status"] == "diverged").sum()),
-            "failed": int((g["status"] == "failed").sum()),
-            "median": objective.median() if len(objective) else float("nan"),
-            "best": objective.min() if len(objective) else float("nan"),
-        })
-    table = pd.DataFrame(rows)
-    try:
-        from ..cells import PRESETS
+# The end of a sweep prints a view of the analysis' task x cell table: counts, and the objective (the best
+# validation metric, minimised) as `median` / `best`.
+SWEEP_COLUMNS = {"task": "task", "cell": "cell", "metric": "metric", "ok": "ok", "diverged": "diverged",
+                 "failed": "failed", "objective_median": "median", "objective_best": "best"}
 
-        order = {name: i for i, name in enumerate(PRESETS)}
-    except ImportError:  # pragma: no cover
-        order = {}
-    table["_order"] = table["cell"].map(lambda c: order.get(c, len(order)))
-    return table.sort_values(["task", "_order", "cell"]).drop(columns="_order").reset_index(drop=True)
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, cell) in the paper's cell order: runs ok/diverged/failed, median and best objective
+    of the ok runs; columns of `lstm_odyssey.analysis.stats.summarize`, the report's table."""
+    from ..analysis.stats import summarize
+
+    if df.empty:
+        return pd.DataFrame(columns=list(SWEEP_COLUMNS.values()))
+    table = summarize(df, reference=None)
+    return table[list(SWEEP_COLUMNS)].rename(columns=SWEEP_COLUMNS)
 
 
 def format_table(table: pd.DataFrame) -> str:

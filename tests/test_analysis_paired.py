@@ -1,0 +1,308 @@
+"""The analysis of paired studies (trial k shares its sample across cells) against scipy on planted effects, the
+lr × hidden size question refused where the design cannot answer it, every figure's layout and colours, and a
+report that regenerates byte for byte."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import warnings
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from lstm_odyssey import analysis
+from lstm_odyssey.analysis import plots
+from lstm_odyssey.analysis.hyperparams import MIN_LRS_PER_GROUP, POOLED
+from lstm_odyssey.cells import PRESETS, get_spec
+
+matplotlib.use("Agg")
+
+
+def study(effects: dict[str, float], n_trials: int = 20, paired: bool = True, noise: float = 0.05, seed: int = 0,
+          trial_sd: float = 1.0, lrs: np.ndarray | None = None, hidden: np.ndarray | None = None) -> pd.DataFrame:
+    """Rows of a study: trial k draws (lr, hidden size), which move the metric a lot (sd `trial_sd`); a cell adds
+    its planted effect and a little noise. Paired: trial k has the same sample in every cell; else every
+    grid point draws its own. Cell flags are columns as in real records (they differ between cells)."""
+    rng = np.random.default_rng(seed)
+    lrs = 10 ** rng.uniform(-3, -1, n_trials) if lrs is None else lrs
+    hidden = rng.integers(16, 49, n_trials) if hidden is None else hidden
+    trial_effect = rng.normal(0, trial_sd, n_trials)
+    rows = []
+    for j, (cell, effect) in enumerate(effects.items()):
+        order = np.arange(n_trials) if paired else rng.permutation(n_trials)
+        flags = {f"cell.{k}": v for k, v in dataclasses.asdict(get_spec(cell)).items()} if cell in PRESETS else {}
+        for k in range(n_trials):
+            s = order[k]  # the sample this grid point's trial k got
+            y = 3.0 + trial_effect[s] + effect + noise * rng.normal()
+            rows.append({
+                "study": "toy", "trial": k, "status": "ok", "cell": cell, "task": "toy", "metric": "mse",
+                "test_mse": y, "val_mse": y + 0.01 * rng.normal(), "objective": y, "optim.lr": float(lrs[s]),
+                "model.hidden_size": int(hidden[s]), "trainer.seed": 0, "cell.name": cell, **flags,
+                "stopped_by": "epoch_cap" if k % 3 else "early_stopping", "num_parameters": 1000 * (j + 1) + int(hidden[s]),
+                "wall_seconds": 1.0 + j + 0.1 * k, "run_dir": f"/sweep/toy/{cell}/{k:03d}",
+            })
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def planted() -> pd.DataFrame:
+    # nfg is worse by 0.1: tiny next to the spread over trials (sd 1), large next to the noise (sd 0.05)
+    return analysis.prepare(study({"vanilla": 0.0, "nfg": 0.1, "cifg": 0.0}))
+
+
+def test_the_design_is_read_off_the_records(planted):
+    paired, why = analysis.design(planted)
+    assert paired and "same hyperparameters (20 matched trials)" in why
+    unpaired = analysis.prepare(study({"vanilla": 0.0, "nfg": 0.1}, paired=False))
+    paired, why = analysis.design(unpaired)
+    assert not paired and "different hyperparameters" in why
+    paired, why = analysis.design(analysis.prepare(planted.drop(columns=["trial", "pair"])))
+    assert not paired and "no trial index" in why
+
+
+def test_paired_statistics_match_scipy_and_find_what_welch_misses(planted):
+    sig = analysis.significance(planted, subsets=("all",)).set_index("cell")
+    assert (sig["test"] == "paired t").all() and (sig["design"] == "paired").all()
+    a = planted.loc[planted["cell"] == "nfg"].sort_values("trial")["test_mse"].to_numpy()
+    b = planted.loc[planted["cell"] == "vanilla"].sort_values("trial")["test_mse"].to_numpy()
+    row = sig.loc["nfg"]
+    expected = stats.ttest_rel(a, b)
+    assert row["p"] == pytest.approx(expected.pvalue, rel=1e-9) and row["t"] == pytest.approx(expected.statistic, rel=1e-9)
+    ci = expected.confidence_interval(0.95)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+    assert row["diff"] == pytest.approx((a - b).mean()) and row["n"] == 20 and row["df"] == 19
+    assert row["wilcoxon_p"] == pytest.approx(stats.wilcoxon(a, b).pvalue, rel=1e-9)
+    assert (row["wins"], row["ties"], row["losses"]) == (int((a < b).sum()), 0, int((a > b).sum()))
+    assert row["verdict"] == "worse" and row["p_holm"] < 0.001
+    # Holm over the two cells, by hand
+    p = np.array([sig.loc["nfg", "p"], sig.loc["cifg", "p"]])
+    low, high = np.argsort(p)
+    by_hand = np.empty(2)
+    by_hand[low] = min(1, 2 * p[low])
+    by_hand[high] = max(by_hand[low], p[high])
+    np.testing.assert_allclose(sig.loc[["nfg", "cifg"], "p_holm"], by_hand)
+    q = np.array([sig.loc["nfg", "wilcoxon_p"], sig.loc["cifg", "wilcoxon_p"]])
+    np.testing.assert_allclose(sig.loc[["nfg", "cifg"], "wilcoxon_p_holm"], analysis.holm(q))
+    assert sig.loc["cifg", "verdict"] == "n.s."
+    # Welch on the same runs throws the pairing away and misses the effect
+    welch = analysis.significance(planted, subsets=("all",), paired_design=False).set_index("cell")
+    assert welch.loc["nfg", "test"] == "Welch t"
+    assert welch.loc["nfg", "p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+    assert welch.loc["nfg", "p"] > 0.5 and welch.loc["nfg", "verdict"] == "n.s."
+
+
+def test_pairs_need_both_runs_ok_and_an_unpaired_study_gets_welch(planted):
+    df = planted.copy()
+    df.loc[(df["cell"] == "nfg") & (df["trial"] == 3), "status"] = "diverged"
+    df = analysis.prepare(df.drop(columns=["ok", "pair", "val_score", "test_score"]))
+    p = analysis.pairs(df, "nfg", "vanilla")
+    assert len(p) == 19 and 3 not in set(df.loc[p["run_index"], "trial"])
+    assert (df.loc[p["run_index"], "trial"].to_numpy() == df.loc[p["ref_index"], "trial"].to_numpy()).all()
+    unpaired = study({"vanilla": 0.0, "nfg": 0.1}, paired=False)
+    sig = analysis.significance(unpaired, subsets=("all",))
+    assert sig["test"].tolist() == ["Welch t"]
+    a, b = (unpaired.loc[unpaired["cell"] == c, "test_mse"] for c in ("nfg", "vanilla"))
+    assert sig["p"].iloc[0] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+
+
+def test_top_pairs_are_those_of_the_references_best_runs(planted):
+    sig = analysis.significance(planted, subsets=("top",)).set_index("cell")
+    ref = planted[planted["cell"] == "vanilla"].nsmallest(2, "val_mse")  # 10 % of 20 by validation
+    nfg = planted[(planted["cell"] == "nfg") & planted["trial"].isin(ref["trial"])]
+    assert sig.loc["nfg", "n"] == 2
+    assert sig.loc["nfg", "mean_ref"] == pytest.approx(ref["test_mse"].mean())
+    assert sig.loc["nfg", "mean"] == pytest.approx(nfg["test_mse"].mean())
+
+
+def test_too_few_pairs_or_equal_differences_are_untested_with_the_reason():
+    few = study({"vanilla": 0.0, "nfg": 0.1}, n_trials=1)
+    row = analysis.significance(few, subsets=("all",)).iloc[0]
+    assert row["verdict"] == "untested" and "needs at least 2 pairs (has 1)" in row["note"]
+    same = study({"vanilla": 0.0, "nfg": 0.5}, noise=0.0)
+    row = analysis.significance(same, subsets=("all",)).iloc[0]
+    assert row["verdict"] == "untested" and "paired differences are equal" in row["note"]
+    text = analysis.verdict_sentence(row)
+    assert "cannot tell from these runs, because" in text
+
+
+# -- lr × hidden size --------------------------------------------------------------------------------------
+def test_hidden_size_groups_never_split_a_value():
+    h = pd.Series([20] * 10 + [30] * 3 + [35] * 3 + [47] * 10 + [19] * 2)
+    groups = analysis.group_hidden_sizes(h, 3)
+    assert (groups.groupby(h).nunique() == 1).all()  # one group per size
+    ranges = h.groupby(groups).agg(["min", "max"]).sort_index()
+    assert (ranges["max"].to_numpy()[:-1] < ranges["min"].to_numpy()[1:]).all()  # ordered, not overlapping
+    assert groups.nunique() == 3
+
+
+def test_lr_by_hidden_refuses_a_paired_design_with_one_lr_per_hidden_size():
+    df = study({"vanilla": 0.0, "nfg": 0.1, "cifg": 0.0, "gru": -0.1}, n_trials=6)
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RankWarning from a degenerate fit
+        lrh = analysis.lr_by_hidden(df, notes=notes)
+    assert lrh["shift_p"].isna().all() and lrh["vertex_log10_lr"].isna().all()
+    assert lrh["n"].sum() == 6  # one observation per trial, not per run: the cells of a trial are not replicates
+    assert (lrh["distinct_lrs"] < MIN_LRS_PER_GROUP).all()
+    assert any("cannot tell from these runs whether the hidden size shifts the optimal learning rate, because "
+               "each hidden-size group needs at least 4 distinct learning rates" in n for n in notes)
+    assert any("in a paired study" in n for n in notes)
+
+
+def test_lr_by_hidden_answers_a_paired_design_with_enough_learning_rates():
+    rng = np.random.default_rng(3)
+    n = 90
+    lrs, hidden = 10 ** rng.uniform(-4, -1, n), rng.integers(16, 200, n)
+    df = study({"vanilla": 0.0, "nfg": 0.1}, n_trials=n, lrs=lrs, hidden=hidden, trial_sd=0.0)
+    # a valley at lr = 10^-2.5 for every hidden size: nothing to shift
+    valley = {k: (np.log10(lrs[k]) + 2.5) ** 2 for k in range(n)}
+    df["test_mse"] = df["test_mse"] + df["trial"].map(valley)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lrh = analysis.lr_by_hidden(df)
+    assert len(lrh) == 3 and lrh["n"].sum() == n and lrh["note"].isna().all()
+    assert (abs(lrh["vertex_log10_lr"] + 2.5) < 0.2).all() and lrh["shift_p"].iloc[0] > 0.01
+
+
+# -- figures ----------------------------------------------------------------------------------------------
+def lab(colour: str) -> np.ndarray:
+    """CIE L*a*b* (D65) of an sRGB colour, to measure how far apart two colours look."""
+    rgb = np.array(matplotlib.colors.to_rgb(colour))
+    rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ rgb
+    f = np.cbrt(np.maximum(xyz / np.array([0.95047, 1.0, 1.08883]), 0.008856 ** 3))
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_one_fixed_distinguishable_style_per_cell():
+    cells = list(PRESETS) + ["zeta", "alpha"]
+    styles = plots.cell_styles(cells)
+    assert list(PRESETS) == list(plots.PAPER_CELLS)
+    assert len({s.colour for s in styles.values()}) == len(cells)
+    assert len({s.marker for s in styles.values() if s.colour in plots.COLOURS}) == 13
+    # keyed by cell: the same colour whatever else is in the figure
+    assert plots.cell_styles(["gru", "vanilla"]) == {"gru": styles["gru"], "vanilla": styles["vanilla"]}
+    # distinguishable: every two of the 13 at least 20 CIE76 units apart (2.3 is a just-noticeable difference)
+    assert min(np.linalg.norm(lab(a) - lab(b)) for a, b in itertools.combinations(plots.COLOURS, 2)) > 20
+
+
+def overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def check_layout(fig) -> None:
+    """Legends outside every axes' data area, and nothing drawn outside the figure (nothing clipped)."""
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    titles = [t for t in [fig._suptitle] + [ax.title for ax in fig.axes] + [ax._right_title for ax in fig.axes]
+              if t is not None and t.get_text()]
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            if ax.get_visible() and ax.axison:
+                assert not overlaps(box, ax.get_window_extent(renderer)), (legend, ax.get_title())
+        for title in titles:
+            assert not overlaps(box, title.get_window_extent(renderer)), title.get_text()
+    tight, whole = fig.get_tightbbox(renderer), fig.bbox
+    assert tight.x0 >= whole.x0 - 1 and tight.y0 >= whole.y0 - 1
+    assert tight.x1 <= whole.x1 + 1 and tight.y1 <= whole.y1 + 1
+
+
+def legend_colours(fig) -> dict[str, str]:
+    out = {}
+    for legend in fig.legends:
+        for text, handle in zip(legend.get_texts(), legend.legend_handles):
+            colour = handle.get_color() if hasattr(handle, "get_markerfacecolor") else handle.get_facecolor()
+            out[text.get_text()] = matplotlib.colors.to_hex(colour)
+    return out
+
+
+@pytest.fixture(scope="module")
+def every_cell() -> pd.DataFrame:
+    effects = {cell: 0.05 * i for i, cell in enumerate(PRESETS)} | {"mycell": 0.3}
+    return analysis.prepare(study(effects, n_trials=12, trial_sd=0.5))
+
+
+def test_every_figure_has_outside_legends_and_one_colour_per_cell(every_cell):
+    df, task = every_cell, "toy"
+    sig = analysis.significance(df)
+    styles = plots.cell_styles(df["cell"].unique())
+    colours = {c: s.colour for c, s in styles.items()}
+    marg = analysis.marginals(df)
+    imp = analysis.importance(df, n_trees=8, min_runs=8)
+    figures = {
+        "paired": plots.paired_plot(df, task, sig), "fig3": plots.fig3(df, task, sig),
+        "marginals": plots.marginal_plot(marg, task, "mse"), "importance": plots.importance_plot(imp, task),
+        "parameters": plots.params_plot(df, task), "time": plots.time_plot(df, task),
+        "lr_hidden": plots.lr_hidden_plot(df, task),
+    }
+    for name, fig in figures.items():
+        check_layout(fig)
+        labels = [ax.get_ylabel() for ax in fig.axes]
+        if name in ("fig3", "marginals", "parameters", "lr_hidden"):
+            assert any("(squared target units; lower is better)" in label for label in labels), (name, labels)
+    for name in ("marginals", "parameters", "importance"):
+        found = legend_colours(figures[name])
+        assert {c: found[c] for c in found if c != POOLED} == {c: colours[c] for c in found if c != POOLED}, name
+        assert len(set(found.values())) == len(found)
+    assert set(legend_colours(figures["marginals"])) == set(df["cell"])
+    for name in ("fig3", "time"):
+        for ax in figures[name].axes:
+            cells = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
+            edges = [matplotlib.colors.to_hex(p.get_edgecolor()) for p in ax.patches]
+            assert edges == [colours[c] for c in cells], name
+    for ax in figures["paired"].axes:  # one panel per cell: its dots in its colour
+        cell = ax.get_ylabel()
+        assert matplotlib.colors.to_hex(ax.collections[0].get_facecolor()[0]) == colours[cell]
+    assert [ax.get_ylabel() for ax in figures["paired"].axes] == [c for c in analysis.cell_order(df["cell"]) if c != "vanilla"]
+    for fig in figures.values():
+        matplotlib.pyplot.close(fig)
+
+
+def test_error_bands_stay_in_the_metrics_range():
+    df = study({"vanilla": 0.0}, n_trials=40, trial_sd=0.0, noise=0.0)
+    df["test_mse"] = np.where(np.arange(len(df)) % 5, 0.001, 0.1)  # an MSE near 0, now and then large: wide intervals
+    df["val_mse"] = df["test_mse"]
+    marg = analysis.marginals(df, params=["optim.lr"], bins=4)
+    assert (marg["ci_low"] < 0).any()  # the t interval itself goes below 0 ...
+    fig = plots.marginal_plot(marg, "toy", "mse")
+    for band in fig.axes[0].collections:  # ... the drawn band does not
+        assert min(path.vertices[:, 1].min() for path in band.get_paths()) >= 0
+    lower = fig.axes[0].get_ylim()[0]
+    assert lower >= 0
+    matplotlib.pyplot.close(fig)
+
+
+# -- the report ---------------------------------------------------------------------------------------------
+def test_paired_report_puts_the_verdicts_first_and_regenerates_byte_for_byte(tmp_path, planted):
+    table = tmp_path / "runs.parquet"
+    study({"vanilla": 0.0, "nfg": 0.1, "cifg": 0.0}).to_parquet(table, index=False)
+    first = analysis.write_report([table], tmp_path / "a")
+    again = analysis.write_report([table], tmp_path / "b")
+    text = first.read_text()
+    assert text == again.read_text()
+    csvs = sorted(p.name for p in (tmp_path / "a" / "tables").glob("*.csv"))
+    assert {"significance.csv", "summary.csv", "runs.csv"} <= set(csvs)
+    for name in csvs:
+        assert (tmp_path / "a" / "tables" / name).read_bytes() == (tmp_path / "b" / "tables" / name).read_bytes(), name
+    assert text.index("## Paired verdicts") < text.index("## Findings")
+    assert "paired: trial k of every cell ran with the same hyperparameters (20 matched trials)" in text
+    assert "nfg vs vanilla on toy (all pairs): nfg is worse than vanilla: mean difference" in text
+    sig = pd.read_csv(tmp_path / "a" / "tables" / "significance.csv")
+    row = sig[(sig["cell"] == "nfg") & (sig["subset"] == "all")].iloc[0]
+    assert row["test"] == "paired t" and row["n"] == 20 and row["verdict"] == "worse"
+    assert f"95 % CI {analysis.report._fmt(row['ci_low'])} to {analysis.report._fmt(row['ci_high'])}" in text
+    assert "![paired_toy](figures/paired_toy.png)" in text and (tmp_path / "a" / "figures" / "paired_toy.png").exists()
+
+
+def test_unpaired_report_says_welch_and_why(tmp_path):
+    table = tmp_path / "runs.parquet"
+    study({"vanilla": 0.0, "nfg": 0.1}, paired=False).to_parquet(table, index=False)
+    text = analysis.write_report([table], tmp_path / "r").read_text()
+    assert "unpaired: trial k of different cells ran with different hyperparameters" in text
+    assert "Welch's t-test" in text and "## Paired verdicts" not in text
