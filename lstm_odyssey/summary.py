@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .cells import FAMILIES
+
 WIDTHS = (29, 26, 10)
 KERAS_NAMES = {"np": ("lstm", "LSTM"), "gru": ("gru", "GRU"), "rnn": ("simple_rnn", "SimpleRNN")}
 
@@ -39,7 +41,7 @@ def _cell_names(rnn: nn.Module) -> tuple[str, str]:
     spec = rnn.spec
     if spec.name in KERAS_NAMES:
         return KERAS_NAMES[spec.name]
-    family = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}[spec.family]
+    family = FAMILIES[spec.family].keras_name
     return family.lower(), f"{family} {spec.name}"
 
 
