@@ -24,6 +24,42 @@ from .triton_common import BLOCK, elements, grid, tanh
 
 
 @triton.jit
+def _gate(pre, peephole, cell, ok, PEEP: tl.constexpr):
+    """sigmoid(pre-activation + peephole * cell), stored over its pre-activation `pre`."""
+    a = tl.load(pre, mask=ok, other=0.0)
+    if PEEP:
+        a += tl.load(peephole, mask=ok, other=0.0) * cell
+    s = tl.sigmoid(a)
+    tl.store(pre, s, mask=ok)
+    return s
+
+
+@triton.jit
+def _store_gate_state(gate, prev, state, yg, keep, ok, MASK: tl.constexpr):
+    """FGR: one gate's block of the new gate state g_t (the previous block `prev` where the mask keeps
+    the state) into `state` and into the [y | g] row `yg`."""
+    if MASK:
+        gate = tl.where(keep, gate, tl.load(prev, mask=ok, other=0.0))
+    tl.store(state, gate, mask=ok)
+    tl.store(yg, gate, mask=ok)
+
+
+@triton.jit
+def _gate_grad(d_gate, gate, d_pre, dg, m, ok, FGR: tl.constexpr, MASK: tl.constexpr):
+    """dL/d(a gate's pre-activation), stored at `d_pre` and returned: (dL/d gate) sigmoid'. FGR adds the
+    new step's share m dL/dg of the gate's carried state gradient `dg`; under a mask the kept share
+    (1 - m) dL/dg stays in `dg` for the previous step."""
+    if FGR:
+        d = tl.load(dg, mask=ok, other=0.0)
+        if MASK:
+            tl.store(dg, d - d * m, mask=ok)
+        d_gate += d * m
+    d_pre_value = d_gate * (gate - gate * gate)
+    tl.store(d_pre, d_pre_value, mask=ok)
+    return d_pre_value
+
+
+@triton.jit
 def _fwd_step(
     A, CP, CS, CNEW, HC, YP, YS, OUT, GP, GS, M, P, YG, total, N, KN, GN, SYG,
     I_BLOCK: tl.constexpr, F_BLOCK: tl.constexpr, COUPLED: tl.constexpr, O_BLOCK: tl.constexpr,
@@ -48,20 +84,12 @@ def _fwd_step(
     tl.store(row + OZ * N, z, mask=ok)
     c = z
     if I_BLOCK:
-        ai = tl.load(row + OI * N, mask=ok, other=0.0)
-        if PEEP:
-            ai += tl.load(P + PI * N + j, mask=ok, other=0.0) * cp
-        i = tl.sigmoid(ai)
-        tl.store(row + OI * N, i, mask=ok)
+        i = _gate(row + OI * N, P + PI * N + j, cp, ok, PEEP)
         c = z * i
     if COUPLED:
         c += (1.0 - i) * cp
     elif F_BLOCK:
-        af = tl.load(row + OF * N, mask=ok, other=0.0)
-        if PEEP:
-            af += tl.load(P + PF * N + j, mask=ok, other=0.0) * cp
-        f = tl.sigmoid(af)
-        tl.store(row + OF * N, f, mask=ok)
+        f = _gate(row + OF * N, P + PF * N + j, cp, ok, PEEP)
         c += f * cp
     else:
         c += cp
@@ -71,11 +99,7 @@ def _fwd_step(
     else:
         hc = c
     if O_BLOCK:
-        ao = tl.load(row + OO * N, mask=ok, other=0.0)
-        if PEEP:
-            ao += tl.load(P + PO * N + j, mask=ok, other=0.0) * c
-        o = tl.sigmoid(ao)
-        tl.store(row + OO * N, o, mask=ok)
+        o = _gate(row + OO * N, P + PO * N + j, c, ok, PEEP)  # o's peephole sees the new cell
         y = hc * o
     else:
         y = hc
@@ -87,6 +111,7 @@ def _fwd_step(
         ys = tl.where(keep, y, tl.load(YP + e, mask=ok, other=0.0))
         tl.store(OUT + e, y * m, mask=ok)
     else:
+        keep = ok  # unused without a mask
         tl.store(CS + e, c, mask=ok)
         ys = y
     tl.store(YS + e, ys, mask=ok)
@@ -95,23 +120,11 @@ def _fwd_step(
         yg = YG + b * SYG + j
         tl.store(yg, ys, mask=ok)
         if I_BLOCK:
-            gi = i
-            if MASK:
-                gi = tl.where(keep, i, tl.load(GP + g + GI * N, mask=ok, other=0.0))
-            tl.store(GS + g + GI * N, gi, mask=ok)
-            tl.store(yg + N + GI * N, gi, mask=ok)
+            _store_gate_state(i, GP + g + GI * N, GS + g + GI * N, yg + N + GI * N, keep, ok, MASK)
         if F_BLOCK:
-            gf = f
-            if MASK:
-                gf = tl.where(keep, f, tl.load(GP + g + GF * N, mask=ok, other=0.0))
-            tl.store(GS + g + GF * N, gf, mask=ok)
-            tl.store(yg + N + GF * N, gf, mask=ok)
+            _store_gate_state(f, GP + g + GF * N, GS + g + GF * N, yg + N + GF * N, keep, ok, MASK)
         if O_BLOCK:
-            go = o
-            if MASK:
-                go = tl.where(keep, o, tl.load(GP + g + GO * N, mask=ok, other=0.0))
-            tl.store(GS + g + GO * N, go, mask=ok)
-            tl.store(yg + N + GO * N, go, mask=ok)
+            _store_gate_state(o, GP + g + GO * N, GS + g + GO * N, yg + N + GO * N, keep, ok, MASK)
 
 
 @triton.jit
@@ -162,14 +175,7 @@ def _bwd_step(
     dct = dc_new
     if O_BLOCK:
         o = tl.load(row + OO * N, mask=ok, other=0.0)
-        do = dy_new * hc
-        if FGR:
-            dgo = tl.load(DG + g + GO * N, mask=ok, other=0.0)
-            do += dgo * m
-            if MASK:
-                tl.store(DG + g + GO * N, dgo - dgo * m, mask=ok)
-        dao = do * (o - o * o)
-        tl.store(drow + OO * N, dao, mask=ok)
+        dao = _gate_grad(dy_new * hc, o, drow + OO * N, DG + g + GO * N, m, ok, FGR, MASK)
         dhc = dy_new * o
     else:
         dhc = dy_new
@@ -188,26 +194,13 @@ def _bwd_step(
         if COUPLED:
             di -= dct * cp
             dcp = dct * (1.0 - i)
-        if FGR:
-            dgi = tl.load(DG + g + GI * N, mask=ok, other=0.0)
-            di += dgi * m
-            if MASK:
-                tl.store(DG + g + GI * N, dgi - dgi * m, mask=ok)
-        dai = di * (i - i * i)
-        tl.store(drow + OI * N, dai, mask=ok)
+        dai = _gate_grad(di, i, drow + OI * N, DG + g + GI * N, m, ok, FGR, MASK)
     else:
         dz = dct
     if F_BLOCK:
         f = tl.load(row + OF * N, mask=ok, other=0.0)
         dcp = dct * f
-        df = dct * cp
-        if FGR:
-            dgf = tl.load(DG + g + GF * N, mask=ok, other=0.0)
-            df += dgf * m
-            if MASK:
-                tl.store(DG + g + GF * N, dgf - dgf * m, mask=ok)
-        daf = df * (f - f * f)
-        tl.store(drow + OF * N, daf, mask=ok)
+        daf = _gate_grad(dct * cp, f, drow + OF * N, DG + g + GF * N, m, ok, FGR, MASK)
     if PEEP:
         if I_BLOCK:
             dcp += dai * tl.load(P + PI * N + j, mask=ok, other=0.0)
