@@ -47,7 +47,7 @@ class RecurrentLayer(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.initialisation = Init(init, peephole_init, float(forget_bias))  # refuses unknown schemes
+        Init(init, peephole_init, float(forget_bias))  # refuses an unknown scheme before anything is built
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.spec = get_spec(cell)
@@ -88,9 +88,9 @@ class RecurrentLayer(nn.Module):
     def reset_parameters(self) -> None:
         """The family's initialisation of every layer-direction (`init`, `peephole_init`, `forget_bias`;
         see `lstm_odyssey.cells.Init`)."""
-        self.initialisation = Init(self.init, self.peephole_init, self.forget_bias)
+        init = Init(self.init, self.peephole_init, self.forget_bias)
         for _, params in self._all_params():
-            self.family.init_parameters(self.spec, params, self.initialisation)
+            self.family.init_parameters(self.spec, params, init)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
