@@ -1,9 +1,9 @@
-"""RecurrentLayer: the time loop around the cells of `cells.py`, with stacking, both directions,
-variable lengths, gate recording, torch interop and the choice of backend."""
+"""RecurrentLayer: the time loop around one cell of `lstm_odyssey.cells`, with stacking, both
+directions, variable lengths, gate recording, torch interop and the choice of backend. What the cell
+computes is its family's business (`FAMILIES[spec.family]`); this module never asks which family."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import backends, cells
-from .cells import CellSpec, get_spec
+from . import backends
+from .cells import FAMILIES, CellSpec, Init, get_spec
 
 State = Any  # Tensor (gru, rnn) | tuple[Tensor, Tensor] (lstm) | tuple[Tensor, Tensor, Tensor] (fgr)
 BACKENDS = backends.BACKENDS  # auto loop torch fused graph: see backends.py
@@ -47,13 +47,11 @@ class RecurrentLayer(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if init not in ("torch", "keras"):
-            raise ValueError(f"init must be 'torch' (uniform ±1/√N) or 'keras' (Glorot + orthogonal), not {init!r}")
-        if peephole_init not in ("uniform", "zero"):
-            raise ValueError(f"peephole_init must be 'uniform' or 'zero', not {peephole_init!r}")
+        Init(init, peephole_init, float(forget_bias))  # refuses an unknown scheme before anything is built
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.spec = get_spec(cell)
+        self.family = FAMILIES[self.spec.family]
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
@@ -66,65 +64,33 @@ class RecurrentLayer(nn.Module):
         self.peephole_init = peephole_init
         self.backend = backend
 
-        n, k = self.hidden_size, len(self.spec.blocks)
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else n * self.num_directions
+            layer_input = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            shapes = self.family.parameter_shapes(self.spec, layer_input, self.hidden_size)
             for suffix in self._suffixes(layer):
-                self.register_parameter(f"weight_ih{suffix}", nn.Parameter(torch.empty(k * n, layer_input)))
-                self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(k * n, n)))
-                self.register_parameter(f"bias{suffix}", nn.Parameter(torch.empty(k * n)))
-                if self.spec.num_biases == 2:
-                    self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.empty(k * n)))
-                if self.spec.peephole_gates:
-                    self.register_parameter(
-                        f"peephole{suffix}", nn.Parameter(torch.empty(len(self.spec.peephole_gates) * n))
-                    )
-                if self.spec.full_gate_recurrence:
-                    g = len(self.spec.computed_gates) * n
-                    self.register_parameter(f"weight_gg{suffix}", nn.Parameter(torch.empty(g, g)))
+                for name, shape in shapes.items():
+                    self.register_parameter(f"{name}{suffix}", nn.Parameter(torch.empty(shape)))
+        self._parameter_names = tuple(shapes)
         self.reset_parameters()
 
     # -- parameters -----------------------------------------------------------------------
     def _suffixes(self, layer: int) -> list[str]:
         return [f"_l{layer}", f"_l{layer}_reverse"][: self.num_directions]
 
-    def _params(self, suffix: str) -> dict[str, Tensor | None]:
-        return {
-            name: getattr(self, f"{name}{suffix}", None)
-            for name in ("weight_ih", "weight_hh", "bias", "bias_hh", "peephole", "weight_gg")
-        }
+    def _params(self, suffix: str) -> dict[str, Tensor]:
+        """One layer-direction's parameters by name (the family's names: weight_ih, weight_hh, bias, ...)."""
+        return {name: getattr(self, f"{name}{suffix}") for name in self._parameter_names}
 
-    @torch.no_grad()
+    def _all_params(self):
+        """(suffix, parameters) of every layer-direction, in order."""
+        return [(suffix, self._params(suffix)) for layer in range(self.num_layers) for suffix in self._suffixes(layer)]
+
     def reset_parameters(self) -> None:
-        """torch: U(±1/√N) everywhere; keras: Glorot input, orthogonal recurrent, zero bias.
-        Then the forget-gate bias (LSTM family) is set to `forget_bias`; for CIFG, whose
-        forget gate is 1 − i, the input-gate bias is set to −forget_bias instead."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for name, param in self.named_parameters():
-            kind = name.rsplit("_l", 1)[0]
-            if self.init == "torch" or kind == "peephole":
-                nn.init.uniform_(param, -bound, bound)
-            elif kind == "weight_ih":
-                nn.init.xavier_uniform_(param)
-            elif kind in ("weight_hh", "weight_gg"):
-                nn.init.orthogonal_(param)
-            else:
-                nn.init.zeros_(param)
-            if kind == "peephole" and self.peephole_init == "zero":
-                nn.init.zeros_(param)
-        if self.spec.family != "lstm":
-            return
-        n = self.hidden_size
-        if "f" in self.spec.blocks:
-            gate, value = "f", self.forget_bias
-        elif self.spec.coupled:
-            gate, value = "i", -self.forget_bias
-        else:
-            return
-        start = self.spec.blocks.index(gate) * n
-        for layer in range(self.num_layers):
-            for suffix in self._suffixes(layer):
-                getattr(self, f"bias{suffix}")[start : start + n] = value
+        """The family's initialisation of every layer-direction (`init`, `peephole_init`, `forget_bias`;
+        see `lstm_odyssey.cells.Init`)."""
+        init = Init(self.init, self.peephole_init, self.forget_bias)
+        for _, params in self._all_params():
+            self.family.init_parameters(self.spec, params, init)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -163,7 +129,7 @@ class RecurrentLayer(nn.Module):
         if chosen == "torch":
             out, final, gates = self._forward_torch(x_tm, lengths, state)
         else:
-            out, final, gates = self._forward_loop(x_tm, lengths, state, return_gates, chosen)
+            out, final, gates = self._forward_layers(x_tm, lengths, state, return_gates, chosen)
 
         if self.batch_first:
             out = out.transpose(0, 1)
@@ -190,12 +156,7 @@ class RecurrentLayer(nn.Module):
 
     def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
         lead = (self.num_layers * self.num_directions, batch)
-        if self.spec.family != "lstm":
-            return [lead + (self.hidden_size,)]
-        shapes = [lead + (self.hidden_size,)] * 2
-        if self.spec.full_gate_recurrence:
-            shapes.append(lead + (len(self.spec.computed_gates) * self.hidden_size,))
-        return shapes
+        return [(*lead, width) for width in self.family.state_sizes(self.spec, self.hidden_size)]
 
     def _check_state(self, state, batch: int, like: Tensor) -> list[Tensor]:
         shapes = self._state_shapes(batch)
@@ -207,13 +168,12 @@ class RecurrentLayer(nn.Module):
             raise ValueError(f"state for cell {self.spec.name} must be tensors of shapes {shapes}, got {got}")
         return parts
 
-    def _pack_state(self, parts: list[Tensor]) -> State:
-        return parts[0] if self.spec.family != "lstm" else tuple(parts)
-
-    # -- the reference loop ---------------------------------------------------------------
-    def _forward_loop(
+    # -- layers and directions: each one on the loop, fused or graph backend -------------------
+    def _forward_layers(
         self, x: Tensor, lengths: Tensor | None, state: list[Tensor], return_gates: bool, backend: str = "loop"
     ):
+        """Every layer and direction in turn (dropout between layers), each layer-direction run by
+        `backend`: the reference loop (`_loop_direction`) or a fused one (`backends.run_fused`)."""
         steps, batch = x.shape[:2]
         valid = None
         if lengths is not None:
@@ -226,11 +186,14 @@ class RecurrentLayer(nn.Module):
             for direction, suffix in enumerate(self._suffixes(layer)):
                 index = layer * self.num_directions + direction
                 inp = layer_input if direction == 0 else reverse_padded(layer_input, lengths)
-                args = (inp, valid, [s[index] for s in state], self._params(suffix))
+                params = self._params(suffix)
+                xp = self.family.input_projection(inp, params)
+                start = [s[index] for s in state]
                 if backend == "loop":
-                    out, final, gates = self._run_direction(*args, return_gates)
+                    out, final, gates = self._loop_direction(xp, valid, start, params, return_gates)
                 else:  # a fused backend runs the same layer-direction
-                    out, final, gates = backends.run_direction(self, backend, *args)
+                    out, final = backends.run_fused(self.spec, backend, xp, valid, start, self.family.recurrent_weights(params))
+                    gates = {}
                 if direction == 1:
                     out = reverse_padded(out, lengths)
                     gates = {k: reverse_padded(v, lengths) for k, v in gates.items()}
@@ -242,29 +205,18 @@ class RecurrentLayer(nn.Module):
             layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        final_state = self._pack_state([torch.stack(f) for f in finals])
+        final_state = self.family.pack_state([torch.stack(f) for f in finals])
         return layer_input, final_state, all_gates
 
-    def _run_direction(self, x: Tensor, valid: Tensor | None, state: list[Tensor], p: dict, return_gates: bool):
-        """One layer in one direction over time-major `x`; steps past a length keep the state."""
-        steps, batch, _ = x.shape
-        x_proj = torch.addmm(p["bias"], x.reshape(steps * batch, -1), p["weight_ih"].t()).view(steps, batch, -1)
-        masks = valid.unbind(0) if valid is not None else [None] * steps
-        spec = self.spec
+    # -- the reference loop -----------------------------------------------------------------
+    def _loop_direction(self, x_proj: Tensor, valid: Tensor | None, state: list[Tensor], params: dict, return_gates: bool):
+        """One layer in one direction, step by step over time-major `x_proj` = W x + b with the family's
+        reference `step` (autograd records every op); steps past a length keep the state."""
+        masks = valid.unbind(0) if valid is not None else [None] * x_proj.shape[0]
+        weights = self.family.recurrent_weights(params)
         outputs, recorded = [], []
         for x_t, m in zip(x_proj.unbind(0), masks):
-            if spec.family == "lstm":
-                y, c, g, acts = cells.lstm_step(
-                    spec, x_t, state[0], state[1], state[2] if len(state) > 2 else None,
-                    p["weight_hh"], p["peephole"], p["weight_gg"],
-                )
-                new = [y, c] + ([g] if g is not None else [])
-            elif spec.family == "gru":
-                y, acts = cells.gru_step(spec, x_t, state[0], p["weight_hh"], p["bias_hh"])
-                new = [y]
-            else:
-                y = cells.rnn_step(x_t, state[0], p["weight_hh"])
-                acts, new = {"h": y}, [y]
+            y, new, acts = self.family.step(self.spec, x_t, state, weights)
             if m is not None:
                 state = [torch.where(m, s_new, s_old) for s_new, s_old in zip(new, state)]
                 y = y * m
@@ -280,94 +232,62 @@ class RecurrentLayer(nn.Module):
 
     def _stack_gates(self, recorded: list[dict[str, Tensor]], out: Tensor, valid: Tensor | None) -> dict[str, Tensor]:
         """Per-step activations stacked to (T, B, N); gates the cell removes are ones (zeros past a length)."""
-        keys = {"lstm": "zifocy", "gru": "runh", "rnn": "h"}[self.spec.family]
         ones = torch.ones_like(out) if valid is None else valid.expand_as(out).to(out.dtype)
-        return {k: torch.stack([a[k] for a in recorded]) if k in recorded[0] else ones for k in keys}
+        return {k: torch.stack([a[k] for a in recorded]) if k in recorded[0] else ones for k in self.family.gate_names}
 
-    # -- torch's kernels for np and gru ---------------------------------------------------
+    # -- torch's kernels for the cells that are torch's (np, gru, rnn) --------------------------
     def _forward_torch(self, x: Tensor, lengths: Tensor | None, state: list[Tensor]):
-        flat = []
-        for layer in range(self.num_layers):
-            for suffix in self._suffixes(layer):
-                p = self._params(suffix)
-                bias_hh = p["bias_hh"] if p["bias_hh"] is not None else torch.zeros_like(p["bias"])
-                flat += [p["weight_ih"], p["weight_hh"], p["bias"], bias_hh]
-        kernel = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}[self.spec.family]
-        hx = state if self.spec.family == "lstm" else state[0]
+        """The whole stack in one call of torch's kernel (cuDNN on a GPU) with our parameters."""
+        flat = [w for _, params in self._all_params() for w in self.family.torch_weights(params)]
+        kernel, pack = self.family.torch_equivalent.kernel, self.family.pack_state
         args = (flat, True, self.num_layers, self.dropout, self.training, self.bidirectional)
         with warnings.catch_warnings():  # cuDNN would like one flat weight buffer; it copies instead
             warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
             if lengths is None:
-                result = kernel(x, hx, *args, False)
+                result = kernel(x, pack(state), *args, False)
                 out = result[0]
                 final = list(result[1:])
             else:
                 packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
                 order, unorder = packed.sorted_indices, packed.unsorted_indices
-                hx = tuple(h.index_select(1, order) for h in hx) if isinstance(hx, (list, tuple)) else hx.index_select(1, order)
+                hx = pack([h.index_select(1, order) for h in state])
                 result = kernel(packed.data, packed.batch_sizes, hx, *args)
                 out, _ = pad_packed_sequence(
                     PackedSequence(result[0], packed.batch_sizes, order, unorder), total_length=x.shape[0]
                 )
                 final = [h.index_select(1, unorder) for h in result[1:]]
-        return out, self._pack_state(final), []
+        return out, pack(final), []
 
     # -- interop --------------------------------------------------------------------------
     @classmethod
     def from_torch(cls, module: nn.LSTM | nn.GRU | nn.RNN) -> RecurrentLayer:
         """An equal layer from torch.nn.LSTM (cell np), torch.nn.GRU (cell gru) or a tanh torch.nn.RNN (rnn)."""
-        if isinstance(module, nn.LSTM):
-            if module.proj_size:
-                raise ValueError("LSTMs with proj_size > 0 have no equal cell here; use proj_size=0")
-            cell = "np"
-        elif isinstance(module, nn.GRU):
-            cell = "gru"
-        elif isinstance(module, nn.RNN):
-            if module.nonlinearity != "tanh":
-                raise ValueError("only tanh RNNs have an equal cell here (rnn); use nonlinearity='tanh'")
-            cell = "rnn"
-        else:
+        family = next((f for f in FAMILIES.values() if f.torch_equivalent is not None and isinstance(module, f.torch_equivalent.module)), None)
+        if family is None:
             raise TypeError(f"from_torch takes torch.nn.LSTM, nn.GRU or nn.RNN, not {type(module).__name__}")
+        problem = family.torch_problem(module)
+        if problem:
+            raise ValueError(problem)
         ref = next(module.parameters())
         layer = cls(
-            module.input_size, module.hidden_size, cell, module.num_layers, module.bidirectional,
+            module.input_size, module.hidden_size, family.torch_equivalent.preset, module.num_layers, module.bidirectional,
             module.dropout, module.batch_first,
         ).to(device=ref.device, dtype=ref.dtype)
-        with torch.no_grad():
-            for name, param in layer.named_parameters():
-                kind, suffix = name.split("_l", 1)
-                suffix = "_l" + suffix
-                if kind.startswith("weight"):
-                    param.copy_(getattr(module, f"{kind}{suffix}"))
-                elif not module.bias:
-                    param.zero_()
-                elif kind == "bias_hh":
-                    param.copy_(getattr(module, f"bias_hh{suffix}"))
-                elif cell != "gru":  # torch's two LSTM/RNN biases only ever appear as their sum
-                    param.copy_(getattr(module, f"bias_ih{suffix}") + getattr(module, f"bias_hh{suffix}"))
-                else:
-                    param.copy_(getattr(module, f"bias_ih{suffix}"))
+        for suffix, params in layer._all_params():
+            family.load_torch(params, module, suffix)
         return layer
 
     def to_torch(self) -> nn.LSTM | nn.GRU | nn.RNN:
         """The equal torch.nn.LSTM (cell np), torch.nn.GRU (cell gru) or torch.nn.RNN (cell rnn)."""
-        torch_modules = {"np": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-        module_cls = next((m for name, m in torch_modules.items() if self.spec == cells.PRESETS[name]), None)
-        if module_cls is None:
-            raise ValueError(f"only np, gru and rnn layers have a torch equivalent, not {self.spec.name}")
+        if not self.family.torch_runs(self.spec):
+            raise ValueError(f"only {', '.join(backends.TORCH_CELLS[:-1])} and {backends.TORCH_CELLS[-1]} layers have a torch equivalent, not {self.spec.name}")
         ref = next(self.parameters())
-        module = module_cls(
+        module = self.family.torch_equivalent.module(
             self.input_size, self.hidden_size, self.num_layers, bias=True, batch_first=self.batch_first,
             dropout=self.dropout, bidirectional=self.bidirectional,
         ).to(device=ref.device, dtype=ref.dtype)
-        with torch.no_grad():
-            for layer in range(self.num_layers):
-                for suffix in self._suffixes(layer):
-                    p = self._params(suffix)
-                    getattr(module, f"weight_ih{suffix}").copy_(p["weight_ih"])
-                    getattr(module, f"weight_hh{suffix}").copy_(p["weight_hh"])
-                    getattr(module, f"bias_ih{suffix}").copy_(p["bias"])
-                    getattr(module, f"bias_hh{suffix}").copy_(p["bias_hh"] if p["bias_hh"] is not None else 0)
+        for suffix, params in self._all_params():
+            self.family.save_torch(params, module, suffix)
         return module
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .cells import FAMILIES
 from .data.base import SEQUENCE_TASKS
 from .layers import RecurrentLayer
 
@@ -42,7 +43,7 @@ def _cell_names(rnn: nn.Module) -> tuple[str, str]:
     spec = rnn.spec
     if spec.name in KERAS_NAMES:
         return KERAS_NAMES[spec.name]
-    family = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}[spec.family]
+    family = FAMILIES[spec.family].keras_name
     return family.lower(), f"{family} {spec.name}"
 
 

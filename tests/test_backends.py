@@ -92,7 +92,7 @@ def test_triton_kernels_equal_loop_under_the_interpreter():
         "import sys, torch; sys.path.insert(0, 'tests'); import test_backends as t; torch.set_num_threads(1)\n"
         "for cell in ('vanilla', 'cifg', 'nfg', 'noaf', 'fgr', 'gru', 'gru_cho'):\n"
         "    t.compare(cell, 'fused')\n"
-        "from lstm_odyssey import backends; assert backends.use_triton(torch.zeros(1))\n"
+        "from lstm_odyssey.cells import ops; assert ops.use_triton(torch.zeros(1))\n"
     )
     env = {**os.environ, "TRITON_INTERPRET": "1", "LSTM_ODYSSEY_TRITON": "force"}
     root = pathlib.Path(__file__).resolve().parents[1]

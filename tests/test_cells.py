@@ -1,4 +1,4 @@
-"""The cell family against SPEC.md §1, written out again here independently of cells.py.
+"""The cell family against SPEC.md §1, written out again here independently of lstm_odyssey/cells/.
 
 The reference below reads only the layer's fused parameters, split by block name in the documented
 layout (LSTM blocks in torch order i f z o of those kept, peepholes i f o of those kept, FGR's gate

@@ -1,7 +1,17 @@
-"""Triton kernels for the LSTM family: the pointwise part of one step (forward, backward) as one
-kernel each, with the cell's flags as compile-time constants. The matmuls stay with cuBLAS. The math
-is `cells.lstm_step` / `backends.lstm_backward` element by element; tests hold them equal to the loop.
-Imported only where Triton is installed (see `backends.triton_available`)."""
+"""Triton kernels for the LSTM family: the pointwise part of one step, forward and backward, as one
+kernel each, with the cell's flags as compile-time constants; the matmuls stay with cuBLAS. The math is
+`LSTM.step` element by element (the same in-place order as lstm.eager_sequence_forward and its backward);
+tests hold both equal to the reference loop, on a GPU and under Triton's CPU interpreter.
+
+One trial only ((T, B, kN) sequences); stacked trials run the eager path. Imported only where Triton
+runs (`ops.triton_runs`). Kernel conventions (elements, rows, BLOCK): triton_common.py.
+
+Compile-time flags of both kernels: I_BLOCK, F_BLOCK, O_BLOCK: the gate has its own block of weights
+(F_BLOCK is false for CIFG, whose f = 1 - i, and for NFG); COUPLED: CIFG; TANH_IN / TANH_OUT: g / h are
+tanh, else the identity; PEEP: peepholes; FGR: gate recurrence; MASK: variable lengths. OI OF OZ OO:
+each block's index in the fused pre-activation; PI PF PO: each peephole's index in the peephole vector;
+GI GF GO: each gate's index in the FGR state g (0 where absent).
+"""
 
 from __future__ import annotations
 
@@ -10,63 +20,86 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK = 512
+from .triton_common import BLOCK, elements, grid, tanh
 
 
 @triton.jit
-def _tanh(x):
-    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+def _gate(pre, peephole, cell, ok, PEEP: tl.constexpr):
+    """sigmoid(pre-activation + peephole * cell), stored over its pre-activation `pre`."""
+    a = tl.load(pre, mask=ok, other=0.0)
+    if PEEP:
+        a += tl.load(peephole, mask=ok, other=0.0) * cell
+    s = tl.sigmoid(a)
+    tl.store(pre, s, mask=ok)
+    return s
+
+
+@triton.jit
+def _store_gate_state(gate, prev, state, yg, keep, ok, MASK: tl.constexpr):
+    """FGR: one gate's block of the new gate state g_t (the previous block `prev` where the mask keeps
+    the state) into `state` and into the [y | g] row `yg`."""
+    if MASK:
+        gate = tl.where(keep, gate, tl.load(prev, mask=ok, other=0.0))
+    tl.store(state, gate, mask=ok)
+    tl.store(yg, gate, mask=ok)
+
+
+@triton.jit
+def _gate_grad(d_gate, gate, d_pre, dg, m, ok, FGR: tl.constexpr, MASK: tl.constexpr):
+    """dL/d(a gate's pre-activation), stored at `d_pre` and returned: (dL/d gate) sigmoid'. FGR adds the
+    new step's share m dL/dg of the gate's carried state gradient `dg`; under a mask the kept share
+    (1 - m) dL/dg stays in `dg` for the previous step."""
+    if FGR:
+        d = tl.load(dg, mask=ok, other=0.0)
+        if MASK:
+            tl.store(dg, d - d * m, mask=ok)
+        d_gate += d * m
+    d_pre_value = d_gate * (gate - gate * gate)
+    tl.store(d_pre, d_pre_value, mask=ok)
+    return d_pre_value
 
 
 @triton.jit
 def _fwd_step(
     A, CP, CS, CNEW, HC, YP, YS, OUT, GP, GS, M, P, YG, total, N, KN, GN, SYG,
-    HAS_I: tl.constexpr, HAS_F: tl.constexpr, COUPLED: tl.constexpr, HAS_O: tl.constexpr,
+    I_BLOCK: tl.constexpr, F_BLOCK: tl.constexpr, COUPLED: tl.constexpr, O_BLOCK: tl.constexpr,
     TANH_IN: tl.constexpr, TANH_OUT: tl.constexpr, PEEP: tl.constexpr, FGR: tl.constexpr, MASK: tl.constexpr,
     OI: tl.constexpr, OF: tl.constexpr, OZ: tl.constexpr, OO: tl.constexpr,
     PI: tl.constexpr, PF: tl.constexpr, PO: tl.constexpr,
     GI: tl.constexpr, GF: tl.constexpr, GO: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = e < total
-    b = e // N
-    j = e % N
+    """One forward step after the matmul: activations and the new state.
+
+    A (B, KN): this step's pre-activations W x + b + R y (+ R_g g), overwritten with the activations.
+    CP, YP, GP: the previous c, y (B, N) and g (B, GN). CS, YS, GS: the new state (kept where MASK is 0).
+    CNEW: the new c before the mask (MASK). HC: h(c) (TANH_OUT). OUT: the output y m (MASK). M (B,): the
+    mask. P: the peephole vector (PEEP). YG (B, SYG): [y | g], the next step's matmul input (FGR).
+    total = B N; KN, GN: widths of A and g. Unused pointers may be any tensor."""
+    e, ok, b, j = elements(total, N, BLOCK)
     row = A + b * KN + j
     cp = tl.load(CP + e, mask=ok, other=0.0)
     z = tl.load(row + OZ * N, mask=ok, other=0.0)
     if TANH_IN:
-        z = _tanh(z)
+        z = tanh(z)
     tl.store(row + OZ * N, z, mask=ok)
     c = z
-    if HAS_I:
-        ai = tl.load(row + OI * N, mask=ok, other=0.0)
-        if PEEP:
-            ai += tl.load(P + PI * N + j, mask=ok, other=0.0) * cp
-        i = tl.sigmoid(ai)
-        tl.store(row + OI * N, i, mask=ok)
+    if I_BLOCK:
+        i = _gate(row + OI * N, P + PI * N + j, cp, ok, PEEP)
         c = z * i
     if COUPLED:
         c += (1.0 - i) * cp
-    elif HAS_F:
-        af = tl.load(row + OF * N, mask=ok, other=0.0)
-        if PEEP:
-            af += tl.load(P + PF * N + j, mask=ok, other=0.0) * cp
-        f = tl.sigmoid(af)
-        tl.store(row + OF * N, f, mask=ok)
+    elif F_BLOCK:
+        f = _gate(row + OF * N, P + PF * N + j, cp, ok, PEEP)
         c += f * cp
     else:
         c += cp
     if TANH_OUT:
-        hc = _tanh(c)
+        hc = tanh(c)
         tl.store(HC + e, hc, mask=ok)
     else:
         hc = c
-    if HAS_O:
-        ao = tl.load(row + OO * N, mask=ok, other=0.0)
-        if PEEP:
-            ao += tl.load(P + PO * N + j, mask=ok, other=0.0) * c
-        o = tl.sigmoid(ao)
-        tl.store(row + OO * N, o, mask=ok)
+    if O_BLOCK:
+        o = _gate(row + OO * N, P + PO * N + j, c, ok, PEEP)  # o's peephole sees the new cell
         y = hc * o
     else:
         y = hc
@@ -78,6 +111,7 @@ def _fwd_step(
         ys = tl.where(keep, y, tl.load(YP + e, mask=ok, other=0.0))
         tl.store(OUT + e, y * m, mask=ok)
     else:
+        keep = ok  # unused without a mask
         tl.store(CS + e, c, mask=ok)
         ys = y
     tl.store(YS + e, ys, mask=ok)
@@ -85,41 +119,32 @@ def _fwd_step(
         g = b * GN + j
         yg = YG + b * SYG + j
         tl.store(yg, ys, mask=ok)
-        if HAS_I:
-            gi = i
-            if MASK:
-                gi = tl.where(keep, i, tl.load(GP + g + GI * N, mask=ok, other=0.0))
-            tl.store(GS + g + GI * N, gi, mask=ok)
-            tl.store(yg + N + GI * N, gi, mask=ok)
-        if HAS_F:
-            if not COUPLED:
-                gf = f
-                if MASK:
-                    gf = tl.where(keep, f, tl.load(GP + g + GF * N, mask=ok, other=0.0))
-                tl.store(GS + g + GF * N, gf, mask=ok)
-                tl.store(yg + N + GF * N, gf, mask=ok)
-        if HAS_O:
-            go = o
-            if MASK:
-                go = tl.where(keep, o, tl.load(GP + g + GO * N, mask=ok, other=0.0))
-            tl.store(GS + g + GO * N, go, mask=ok)
-            tl.store(yg + N + GO * N, go, mask=ok)
+        if I_BLOCK:
+            _store_gate_state(i, GP + g + GI * N, GS + g + GI * N, yg + N + GI * N, keep, ok, MASK)
+        if F_BLOCK:
+            _store_gate_state(f, GP + g + GF * N, GS + g + GF * N, yg + N + GF * N, keep, ok, MASK)
+        if O_BLOCK:
+            _store_gate_state(o, GP + g + GO * N, GS + g + GO * N, yg + N + GO * N, keep, ok, MASK)
 
 
 @triton.jit
 def _bwd_step(
     A, D, CP, CNEW, HC, DY, GOUT, DC, DG, M, P, total, N, KN, SDY, SDG,
-    HAS_I: tl.constexpr, HAS_F: tl.constexpr, COUPLED: tl.constexpr, HAS_O: tl.constexpr,
+    I_BLOCK: tl.constexpr, F_BLOCK: tl.constexpr, COUPLED: tl.constexpr, O_BLOCK: tl.constexpr,
     TANH_IN: tl.constexpr, TANH_OUT: tl.constexpr, PEEP: tl.constexpr, FGR: tl.constexpr, MASK: tl.constexpr,
     HAS_GOUT: tl.constexpr,
     OI: tl.constexpr, OF: tl.constexpr, OZ: tl.constexpr, OO: tl.constexpr,
     PI: tl.constexpr, PF: tl.constexpr, PO: tl.constexpr,
     GI: tl.constexpr, GF: tl.constexpr, GO: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = e < total
-    b = e // N
-    j = e % N
+    """One backward step before the matmul: the pre-activation gradients from the carried ones.
+
+    A (B, KN): this step's activations. D (B, KN): out, dL/d pre-activations. CP, CNEW: c_{t-1} and the
+    new c_t; HC: h(c_t) (TANH_OUT). DY (rows of stride SDY): the carried dL/dy_t, left holding the kept
+    state's share (MASK; the caller adds R^T D). GOUT: dL/d out_t (HAS_GOUT). DC: the carried dL/dc,
+    in place to dL/dc_{t-1}. DG (rows of stride SDG): the carried dL/dg (FGR), left as DY. M (B,): the
+    mask. P: the peephole vector (PEEP). total = B N; KN: the width of A and D."""
+    e, ok, b, j = elements(total, N, BLOCK)
     row = A + b * KN + j
     drow = D + b * KN + j
     g = b * SDG + j
@@ -148,61 +173,39 @@ def _bwd_step(
     else:
         hc = c
     dct = dc_new
-    if HAS_O:
+    if O_BLOCK:
         o = tl.load(row + OO * N, mask=ok, other=0.0)
-        do = dy_new * hc
-        if FGR:
-            dgo = tl.load(DG + g + GO * N, mask=ok, other=0.0)
-            do += dgo * m
-            if MASK:
-                tl.store(DG + g + GO * N, dgo - dgo * m, mask=ok)
-        dao = do * (o - o * o)
-        tl.store(drow + OO * N, dao, mask=ok)
+        dao = _gate_grad(dy_new * hc, o, drow + OO * N, DG + g + GO * N, m, ok, FGR, MASK)
         dhc = dy_new * o
     else:
         dhc = dy_new
     if TANH_OUT:
         dhc = dhc * (1.0 - hc * hc)
     dct += dhc
-    if HAS_O:
+    if O_BLOCK:
         if PEEP:
             dct += dao * tl.load(P + PO * N + j, mask=ok, other=0.0)
     z = tl.load(row + OZ * N, mask=ok, other=0.0)
     dcp = dct
-    if HAS_I:
+    if I_BLOCK:
         i = tl.load(row + OI * N, mask=ok, other=0.0)
         dz = dct * i
         di = dct * z
         if COUPLED:
             di -= dct * cp
             dcp = dct * (1.0 - i)
-        if FGR:
-            dgi = tl.load(DG + g + GI * N, mask=ok, other=0.0)
-            di += dgi * m
-            if MASK:
-                tl.store(DG + g + GI * N, dgi - dgi * m, mask=ok)
-        dai = di * (i - i * i)
-        tl.store(drow + OI * N, dai, mask=ok)
+        dai = _gate_grad(di, i, drow + OI * N, DG + g + GI * N, m, ok, FGR, MASK)
     else:
         dz = dct
-    if HAS_F:
-        if not COUPLED:
-            f = tl.load(row + OF * N, mask=ok, other=0.0)
-            dcp = dct * f
-            df = dct * cp
-            if FGR:
-                dgf = tl.load(DG + g + GF * N, mask=ok, other=0.0)
-                df += dgf * m
-                if MASK:
-                    tl.store(DG + g + GF * N, dgf - dgf * m, mask=ok)
-            daf = df * (f - f * f)
-            tl.store(drow + OF * N, daf, mask=ok)
+    if F_BLOCK:
+        f = tl.load(row + OF * N, mask=ok, other=0.0)
+        dcp = dct * f
+        daf = _gate_grad(dct * cp, f, drow + OF * N, DG + g + GF * N, m, ok, FGR, MASK)
     if PEEP:
-        if HAS_I:
+        if I_BLOCK:
             dcp += dai * tl.load(P + PI * N + j, mask=ok, other=0.0)
-        if HAS_F:
-            if not COUPLED:
-                dcp += daf * tl.load(P + PF * N + j, mask=ok, other=0.0)
+        if F_BLOCK:
+            dcp += daf * tl.load(P + PF * N + j, mask=ok, other=0.0)
     if TANH_IN:
         dz = dz * (1.0 - z * z)
     tl.store(drow + OZ * N, dz, mask=ok)
@@ -212,9 +215,10 @@ def _bwd_step(
 
 
 def _flags(spec, n: int, peephole: Tensor | None, fgr: bool, mask: Tensor | None) -> dict:
+    """The kernels' compile-time constants for this cell (see the module docstring)."""
     blocks, gates, peeps = spec.blocks, spec.computed_gates, spec.peephole_gates
     flags = {
-        "HAS_I": "i" in blocks, "HAS_F": spec.forget_gate, "COUPLED": spec.coupled, "HAS_O": "o" in blocks,
+        "I_BLOCK": "i" in blocks, "F_BLOCK": "f" in blocks, "COUPLED": spec.coupled, "O_BLOCK": "o" in blocks,
         "TANH_IN": spec.input_activation == "tanh", "TANH_OUT": spec.output_activation == "tanh",
         "PEEP": peephole is not None, "FGR": fgr, "MASK": mask is not None,
     }
@@ -226,8 +230,11 @@ def _flags(spec, n: int, peephole: Tensor | None, fgr: bool, mask: Tensor | None
     return flags
 
 
-def lstm_forward(spec, xp, h0, c0, g0, weight_hh, peephole, weight_gg, mask, gg_full_fn):
-    """Same contract as `backends.lstm_forward`: ([out, h_T, c_T(, g_T)], saved)."""
+def triton_sequence_forward(spec, lay, xp: Tensor, states: list[Tensor], weights: list, mask: Tensor | None):
+    """Same contract and saved tensors as `lstm.eager_sequence_forward`. FGR: y and g are kept side by
+    side ([y | g] rows), so that one matmul per step computes R y + R_g g."""
+    h0, c0, *g0 = states
+    weight_hh, peephole, weight_gg = weights
     steps, batch, kn = xp.shape
     n = h0.shape[-1]
     fgr = weight_gg is not None
@@ -242,15 +249,14 @@ def lstm_forward(spec, xp, h0, c0, g0, weight_hh, peephole, weight_gg, mask, gg_
     G = None
     gn = 1
     if fgr:
-        G = xp.new_empty(steps + 1, batch, g0.shape[-1])
-        G[0] = g0
-        gn = g0.shape[-1]
+        gn = g0[0].shape[-1]
+        G = xp.new_empty(steps + 1, batch, gn)
+        G[0] = g0[0]
         YG = xp.new_empty(steps + 1, batch, n + gn)  # [y | gates]: one GEMM per step for both
-        YG[0, :, :n], YG[0, :, n:] = h0, g0
-        w_cat_t = torch.cat([weight_hh, gg_full_fn(weight_gg)], dim=1).t()
+        YG[0, :, :n], YG[0, :, n:] = h0, g0[0]
+        w_cat_t = torch.cat([weight_hh, lay.gg_full(weight_gg)], dim=1).t()
     whh_t = weight_hh.t()
     total = batch * n
-    grid = (triton.cdiv(total, BLOCK),)
     P = peephole if peephole is not None else acts
     Mk = mask.reshape(steps, batch) if mask is not None else None
     for t in range(steps):
@@ -259,23 +265,21 @@ def lstm_forward(spec, xp, h0, c0, g0, weight_hh, peephole, weight_gg, mask, gg_
             a.addmm_(YG[t], w_cat_t)
         else:
             a.addmm_(Y[t], whh_t)
-        _fwd_step[grid](
+        _fwd_step[grid(total)](
             a, C[t], C[t + 1], CN[t] if CN is not None else a, HC[t] if HC is not None else a,
             Y[t], Y[t + 1], out[t] if out is not None else a, G[t] if fgr else a, G[t + 1] if fgr else a,
             Mk[t] if Mk is not None else a, P, YG[t + 1] if fgr else a, total, n, kn, gn, n + gn,
             BLOCK=BLOCK, **flags,
         )
     finals = [Y[steps], C[steps]] + ([G[steps]] if fgr else [])
-    saved = {"acts": acts, "Y": Y, "C": C}
-    for name, value in (("HC", HC), ("CN", CN), ("G", G)):
-        if value is not None:
-            saved[name] = value
-    return [Y[1:] if mask is None else out] + finals, saved
+    return [Y[1:] if mask is None else out] + finals, {"acts": acts, "Y": Y, "C": C, "HC": HC, "CN": CN, "G": G}
 
 
-def lstm_backward(spec, saved, grad_out, grad_h, grad_c, grad_g, weight_hh, peephole, weight_gg, mask, gg_full_fn):
-    """Same contract as `backends.lstm_backward`, with the step's pointwise math in one kernel.
-    Returns (dpre, dh0, dc0, dg0, dW_hh) (peephole and FGR weight gradients: by the caller)."""
+def triton_sequence_backward(spec, lay, saved: dict[str, Tensor], grads: list, weights: list, mask: Tensor | None):
+    """Same contract as lstm's eager reverse sweep: (dL/d pre-activations, [dy0, dc0(, dg0)]); the
+    weight gradients are one reduction by the caller, as for the eager sweep."""
+    grad_out, grad_h, grad_c, grad_g = [g.contiguous() if g is not None else None for g in grads]  # kernels index densely
+    weight_hh, peephole, weight_gg = weights
     acts, Y, C = saved["acts"], saved["Y"], saved["C"]
     HC, CN, G = saved.get("HC"), saved.get("CN"), saved.get("G")
     steps, batch, kn = acts.shape
@@ -292,14 +296,13 @@ def lstm_backward(spec, saved, grad_out, grad_h, grad_c, grad_g, weight_hh, peep
     if fgr:
         if grad_g is not None:
             dg.copy_(grad_g)
-        w_cat = torch.cat([weight_hh, gg_full_fn(weight_gg)], dim=1)
+        w_cat = torch.cat([weight_hh, lay.gg_full(weight_gg)], dim=1)
     total = batch * n
-    grid = (triton.cdiv(total, BLOCK),)
     P = peephole if peephole is not None else acts
     Mk = mask.reshape(steps, batch) if mask is not None else None
     for t in range(steps - 1, -1, -1):
         d = dpre[t]
-        _bwd_step[grid](
+        _bwd_step[grid(total)](
             acts[t], d, C[t], CN[t] if CN is not None else C[t + 1], HC[t] if HC is not None else d,
             dy, grad_out[t] if grad_out is not None else d, dc, dg if fgr else d,
             Mk[t] if Mk is not None else d, P, total, n, kn, n + gn, n + gn,
@@ -310,4 +313,4 @@ def lstm_backward(spec, saved, grad_out, grad_h, grad_c, grad_g, weight_hh, peep
             dyg.addmm_(d, w)
         else:
             torch.mm(d, w, out=dyg)
-    return dpre, dy.contiguous(), dc, dg.contiguous() if fgr else None
+    return dpre, [dy.contiguous(), dc] + ([dg.contiguous()] if fgr else [])

@@ -1,6 +1,12 @@
 """Triton kernels for the GRU family (reset after R h, cuDNN's, or before it, Cho's): the pointwise
 part of each step in one or two kernels, the matmuls with cuBLAS. Same contract and saved tensors as
-`backends.gru_forward` / `gru_backward`, whose math this mirrors; tests hold both equal to the loop."""
+gru.py's eager sequence functions, whose math this is element by element; tests hold both equal to the
+reference loop, on a GPU and under Triton's CPU interpreter.
+
+One trial only ((T, B, 3N) sequences); stacked trials run the eager path. Imported only where Triton
+runs (`ops.triton_runs`). Kernel conventions (elements, rows of 3N: r u n, BLOCK): triton_common.py.
+Compile-time flags: AFTER (reset after R h, else before), MASK (variable lengths), HAS_GOUT (the
+outputs have a gradient)."""
 
 from __future__ import annotations
 
@@ -8,21 +14,15 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK = 512
-
-
-@triton.jit
-def _tanh(x):
-    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+from .triton_common import BLOCK, elements, grid, tanh
 
 
 @triton.jit
 def _fwd_gates(A, HH, BH, H, HN, total, N, AFTER: tl.constexpr, BLOCK: tl.constexpr):
-    """after: r, u from x + R h + b_h, HN = R_n h + b_hn; before: r, u, and HN = r * h."""
-    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = e < total
-    b = e // N
-    j = e % N
+    """r and u of one step. A (B, 3N): W x + b (before: + R h for r and u already), r and u overwritten.
+    HH (B, 3N): R h and BH (3N,): b_hh (after only). H: h_{t-1}. HN: out, R_n h + b_hn (after) or
+    r * h (before). total = B N."""
+    e, ok, b, j = elements(total, N, BLOCK)
     row = A + b * 3 * N + j
     ar = tl.load(row, mask=ok, other=0.0)
     au = tl.load(row + N, mask=ok, other=0.0)
@@ -43,17 +43,16 @@ def _fwd_gates(A, HH, BH, H, HN, total, N, AFTER: tl.constexpr, BLOCK: tl.conste
 
 @triton.jit
 def _fwd_out(A, H, HN, HS, OUT, M, total, N, AFTER: tl.constexpr, MASK: tl.constexpr, BLOCK: tl.constexpr):
-    """n = tanh(x_n + r HN) (after) or tanh(x_n + R_n (r h)) (before, already in A); h' = n + u (h - n)."""
-    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = e < total
-    b = e // N
-    j = e % N
+    """n = tanh(x_n + r HN) (after) or tanh(x_n + R_n (r h)) (before, already in A), overwriting A's
+    n block; h' = n + u (h - n). H: h_{t-1}; HS: out, the new state (kept where M is 0); OUT: out, h' m
+    (MASK); M (B,): the mask."""
+    e, ok, b, j = elements(total, N, BLOCK)
     row = A + b * 3 * N + j
     an = tl.load(row + 2 * N, mask=ok, other=0.0)
     u = tl.load(row + N, mask=ok, other=0.0)
     if AFTER:
         an += tl.load(row, mask=ok, other=0.0) * tl.load(HN + e, mask=ok, other=0.0)
-    n = _tanh(an)
+    n = tanh(an)
     tl.store(row + 2 * N, n, mask=ok)
     h = tl.load(H + e, mask=ok, other=0.0)
     new = n + u * (h - n)
@@ -68,11 +67,10 @@ def _fwd_out(A, H, HN, HS, OUT, M, total, N, AFTER: tl.constexpr, MASK: tl.const
 @triton.jit
 def _bwd_a(A, D, E, HN, H, DH, GOUT, M, total, N, AFTER: tl.constexpr, MASK: tl.constexpr,
            HAS_GOUT: tl.constexpr, BLOCK: tl.constexpr):
-    """dn, du (and for reset-after dr too); DH becomes dL/dh_prev's pointwise share."""
-    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = e < total
-    b = e // N
-    j = e % N
+    """dn, du (and for reset after dr) of one step into D (B, 3N), from the activations A (B, 3N), HN
+    and h_{t-1} (H). E (B, 3N): out, d(R h + b_hh) (after). DH: the carried dL/dh, in place to the
+    pointwise share of dL/dh_{t-1} (the caller adds R^T d). GOUT: dL/d out_t; M (B,): the mask."""
+    e, ok, b, j = elements(total, N, BLOCK)
     row = A + b * 3 * N + j
     drow = D + b * 3 * N + j
     dh = tl.load(DH + e, mask=ok, other=0.0)
@@ -108,11 +106,9 @@ def _bwd_a(A, D, E, HN, H, DH, GOUT, M, total, N, AFTER: tl.constexpr, MASK: tl.
 
 @triton.jit
 def _bwd_b(A, D, H, DRH, DH, total, N, BLOCK: tl.constexpr):
-    """Reset before: d(r h) = DRH gives dr = DRH h and dh += DRH r."""
-    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = e < total
-    b = e // N
-    j = e % N
+    """Reset before: d(r * h) = DRH (B, N) gives dr = DRH h (into D's r block, through sigmoid') and
+    DH += DRH r. A: the activations; H: h_{t-1}."""
+    e, ok, b, j = elements(total, N, BLOCK)
     r = tl.load(A + b * 3 * N + j, mask=ok, other=0.0)
     drh = tl.load(DRH + e, mask=ok, other=0.0)
     h = tl.load(H + e, mask=ok, other=0.0)
@@ -120,8 +116,8 @@ def _bwd_b(A, D, H, DRH, DH, total, N, BLOCK: tl.constexpr):
     tl.store(DH + e, tl.load(DH + e, mask=ok, other=0.0) + drh * r, mask=ok)
 
 
-def gru_forward(spec, xp, states, weights, mask):
-    """Same contract as `backends.gru_forward`; `xp` is scratch (becomes r, u, n)."""
+def triton_sequence_forward(spec, xp, states, weights, mask):
+    """Same contract and saved tensors as `gru.eager_sequence_forward`; `xp` is scratch (becomes r, u, n)."""
     (h0,), (weight_hh, bias_hh) = states, weights
     steps, batch, _ = xp.shape
     n = h0.shape[-1]
@@ -135,27 +131,26 @@ def gru_forward(spec, xp, states, weights, mask):
     Mk = mask.reshape(steps, batch) if mask is not None else None
     w_t, w_ru_t, w_n_t = weight_hh.t(), weight_hh[: 2 * n].t(), weight_hh[2 * n :].t()
     total = batch * n
-    grid = (triton.cdiv(total, BLOCK),)
     for t in range(steps):
         a = acts[t]
         if after:
             torch.mm(H[t], w_t, out=HH)
-            _fwd_gates[grid](a, HH, bias_hh, H[t], HN[t], total, n, AFTER=True, BLOCK=BLOCK)
+            _fwd_gates[grid(total)](a, HH, bias_hh, H[t], HN[t], total, n, AFTER=True, BLOCK=BLOCK)
         else:
             a[:, : 2 * n].addmm_(H[t], w_ru_t)
-            _fwd_gates[grid](a, a, a, H[t], HN[t], total, n, AFTER=False, BLOCK=BLOCK)
+            _fwd_gates[grid(total)](a, a, a, H[t], HN[t], total, n, AFTER=False, BLOCK=BLOCK)
             a[:, 2 * n :].addmm_(HN[t], w_n_t)
-        _fwd_out[grid](
+        _fwd_out[grid(total)](
             a, H[t], HN[t], H[t + 1], out[t] if out is not None else a, Mk[t] if Mk is not None else a,
             total, n, AFTER=after, MASK=mask is not None, BLOCK=BLOCK,
         )
     return [H[1:] if mask is None else out, H[steps]], {"acts": acts, "H": H, "HN": HN}
 
 
-def gru_backward(spec, saved, grads, weights, mask):
-    """Same contract as `backends.gru_backward`: (xp, [h0], [weight_hh, bias_hh])."""
+def triton_sequence_backward(spec, saved, grads, weights, mask):
+    """Same contract as gru.py's eager reverse sweep: (d xp, d(R h + b_hh) for reset after or None, [dh0])."""
     acts, H, HN = saved["acts"], saved["H"], saved["HN"]
-    grad_out, grad_h = [g.contiguous() if g is not None else None for g in grads]
+    grad_out, grad_h = [g.contiguous() if g is not None else None for g in grads]  # kernels index densely
     weight_hh, _ = weights
     steps, batch, kn = acts.shape
     n = H.shape[-1]
@@ -167,10 +162,9 @@ def gru_backward(spec, saved, grads, weights, mask):
     Mk = mask.reshape(steps, batch) if mask is not None else None
     w_ru, w_n = weight_hh[: 2 * n], weight_hh[2 * n :]
     total = batch * n
-    grid = (triton.cdiv(total, BLOCK),)
     for t in range(steps - 1, -1, -1):
         d = dxp[t]
-        _bwd_a[grid](
+        _bwd_a[grid(total)](
             acts[t], d, dhh[t] if after else d, HN[t], H[t], dh, grad_out[t] if grad_out is not None else d,
             Mk[t] if Mk is not None else d, total, n, AFTER=after, MASK=mask is not None,
             HAS_GOUT=grad_out is not None, BLOCK=BLOCK,
@@ -179,8 +173,6 @@ def gru_backward(spec, saved, grads, weights, mask):
             dh.addmm_(dhh[t], weight_hh)
         else:
             torch.mm(d[:, 2 * n :], w_n, out=drh)
-            _bwd_b[grid](acts[t], d, H[t], drh, dh, total, n, BLOCK=BLOCK)
+            _bwd_b[grid(total)](acts[t], d, H[t], drh, dh, total, n, BLOCK=BLOCK)
             dh.addmm_(d[:, : 2 * n], w_ru)
-    from .backends import gru_weight_grads
-
-    return dxp, [dh], gru_weight_grads(dxp, dhh, H, HN, after)
+    return dxp, dhh, [dh]

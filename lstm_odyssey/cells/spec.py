@@ -1,5 +1,7 @@
-"""The cell family of "LSTM: A Search Space Odyssey" as data: a `CellSpec` of flags, the presets,
-and the step math (SPEC.md §1). Nothing else lives here.
+"""The cell family of "LSTM: A Search Space Odyssey" as data: a `CellSpec` of flags, the presets
+and `get_spec` (docs/equations.md). The math of each family lives in its own module (lstm.py, gru.py,
+rnn.py); this module knows only which flags exist, which combinations make a cell, and the layout the
+flags imply.
 
 Parameters of one layer-direction are fused so that one matmul computes every block:
 
@@ -15,12 +17,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-from torch import Tensor
-
 Family = Literal["lstm", "gru", "rnn"]
 Activation = Literal["tanh", "identity"]
 ACTIVATIONS = ("tanh", "identity")
+
+
+def _lstm_flag(default: bool | str, others: bool | str) -> dataclasses.Field:
+    """A flag only the LSTM family reads: gru and rnn cells must leave it at `others`."""
+    return dataclasses.field(default=default, metadata={"others": others})
 
 
 @dataclass(frozen=True)
@@ -28,14 +32,14 @@ class CellSpec:
     """Flags of one recurrent cell. The defaults are the paper's vanilla LSTM (with peepholes)."""
 
     family: Family = "lstm"
-    input_gate: bool = True  # False: i_t = 1 (NIG)
-    forget_gate: bool = True  # False: f_t = 1 (NFG)
-    output_gate: bool = True  # False: o_t = 1 (NOG)
-    coupled: bool = False  # CIFG: f_t = 1 - i_t, no forget weights
-    input_activation: Activation = "tanh"  # g; "identity" is NIAF
-    output_activation: Activation = "tanh"  # h; "identity" is NOAF
-    peepholes: bool = True  # False is NP
-    full_gate_recurrence: bool = False  # FGR
+    input_gate: bool = _lstm_flag(True, others=True)  # False: i_t = 1 (NIG)
+    forget_gate: bool = _lstm_flag(True, others=True)  # False: f_t = 1 (NFG)
+    output_gate: bool = _lstm_flag(True, others=True)  # False: o_t = 1 (NOG)
+    coupled: bool = _lstm_flag(False, others=False)  # CIFG: f_t = 1 - i_t, no forget weights
+    input_activation: Activation = _lstm_flag("tanh", others="tanh")  # g; "identity" is NIAF
+    output_activation: Activation = _lstm_flag("tanh", others="tanh")  # h; "identity" is NOAF
+    peepholes: bool = _lstm_flag(True, others=False)  # False is NP
+    full_gate_recurrence: bool = _lstm_flag(False, others=False)  # FGR
     reset: Literal["after", "before"] = "after"  # GRU: reset after R h (cuDNN) or before (Cho)
 
     def __post_init__(self) -> None:
@@ -69,14 +73,17 @@ class CellSpec:
 
     @property
     def peephole_gates(self) -> tuple[str, ...]:
+        """LSTM gates with a peephole (one weight per unit from the cell)."""
         return self.computed_gates if self.peepholes else ()
 
     @property
     def num_biases(self) -> int:
+        """Bias vectors per block: cuDNN's GRU adds b_hh inside the reset product, so it keeps two."""
         return 2 if self.family == "gru" and self.reset == "after" else 1
 
     def num_parameters(self, input_size: int, hidden_size: int) -> int:
-        """Parameters of one layer-direction, SPEC.md's table."""
+        """Parameters of one layer-direction (docs/equations.md, "Parameter counts"): the closed form of
+        the shapes each family module declares (tests hold the two equal for every preset)."""
         m, n, k = input_size, hidden_size, len(self.blocks)
         count = k * n * (m + n) + self.num_biases * k * n + len(self.peephole_gates) * n
         if self.full_gate_recurrence:
@@ -108,7 +115,8 @@ class CellSpec:
 def _conflicts(spec: CellSpec) -> list[str]:
     """Every reason why the flags cannot make a cell, as sentences that say how to fix them."""
     out = []
-    for flag in ("input_gate", "forget_gate", "output_gate", "coupled", "peepholes", "full_gate_recurrence"):
+    fields = dataclasses.fields(spec)
+    for flag in (f.name for f in fields if isinstance(f.default, bool)):
         if not isinstance(getattr(spec, flag), bool):
             out.append(f"{flag} must be true or false, not {getattr(spec, flag)!r}")
     if out:
@@ -131,16 +139,7 @@ def _conflicts(spec: CellSpec) -> list[str]:
         if spec.reset != "after":
             out.append("reset placement is a GRU flag; leave reset='after' for the lstm family")
     else:
-        lstm_only = {
-            "input_gate": True,
-            "forget_gate": True,
-            "output_gate": True,
-            "coupled": False,
-            "input_activation": "tanh",
-            "output_activation": "tanh",
-            "peepholes": False,
-            "full_gate_recurrence": False,
-        }
+        lstm_only = {f.name: f.metadata["others"] for f in fields if "others" in f.metadata}
         for flag, neutral in lstm_only.items():
             if getattr(spec, flag) != neutral:
                 out.append(f"{flag}={getattr(spec, flag)!r} is an LSTM-family flag; use {flag}={neutral!r} with family={spec.family!r}")
@@ -188,88 +187,3 @@ def get_spec(cell: str | CellSpec | dict) -> CellSpec:
     if unknown:
         raise ValueError(f"unknown cell flag {unknown[0]!r}; known flags: {', '.join(sorted(known))}")
     return dataclasses.replace(base, **flags)
-
-
-# -- the step math ------------------------------------------------------------------------
-
-
-def activation(name: str, x: Tensor) -> Tensor:
-    return torch.tanh(x) if name == "tanh" else x
-
-
-def lstm_step(
-    spec: CellSpec,
-    x_proj: Tensor,
-    y_prev: Tensor,
-    c_prev: Tensor,
-    gates_prev: Tensor | None,
-    weight_hh: Tensor,
-    peephole: Tensor | None,
-    weight_gg: Tensor | None,
-) -> tuple[Tensor, Tensor, Tensor | None, dict[str, Tensor]]:
-    """One step of the LSTM family (SPEC.md §1).
-
-    `x_proj` is W x_t + b for all blocks, precomputed for the whole sequence. Returns
-    (y_t, c_t, gate activations for FGR or None, every computed activation by name).
-    """
-    pre = torch.addmm(x_proj, y_prev, weight_hh.t())
-    n = y_prev.shape[-1]
-    blocks = dict(zip(spec.blocks, pre.split(n, dim=-1)))
-    if weight_gg is not None:  # FGR: previous gate activations feed every gate
-        recurrent = (gates_prev @ weight_gg.t()).split(n, dim=-1)
-        for gate, extra in zip(spec.computed_gates, recurrent):
-            blocks[gate] = blocks[gate] + extra
-    peep = dict(zip(spec.peephole_gates, peephole.split(n))) if peephole is not None else {}
-
-    acts: dict[str, Tensor] = {}
-    z = acts["z"] = activation(spec.input_activation, blocks["z"])
-    if spec.input_gate:
-        i = acts["i"] = torch.sigmoid(blocks["i"] + peep["i"] * c_prev if "i" in peep else blocks["i"])
-        c = z * i
-    else:
-        c = z
-    if spec.coupled:
-        acts["f"] = 1 - acts["i"]
-        c = c + c_prev * acts["f"]
-    elif spec.forget_gate:
-        f = acts["f"] = torch.sigmoid(blocks["f"] + peep["f"] * c_prev if "f" in peep else blocks["f"])
-        c = c + c_prev * f
-    else:
-        c = c + c_prev
-    acts["c"] = c
-    y = activation(spec.output_activation, c)
-    if spec.output_gate:
-        o = acts["o"] = torch.sigmoid(blocks["o"] + peep["o"] * c if "o" in peep else blocks["o"])
-        y = y * o
-    acts["y"] = y
-    gates = torch.cat([acts[g] for g in spec.computed_gates], dim=-1) if weight_gg is not None else None
-    return y, c, gates, acts
-
-
-def gru_step(
-    spec: CellSpec,
-    x_proj: Tensor,
-    h_prev: Tensor,
-    weight_hh: Tensor,
-    bias_hh: Tensor | None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """One GRU step; `x_proj` is W x_t + b_i. Reset after R h (cuDNN) or before it (Cho et al.)."""
-    n = h_prev.shape[-1]
-    x_r, x_u, x_n = x_proj.split(n, dim=-1)
-    if spec.reset == "after":
-        h_r, h_u, h_n = torch.addmm(bias_hh, h_prev, weight_hh.t()).split(n, dim=-1)
-        r = torch.sigmoid(x_r + h_r)
-        u = torch.sigmoid(x_u + h_u)
-        cand = torch.tanh(x_n + r * h_n)
-    else:
-        h_r, h_u = (h_prev @ weight_hh[: 2 * n].t()).split(n, dim=-1)
-        r = torch.sigmoid(x_r + h_r)
-        u = torch.sigmoid(x_u + h_u)
-        cand = torch.tanh(x_n + (r * h_prev) @ weight_hh[2 * n :].t())
-    h = (1 - u) * cand + u * h_prev
-    return h, {"r": r, "u": u, "n": cand, "h": h}
-
-
-def rnn_step(x_proj: Tensor, h_prev: Tensor, weight_hh: Tensor) -> Tensor:
-    """Elman / SimpleRNN: h_t = tanh(W x_t + R h_{t-1} + b)."""
-    return torch.tanh(torch.addmm(x_proj, h_prev, weight_hh.t()))

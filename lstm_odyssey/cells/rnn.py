@@ -1,0 +1,80 @@
+"""The tanh RNN (Elman, Keras's SimpleRNN; docs/equations.md, "tanh RNN") as the `RNN` family object:
+h_t = tanh(W x_t + R h_{t-1} + b). One block, state h. Shapes: see ops.py (one trial 2-D, stacked
+trials with K first). No Triton kernel: a step is one matmul and one tanh already."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import ops
+from .base import Family, TorchEquivalent, Weights
+from .spec import CellSpec
+
+
+class RNNFamily(Family):
+    name = "rnn"
+    gate_names = "h"
+    recurrent_names = ("weight_hh",)
+    keras_name = "SimpleRNN"
+    torch_equivalent = TorchEquivalent("rnn", nn.RNN, torch._VF.rnn_tanh)
+
+    def torch_problem(self, module: nn.RNNBase) -> str | None:
+        if module.nonlinearity != "tanh":
+            return "only tanh RNNs have an equal cell here (rnn); use nonlinearity='tanh'"
+        return None
+
+    def step(self, spec: CellSpec, x_proj: Tensor, state: list[Tensor], weights: Weights):
+        """h_t = tanh(W x_t + b + R h_{t-1}). Activations by name: h."""
+        (h_prev,), (weight_hh,) = state, weights
+        h = torch.tanh(ops.addmm(x_proj, h_prev, weight_hh.mT))
+        return h, [h], {"h": h}
+
+    def sequence_forward(self, spec: CellSpec, xp: Tensor, states: list[Tensor], weights: Weights, mask: Tensor | None):
+        """`step` over time-major `xp` (T, ..., B, N) = W x + b. Returns ([out, h_T], saved: h of every
+        step, and with a mask the unmasked new h)."""
+        (h0,), (weight_hh,) = states, weights
+        steps = xp.shape[0]
+        H = xp.new_empty((steps + 1, *h0.shape))
+        H[0] = h0
+        A = torch.empty_like(xp) if mask is not None else None  # new h (H holds the kept state)
+        out = xp.new_empty((steps, *h0.shape)) if mask is not None else None
+        w_t = weight_hh.mT
+        for t in range(steps):
+            new = A[t] if mask is not None else H[t + 1]
+            ops.tanh_(ops.addmm(xp[t], H[t], w_t, out=new))
+            if mask is not None:
+                torch.where(mask[t].bool(), new, H[t], out=H[t + 1])
+                torch.mul(new, mask[t], out=out[t])
+        saved = {"H": H} if mask is None else {"H": H, "A": A}
+        return [H[1:] if mask is None else out, H[steps]], saved
+
+    def sequence_backward(self, spec: CellSpec, saved: dict[str, Tensor], grads: list[Tensor | None], weights: Weights, mask: Tensor | None):
+        """Gradients of `sequence_forward`: (d xp, [dh0], [dR])."""
+        H, A = saved["H"], saved.get("A")
+        grad_out, grad_h = grads
+        (weight_hh,) = weights
+        new_h = A if A is not None else H[1:]
+        dxp = torch.empty_like(new_h)
+        dh = grad_h.clone() if grad_h is not None else H.new_zeros(H.shape[1:])
+        for t in range(H.shape[0] - 2, -1, -1):
+            d, hn = dxp[t], new_h[t]
+            if mask is not None:
+                m = mask[t]
+                torch.mul(dh, m, out=d)
+                if grad_out is not None:
+                    d.addcmul_(grad_out[t], m)
+                dh.mul_(1 - m)
+            elif grad_out is not None:
+                torch.add(dh, grad_out[t], out=d)
+            else:
+                d.copy_(dh)
+            d.addcmul_(d * hn, hn, value=-1)  # tanh'
+            if mask is not None:
+                ops.addmm_(dh, d, weight_hh)
+            else:
+                dh = ops.mm(d, weight_hh)
+        return dxp, [dh], [ops.sum_over_steps(dxp, H[:-1])]
+
+
+RNN = RNNFamily()
