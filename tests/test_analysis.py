@@ -142,7 +142,7 @@ def test_no_reference_and_too_few_runs_are_reported_not_raised():
 
 # -- importance -------------------------------------------------------------------------------------------
 def random_search(n: int, dominant: str, seed: int) -> pd.DataFrame:
-    """Random search over the paper's space (SPEC §2) where only `dominant` matters (plus a little noise),
+    """Random search over the paper's space (docs/equations.md, "Study protocol") where only `dominant` matters (plus a little noise),
     and the cell `nfg` adds a constant."""
     rng = np.random.default_rng(seed)
     rows = []

@@ -1,4 +1,4 @@
-"""The cell family against SPEC.md §1, written out again here independently of lstm_odyssey/cells/.
+"""The cell family against docs/equations.md, written out again here independently of lstm_odyssey/cells/.
 
 The reference below reads only the layer's fused parameters, split by block name in the documented
 layout (LSTM blocks in torch order i f z o of those kept, peepholes i f o of those kept, FGR's gate
@@ -32,7 +32,7 @@ def _lstm(gates: str = "ifo", coupled: bool = False, g=torch.tanh, h=torch.tanh,
     return {"family": "lstm", "gates": gates, "coupled": coupled, "g": g, "h": h, "peep": peep, "fgr": fgr}
 
 
-# What each preset is, straight from SPEC.md §1 (not from cells.PRESETS).
+# What each preset is, straight from docs/equations.md (not from cells.PRESETS).
 REFERENCE = {
     "vanilla": _lstm(),
     "nig": _lstm(gates="fo"),
@@ -48,7 +48,7 @@ REFERENCE = {
     "gru_cho": {"family": "gru", "reset": "before"},
     "rnn": {"family": "rnn"},
 }
-# Legal combinations beyond the presets (SPEC.md: "each flag is independent"): flags, and what they mean.
+# Legal combinations beyond the presets (docs/equations.md: each flag changes one thing, independently): flags, and what they mean.
 COMBOS = {
     "cifg+np": ({"preset": "cifg", "peepholes": False}, _lstm(gates="io", coupled=True, peep=False)),
     "fgr+nog": ({"preset": "fgr", "output_gate": False}, _lstm(gates="if", fgr=True)),
@@ -136,7 +136,7 @@ def lin(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def lstm_ref_step(ref: dict, P: dict, x, y, c, prev: dict):
-    """SPEC.md §1, one step: z, i, f from c_{t-1}; o's peephole sees the NEW cell c_t."""
+    """docs/equations.md, one step: z, i, f from c_{t-1}; o's peephole sees the NEW cell c_t."""
 
     def gate(g: str, cell: torch.Tensor) -> torch.Tensor:
         a = lin(x, P["W"][g]) + lin(y, P["R"][g]) + P["b"][g]
@@ -413,7 +413,7 @@ def test_noaf_output_can_exceed_one_where_tanh_bounds_it() -> None:
 
 
 def spec_formula(name: str, m: int, n: int) -> int:
-    """SPEC.md's table, typed in as written there."""
+    """docs/equations.md's table (the paper's counts), typed in as written there."""
     vanilla = 4 * n * (m + n) + 4 * n + 3 * n
     return {
         "vanilla": vanilla,

@@ -1,5 +1,5 @@
 """RecurrentLayer: torch interop, the torch fast path against the reference loop, variable lengths,
-gradients and initialisation (SPEC.md §1, §4)."""
+gradients and initialisation (docs/equations.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The paper's analysis of a sweep (SPEC §2): which cells differ from vanilla (paired trial by trial when the
+"""The paper's analysis of a sweep (docs/equations.md, "Study protocol"): which cells differ from vanilla (paired trial by trial when the
 study is paired, Welch otherwise), which hyperparameters matter, how the metric depends on them; as tables,
 figures, a report, a notebook and a W&B page.
 

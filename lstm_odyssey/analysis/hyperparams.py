@@ -3,7 +3,7 @@
 The search space is read off the runs: every hyperparameter (`lstm_odyssey.results.is_hparam`: cell flags
 included, a study may search them) that varies among the ok runs of one task and cell. A cell flag that
 only differs between cells is the cell's identity, not a searched hyperparameter. Values are analysed on
-the scale they were sampled on (SPEC §2): log10 for the learning rate and the hidden size, log10(1 − momentum)
+the scale they were sampled on (docs/equations.md, "Study protocol"): log10 for the learning rate and the hidden size, log10(1 − momentum)
 for momentum.
 """
 

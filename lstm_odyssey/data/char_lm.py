@@ -1,4 +1,4 @@
-"""Character-level language modelling (SPEC.md §3): bits per character, truncated back-propagation
+"""Character-level language modelling (docs/tasks.md): bits per character, truncated back-propagation
 through time in fixed-length chunks.
 
 Corpora: `python_stdlib`, the source files of the running Python's standard library (real text that

@@ -1,4 +1,4 @@
-"""The copy-memory task of Bai et al. (2018), SPEC.md §3: remember 10 symbols across T blank steps.
+"""The copy-memory task of Bai et al. (2018), docs/tasks.md: remember 10 symbols across T blank steps.
 
 Input (length T + 20, tokens): 10 symbols drawn from 1..8, then T - 1 blanks (0), then 11 delimiters
 (9). Target per step: blank (0) for the first T + 10 steps, then the 10 symbols. This is Bai et al.'s

@@ -1,4 +1,4 @@
-"""JSB Chorales (SPEC.md §3), the paper's own music task: Bach chorales as quarter-note frames of
+"""JSB Chorales (docs/tasks.md), the paper's own music task: Bach chorales as quarter-note frames of
 88-dim binary piano rolls (MIDI 21..108), next-frame prediction, the Boulanger-Lewandowski et al.
 (2012) split of 229/76/77 chorales. The metric is the literature's: Bernoulli NLL summed over the 88
 notes, averaged over all predicted frames of a split (comparable with LSTM 8.45 / GRU 8.43)."""

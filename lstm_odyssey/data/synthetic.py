@@ -1,4 +1,4 @@
-"""Long-time-lag probes (SPEC.md §3): the adding problem in the 1997 and Bai et al. forms, and
+"""Long-time-lag probes (docs/tasks.md): the adding problem in the 1997 and Bai et al. forms, and
 temporal order 6a. Generated from a seed into fixed train/validation/test splits."""
 
 from __future__ import annotations

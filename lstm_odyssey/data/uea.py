@@ -1,4 +1,4 @@
-"""UEA/UCR time-series classification through `aeon` (SPEC.md §3: the open stand-ins for TIMIT and
+"""UEA/UCR time-series classification through `aeon` (docs/tasks.md: the open stand-ins for TIMIT and
 IAM Online). JapaneseVowels (270/370 utterances, 12 LPC cepstra, lengths 7..29, 9 speakers) ships
 inside aeon's wheel and loads offline; other archive names (CharacterTrajectories, SpokenArabicDigits,
 ...) are fetched by aeon into the data folder where a network is available.
@@ -20,7 +20,7 @@ from .base import CLASSIFICATION, SequenceSplit, TaskData, register
 from .download import cache_dir as user_cache_dir
 from .download import cached, options_key
 
-# The UEA multivariate archive (Bagnall et al. 2018) plus the speech/handwriting ones SPEC.md names:
+# The UEA multivariate archive (Bagnall et al. 2018) plus the speech/handwriting stand-ins of docs/tasks.md:
 # each is also a task name, so that `data=uea data.name=JapaneseVowels` works. Any other UEA/UCR
 # name goes through `data.name=uea data.dataset=<Name>`.
 UEA_NAMES = (
