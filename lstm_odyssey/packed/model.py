@@ -114,12 +114,14 @@ class PackedModel:
     def _call(self, params: dict[str, Tensor], x: Tensor, lengths: Tensor | None, state):
         return functional_call(self.template, params, (x, lengths, state))
 
-    def __call__(self, x: Tensor, lengths: Tensor | None = None, state=None, shared: bool = False):
+    def __call__(self, x: Tensor, lengths: Tensor | None = None, state=None, shared: bool = False,
+                 params: dict[str, Tensor] | None = None):
         """Predictions (K, ...) and final states (K, ...) of every trial. `x` and `lengths` hold one batch per
-        trial on a leading axis, or with `shared` one batch that every trial reads (evaluation)."""
+        trial on a leading axis, or with `shared` one batch that every trial reads (evaluation). `params`
+        (default: the pack's) may be a selection of the trials."""
         batched = None if shared else 0
         in_dims = (0, batched, None if lengths is None else batched, None if state is None else 0)
-        return vmap(self._call, in_dims=in_dims, randomness="error")(self.params, x, lengths, state)
+        return vmap(self._call, in_dims=in_dims, randomness="error")(self.params if params is None else params, x, lengths, state)
 
     def losses(self, prediction: Tensor, batches: Sequence[Batch]) -> Tensor:
         """(K,) training losses: `SequenceModel.loss` of trial k's prediction on its own batch."""
@@ -142,7 +144,12 @@ class PackedModel:
     def select(self, index: Sequence[int]) -> None:
         """Keep only the trials at `index` (in that order): the others leave the pack and stop costing time."""
         idx = list(index)
-        self.params = {n: p.detach()[idx].clone().requires_grad_() for n, p in self.params.items()}
+        params = {}
+        for name, p in self.params.items():
+            params[name] = p.detach()[idx].clone().requires_grad_()
+            if p.grad is not None:  # a trial may leave between backward and the update
+                params[name].grad = p.grad[idx]
+        self.params = params
         if self.masks:
             self.masks = {n: m[idx] for n, m in self.masks.items()}
         self.hidden_sizes = [self.hidden_sizes[k] for k in idx]

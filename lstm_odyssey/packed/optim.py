@@ -52,7 +52,8 @@ class PackedOptimizer:
         widths = {len(v) for v in self.hyper.values()}
         if len(widths) != 1:
             raise ValueError(f"every hyperparameter needs one value per trial, got lengths {sorted(widths)}")
-        self.state: dict[str, dict[str, Tensor]] = {}
+        self.state: dict[str, dict[str, Tensor]] = {}  # per parameter: tensors shaped like it
+        self.steps = torch.zeros(self.width, dtype=torch.float64)  # updates so far, per trial
 
     @property
     def width(self) -> int:
@@ -61,6 +62,7 @@ class PackedOptimizer:
     @torch.no_grad()
     def step(self, params: Params, masks: Params | None = None) -> None:
         """One update of every trial from the gradients in `params[name].grad`."""
+        self.steps = self.steps + 1
         for name, p in params.items():
             if p.grad is None:
                 continue
@@ -81,19 +83,21 @@ class PackedOptimizer:
         """Keep only the trials at `index` (in that order): a trial that leaves the pack leaves here too."""
         idx = torch.as_tensor(list(index), dtype=torch.long)
         self.hyper = {k: v[idx] for k, v in self.hyper.items()}
-        self.state = {
-            name: {k: v[idx.to(v.device)] for k, v in s.items()} for name, s in self.state.items()
-        }
+        self.steps = self.steps[idx]
+        self.state = {name: {k: v[idx.to(v.device)] for k, v in s.items()} for name, s in self.state.items()}
 
     def state_dict(self) -> dict:
         """Tensors and plain types only (loadable with torch.load(weights_only=True))."""
-        return {"kind": self.kind, "hyper": dict(self.hyper), "state": {n: dict(s) for n, s in self.state.items()}}
+        return {"kind": self.kind, "hyper": dict(self.hyper), "steps": self.steps,
+                "state": {n: dict(s) for n, s in self.state.items()}}
 
-    def load_state_dict(self, saved: dict) -> None:
+    def load_state_dict(self, saved: dict, device: torch.device | str | None = None) -> None:
+        """Restore `state_dict()`; the per-parameter state goes to `device` (that of the parameters)."""
         if saved["kind"] != self.kind:
             raise ValueError(f"checkpoint holds a {saved['kind']} optimizer state, this pack trains with {self.kind}")
-        self.hyper = {k: v.to(torch.float64) for k, v in saved["hyper"].items()}
-        self.state = {n: dict(s) for n, s in saved["state"].items()}
+        self.hyper = {k: v.to("cpu", torch.float64) for k, v in saved["hyper"].items()}
+        self.steps = saved["steps"].to("cpu", torch.float64)
+        self.state = {n: {k: v.to(device) for k, v in s.items()} for n, s in saved["state"].items()}
 
     @classmethod
     def from_torch(cls, optimizers: Sequence[torch.optim.Optimizer]) -> PackedOptimizer:
@@ -157,15 +161,13 @@ class PackedAdam(PackedOptimizer):
     def _update(self, name: str, p: Tensor, grad: Tensor) -> Tensor:
         state = self.state.setdefault(name, {})
         if not state:
-            state.update(step=torch.zeros(self.width, dtype=torch.float64), exp_avg=torch.zeros_like(p),
-                         exp_avg_sq=torch.zeros_like(p))
-        state["step"] = state["step"] + 1
+            state.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
         g = grad + self._h("weight_decay", p) * p
         beta1, beta2 = self._h("beta1", p), self._h("beta2", p)
         state["exp_avg"] = state["exp_avg"].lerp(g, 1 - beta1)
         state["exp_avg_sq"] = state["exp_avg_sq"] * beta2 + (1 - beta2) * g * g
         # bias corrections in Python floats per trial, as torch computes them from its scalar step
-        steps = state["step"].tolist()
+        steps = self.steps.tolist()
         b1, b2 = self.hyper["beta1"].tolist(), self.hyper["beta2"].tolist()
         step_size = torch.tensor([lr / (1 - a**t) for lr, a, t in zip(self.hyper["lr"].tolist(), b1, steps)], dtype=torch.float64)
         bc2_sqrt = torch.tensor([(1 - b**t) ** 0.5 for b, t in zip(b2, steps)], dtype=torch.float64)
