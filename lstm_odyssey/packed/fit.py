@@ -121,10 +121,11 @@ def record_head(cfg: dict, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def initial_models(cfgs: Sequence[dict]) -> tuple[TaskData, list[SequenceModel]]:
+def initial_models(cfgs: Sequence[dict], task: TaskData | None = None) -> tuple[TaskData, list[SequenceModel]]:
     """The task and each trial's model as `train.fit` builds them: seed, task, model. The task is built once
-    unless building it draws from torch's global generator (then again per trial, to replay the draws)."""
-    task, draws, models = None, True, []
+    unless building it draws from torch's global generator (then again per trial, to replay the draws).
+    A given `task` (benchmarks) is used as it is."""
+    draws, models = task is None, []
     for cfg in cfgs:
         torch.manual_seed(cfg["trainer"]["seed"])
         if draws:
@@ -138,11 +139,14 @@ def initial_models(cfgs: Sequence[dict]) -> tuple[TaskData, list[SequenceModel]]
 class Pack:
     """The trials still training, their packed model and optimiser, and the epoch loop over them."""
 
-    def __init__(self, cfgs: Sequence[dict], run_dirs: Sequence[Path], heads: Sequence[dict], pack_dir: Path) -> None:
+    def __init__(
+        self, cfgs: Sequence[dict], run_dirs: Sequence[Path], heads: Sequence[dict], pack_dir: Path,
+        task: TaskData | None = None,
+    ) -> None:
         trainer = cfgs[0]["trainer"]
         train._set_determinism(trainer)
         self.device = train.pick_device(trainer.get("device", "auto"))
-        self.task, models = initial_models(cfgs)
+        self.task, models = initial_models(cfgs, task)
         template = template_for(cfgs[0], self.task, max(m.rnn.hidden_size for m in models))
         self.model = PackedModel(template, models).to(self.device)
         self.optimizer = PackedOptimizer.from_torch([train.build_optimizer(c, m) for c, m in zip(cfgs, models)])
