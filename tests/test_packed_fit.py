@@ -14,8 +14,9 @@ from lstm_odyssey import train
 from lstm_odyssey.config import load_config
 from lstm_odyssey.data import build_task
 from lstm_odyssey.packed import fit as packed_fit
-from lstm_odyssey.packed.fit import Pack, check_packable, fit_pack, initial_models, pack_key
+from lstm_odyssey.packed.fit import Pack, fit_pack, initial_models
 from lstm_odyssey.packed.model import PackedModel, template_for
+from lstm_odyssey.packed.plan import auto_width, check_packable, pack_key, plan_packs
 from lstm_odyssey.results import read_record
 
 TINY = ["data.length=12", "data.n_train=64", "data.n_val=32", "data.n_test=32", "trainer.batch_size=16",
@@ -164,6 +165,7 @@ def test_a_killed_pack_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch
     assert not (tmp_path / "resumed0" / "result.json").exists()
     ckpt = torch.load(tmp_path / "resumed0" / "checkpoints" / packed_fit.CHECKPOINT, weights_only=True)
     assert ckpt["active"] == [0, 1] and [loop["epoch"] for loop in ckpt["loops"]] == [2, 2]
+    assert all(p.shape[0] == 2 for p in ckpt["params"].values())  # the stopped trial's slice is gone
     monkeypatch.setattr(Pack, "train_epoch", real_epoch)
     resumed = fit_pack(trials)
     for a, b in zip(straight, resumed):
@@ -193,3 +195,30 @@ def test_an_exception_records_every_trial_as_failed(tmp_path):
     for k in range(2):
         record = read_record(Path(tmp_path / f"t{k}"))
         assert record["status"] == "failed" and "adding form" in record["error"] and record["pack"]["position"] == k
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CI has no GPU)")
+def test_a_pack_on_the_gpu_equals_the_pack_on_the_cpu(tmp_path):
+    cfgs = trial_cfgs("cell=vanilla", "optim=adam", "trainer.epochs=2", variants=VARIANTS[:3])
+    on_cpu = fit_pack([(with_keys(c, {"trainer.device": "cpu"}), tmp_path / f"cpu{k}") for k, c in enumerate(cfgs)])
+    on_gpu = fit_pack([(with_keys(c, {"trainer.device": "cuda"}), tmp_path / f"gpu{k}") for k, c in enumerate(cfgs)])
+    for a, b in zip(on_cpu, on_gpu):
+        assert b["device"].startswith("cuda")
+        a, b = ({k: v for k, v in r.items() if k not in ("device", "config", "hparams")} for r in (a, b))
+        assert_close(a, b)
+
+
+def test_plan_packs_sorts_by_size_and_follows_the_width_rule():
+    sizes = [150, 20, 64, 30, 200, 25, 96, 97]
+    assert plan_packs(sizes, 3) == [[1, 5, 3], [2, 6, 7], [0, 4]]
+    packs = plan_packs(sizes, "auto")
+    assert sorted(k for p in packs for k in p) == list(range(len(sizes)))
+    for pack in packs:
+        largest = max(sizes[k] for k in pack)
+        assert len(pack) <= auto_width(largest)
+    assert [1, 5, 3, 2, 6] in packs and [7] in packs  # the small ones together, the large ones alone
+    many = plan_packs([20] * 40, "auto")
+    assert [len(p) for p in many] == [auto_width(20)] * (40 // auto_width(20)) + ([40 % auto_width(20)] if 40 % auto_width(20) else [])
+    with pytest.raises(ValueError, match="positive integer"):
+        plan_packs(sizes, 0)

@@ -166,3 +166,24 @@ def test_embedding_index_places_blocks_at_multiples_of_the_width():
     assert rows.flatten().tolist() == [0, 1, 4, 5, 8, 9] and cols.flatten().tolist() == list(range(7))
     with pytest.raises(ValueError, match="cannot pad"):
         embedding_index((5,), (8,), n=2, width=4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CI has no GPU)")
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_pack_on_the_gpu_equals_the_pack_on_the_cpu(cell):
+    torch.manual_seed(4)
+    singles = [make("sequence-2layer-bidir", cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
+    template = make("sequence-2layer-bidir", cell, max(HIDDEN), meta=True)
+    on_cpu, on_gpu = PackedModel(template, singles), PackedModel(template, singles).to("cuda")
+    batches = [batch_of("sequence-2layer-bidir", k) for k in range(3)]
+    predictions = []
+    for pack, device in ((on_cpu, "cpu"), (on_gpu, "cuda")):
+        own = [b.to(device) for b in batches]
+        x, lengths = stack_batches(own, [b.x for b in own])
+        prediction, _ = pack(x, lengths)
+        pack.losses(prediction, own).sum().backward()
+        predictions.append(prediction.detach().cpu())
+    assert (predictions[0] - predictions[1]).abs().max() < 1e-10
+    for name, p in on_cpu.params.items():
+        assert (p.grad - on_gpu.params[name].grad.cpu()).abs().max() < 1e-10, name

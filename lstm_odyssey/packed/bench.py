@@ -11,8 +11,9 @@ alike), medians reported. Trials per hour assume a JSB run of `--epochs` epochs 
 batch 8), training steps only (evaluation is a few percent of a run and is vectorised in a pack too).
 
 `drawn` rows: `--drawn` hidden sizes drawn log-uniformly from [20, 200] (the paper's range), trained as
-single runs, as packs of consecutive sizes after sorting (bucketed: little padding), and as packs in the
-drawn order (each padded to its largest).
+single runs, as packs of consecutive sizes after sorting (bucketed: little padding), as packs in the
+drawn order (each padded to its largest), and as `plan.plan_packs(..., "auto")` groups them (packs of the
+small sizes, single runs of the large ones): the study-level figure.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .. import train
 from ..config import load_config
 from ..data.base import MULTILABEL, SequenceSplit, TaskData
 from .fit import Pack, record_head
+from .plan import plan_packs
 
 FEATURES, BATCH_SIZE, JSB_BATCHES = 88, 8, 29
 
@@ -122,13 +124,23 @@ def measure(args: argparse.Namespace) -> dict:
         singles = Singles(cfgs, task)
         cases["drawn singles"] = (singles.epoch, {"kind": "drawn", "strategy": "single", "width": 1, "trials": len(drawn),
                                                   "hidden_sizes": drawn, "backend": singles.backend})
-        order = sorted(range(len(drawn)), key=lambda k: drawn[k])
         for k in args.widths:
-            for strategy, positions in (("bucketed", order), ("padded", list(range(len(drawn))))):
-                groups = [positions[j : j + k] for j in range(0, len(positions), k)]
+            in_order = [list(range(j, min(j + k, len(drawn)))) for j in range(0, len(drawn), k)]
+            for strategy, groups in (("bucketed", plan_packs(drawn, k)), ("padded", in_order)):
                 packs = Packs(cfgs, task, groups, folder)
                 cases[f"drawn {strategy} K={k}"] = (packs.epoch, {"kind": "drawn", "strategy": strategy, "width": k,
                                                                  "trials": len(drawn), "hidden_sizes": drawn})
+        groups = plan_packs(drawn, "auto")
+        alone = Singles([cfgs[g[0]] for g in groups if len(g) == 1], task) if any(len(g) == 1 for g in groups) else None
+        packs = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder)
+
+        def auto_epoch(packs=packs, alone=alone) -> None:
+            packs.epoch()
+            if alone is not None:
+                alone.epoch()
+
+        cases["drawn auto"] = (auto_epoch, {"kind": "drawn", "strategy": "auto", "width": "auto", "trials": len(drawn),
+                                            "hidden_sizes": drawn, "packs": groups})
     times: dict[str, list[float]] = {name: [] for name in cases}
     for fn, _ in cases.values():  # warm-up
         fn()

@@ -5,10 +5,10 @@ API (what the sweeper calls)::
     records = fit_pack([(cfg_0, run_dir_0), (cfg_1, run_dir_1), ...], pack_id="...", pack_dir=...)
 
 * Each `cfg_k` is a trial's resolved run config (the dict `train.run` takes; a DictConfig is resolved), and
-  `run_dir_k` its own job directory. The trials must share everything but the per-trial keys (`PER_TRIAL`:
+  `run_dir_k` its own job directory. The trials must share everything but the per-trial keys (`plan.PER_TRIAL_KEYS`:
   the optimiser's hyperparameters, seed, input noise, clipping, patience, epochs, time cap, hidden size,
-  forget bias); `check_packable` says which key differs otherwise, and `pack_key(cfg)` is what jobs must
-  share to be packed together.
+  forget bias); `plan.check_packable` says which key differs otherwise, `plan.pack_key(cfg)` is what jobs
+  must share to be packed together, and `plan.plan_packs` groups a grid point's trials into packs.
 * Returns the K records in the order given; each is also written to `run_dir_k/result.json` with exactly
   the keys of a single run plus `pack` = {id, width, position}. A trial writes its record when it leaves
   the pack (early stopping, divergence, its epoch or time cap), so a sweeper reading records sees it then.
@@ -27,7 +27,6 @@ API (what the sweeper calls)::
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import time
@@ -44,48 +43,15 @@ from ..cells import get_spec
 from ..data import build_task
 from ..data.base import TaskData
 from ..models import SequenceModel
-from ..results import flatten, git_commit, hparams_of, read_record, versions, write_record
+from ..results import git_commit, hparams_of, read_record, versions, write_record
 from .model import PackedModel, stack_batches, template_for
 from .optim import PackedOptimizer, clip_grad_norms_
+from .plan import check_packable
 
 log = logging.getLogger("lstm_odyssey.packed")
 
 BACKEND = "packed_loop"  # the record's `backend`: the loop backend under torch.func.vmap
 CHECKPOINT = "pack.pt"
-PER_TRIAL_KEYS = frozenset({
-    "trainer.seed", "trainer.input_noise", "trainer.clip", "trainer.patience", "trainer.epochs",
-    "trainer.max_minutes", "model.hidden_size", "model.forget_bias",
-})
-PACKED_GROUPS = ("cell", "data", "model", "optim", "trainer")
-
-
-def is_per_trial(key: str) -> bool:
-    """True for a dotted config key that may differ between the trials of one pack."""
-    return key in PER_TRIAL_KEYS or (key.startswith("optim.") and key != "optim.name")
-
-
-def pack_key(cfg: Mapping) -> str:
-    """What the trials of one pack share (cell, task, architecture, optimiser, batch size, ...), as a string:
-    jobs with equal keys can share a pack."""
-    flat = flatten({g: cfg[g] for g in PACKED_GROUPS if g in cfg})
-    return json.dumps({k: v for k, v in sorted(flat.items()) if not is_per_trial(k)}, sort_keys=True, default=str)
-
-
-def check_packable(cfgs: Sequence[Mapping]) -> None:
-    """Refuse trials that cannot share a pack, with the first key that differs."""
-    if not cfgs:
-        raise ValueError("a pack needs at least one trial")
-    keys = [json.loads(pack_key(cfg)) for cfg in cfgs]
-    for k, key in enumerate(keys[1:], 1):
-        for name in sorted(set(key) | set(keys[0])):
-            if key.get(name) != keys[0].get(name):
-                raise ValueError(
-                    f"trials of one pack must share {name}: trial 0 has {keys[0].get(name)!r}, trial {k} has "
-                    f"{key.get(name)!r}; put them in different packs"
-                )
-    model = cfgs[0]["model"]
-    if model.get("dropout") and model.get("num_layers", 1) > 1:
-        raise ValueError("packed trials do not support dropout between layers yet; use model.dropout=0 or sweep.pack=1")
 
 
 @dataclass
@@ -197,7 +163,7 @@ class Pack:
             self.records[t.position] = record
         gone = {t.position for t, *_ in exits}
         keep = [j for j, t in enumerate(self.active) if t.position not in gone]
-        if gone and keep:
+        if gone:
             self.model.select(keep)
             self.optimizer.select(keep)
         self.active = [self.active[j] for j in keep]
@@ -366,7 +332,7 @@ class Pack:
         if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
         self.elapsed = ckpt["elapsed"]
-        log.info("resuming pack %s from epoch %d (%d of %d trials)", path, max(t.loop["epoch"] for t in self.active),
+        log.info("resuming pack %s from epoch %d (%d of %d trials)", path, max([t.loop["epoch"] for t in self.active] or [0]),
                  len(self.active), len(self.trials))
 
 
