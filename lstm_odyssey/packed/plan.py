@@ -1,11 +1,13 @@
 """Which trials share a pack: the keys they must share, and how wide a pack of given hidden sizes should be.
 
 The width rule is measured (`python -m lstm_odyssey.packed.bench`, one CPU thread, JSB Chorales-like
-shapes, Adam, vanilla LSTM): a pack of K=16 trains 1.5-2.9x the trials per hour of single runs on the fused
-backend up to hidden 96, breaks even near 128 and loses beyond, so on the CPU trials up to `CPU_MAX_HIDDEN`
-are packed 16 wide after sorting by size (bucketing beat padding in drawn packs), and larger trials run
-alone. On a GPU nothing was measured yet: `auto_width` answers `GPU_WIDTH` for every size, a placeholder
-to be replaced by a measurement.
+shapes, Adam, vanilla LSTM, against single runs on the fused backend): packs of 16-32 trials train
+2.4-3.1x the trials per hour up to hidden 48, 1.7-2.4x at 96, 1.1-1.4x at 128, and lose beyond (0.65-0.8x
+at 192), wider being better where packing pays. So on the CPU a pack whose largest trial has at most 64
+units is 32 wide, at most 128 units 16 wide, and larger trials run alone; trials are sorted by size first
+(bucketing: packs of drawn sizes in drawn order, each padded to its largest, were 0.5-0.9x). On a GPU
+nothing was measured yet: `auto_width` answers `GPU_WIDTH` for every size, a placeholder to be replaced
+by a measurement.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ PER_TRIAL_KEYS = frozenset({
     "trainer.max_minutes", "model.hidden_size", "model.forget_bias",
 })
 PACKED_GROUPS = ("cell", "data", "model", "optim", "trainer")
-CPU_WIDTH, CPU_MAX_HIDDEN = 16, 96
+CPU_RULE = ((64, 32), (128, 16))  # (largest hidden size of the pack, width), measured on the CPU
 GPU_WIDTH = 32  # not measured (no GPU was available): replace with a measured rule
 
 
@@ -57,7 +59,7 @@ def auto_width(hidden_size: int, device: str = "cpu") -> int:
     """The measured width for trials of this hidden size (1: train them alone)."""
     if device.startswith("cuda"):
         return GPU_WIDTH
-    return CPU_WIDTH if hidden_size <= CPU_MAX_HIDDEN else 1
+    return next((width for largest, width in CPU_RULE if hidden_size <= largest), 1)
 
 
 def plan_packs(hidden_sizes: Sequence[int], width: int | str = "auto", device: str = "cpu") -> list[list[int]]:
