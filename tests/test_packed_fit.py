@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_packed_model import float64_one_thread  # noqa: F401  (autouse: float64, one thread)
 
 from lstm_odyssey import train
 from lstm_odyssey.config import load_config
@@ -22,16 +23,6 @@ from lstm_odyssey.results import read_record
 TINY = ["data.length=12", "data.n_train=64", "data.n_val=32", "data.n_test=32", "trainer.batch_size=16",
         "trainer.epochs=4", "trainer.patience=null", "trainer.progress=false"]
 TIMING = {"wall_seconds", "run_dir", "backend", "pack", "elapsed"}  # what a pack may record differently
-
-
-@pytest.fixture(autouse=True)
-def float64_one_thread():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
 
 
 def with_keys(base: dict, changes: dict) -> dict:
