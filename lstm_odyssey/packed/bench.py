@@ -1,0 +1,222 @@
+"""Trials per hour: a pack of K trials against K single runs of the fastest backend, JSB Chorales-like shapes.
+
+    python -m lstm_odyssey.packed.bench                       # the table
+    python -m lstm_odyssey.packed.bench --widths 4 8 16 --hidden 24 48 96 192 --json packed.json
+
+Both sides run the real training code on the same synthetic multilabel task (88 binary inputs and targets,
+sequences of 50-70 steps, batch 8, Adam): `train.train_epoch` for each single run (its model on
+`backend=auto`, which picks the fused or torch backend), `Pack.train_epoch` for the pack. Each case is
+timed over one epoch of `--steps` batches, the cases interleaved `--repeats` times (drifting load hits them
+alike), medians reported. Trials per hour assume a JSB run of `--epochs` epochs of 29 batches (229 chorales,
+batch 8), training steps only (evaluation is a few percent of a run and is vectorised in a pack too).
+
+`drawn` rows: `--drawn` hidden sizes drawn log-uniformly from [20, 200] (the paper's range), trained as
+single runs, as packs of consecutive sizes after sorting (bucketed: little padding), as packs in the
+drawn order (each padded to its largest), and as `plan.plan_packs(..., "auto")` groups them (packs of the
+small sizes, single runs of the large ones): the study-level figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .. import train
+from ..config import load_config
+from ..data.base import MULTILABEL, SequenceSplit, TaskData
+from .fit import Pack, record_head
+from .plan import plan_packs
+
+FEATURES, BATCH_SIZE, JSB_BATCHES = 88, 8, 29
+
+
+def jsb_like_task(n_train: int, seed: int = 0) -> TaskData:
+    """Random piano rolls shaped like JSB Chorales: 88 notes, 50-70 frames, next-frame targets."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> SequenceSplit:
+        rolls = [(torch.rand(int(t) + 1, FEATURES, generator=g) < 0.05).float() for t in torch.randint(50, 71, (n,), generator=g)]
+        return SequenceSplit([r[:-1] for r in rolls], [r[1:] for r in rolls])
+
+    return TaskData(name="jsb_like", task_type=MULTILABEL, train=split(n_train), val=split(8), test=split(8),
+                    input_size=FEATURES, output_size=FEATURES, metric="nll")
+
+
+def trial_configs(cell: str, hidden: list[int]) -> list[dict]:
+    base = load_config([f"cell={cell}", "optim=adam", f"trainer.batch_size={BATCH_SIZE}", "trainer.device=cpu"])
+    cfgs = []
+    for k, h in enumerate(hidden):
+        cfg = json.loads(json.dumps(base))
+        cfg["model"]["hidden_size"] = h
+        cfg["trainer"]["seed"] = k
+        cfgs.append(cfg)
+    return cfgs
+
+
+class Singles:
+    """K single runs as `train.fit` trains them (fastest backend), one epoch each per call."""
+
+    def __init__(self, cfgs: list[dict], task: TaskData) -> None:
+        self.cfgs, self.task = cfgs, task
+        self.models = []
+        for cfg in cfgs:
+            torch.manual_seed(cfg["trainer"]["seed"])
+            self.models.append(train.build_model(cfg, task))
+        self.optimizers = [train.build_optimizer(c, m) for c, m in zip(cfgs, self.models)]
+        self.generators = [torch.Generator().manual_seed(c["trainer"]["seed"]) for c in cfgs]
+        self.backend = self.models[0].rnn.select_backend()
+
+    def epoch(self) -> None:
+        for cfg, model, opt, g in zip(self.cfgs, self.models, self.optimizers, self.generators):
+            train.train_epoch(model, self.task, opt, cfg["trainer"], g, torch.device("cpu"))
+
+
+class Packs:
+    """The same trials in packs (lists of positions), one epoch of every pack per call."""
+
+    def __init__(self, cfgs: list[dict], task: TaskData, groups: list[list[int]], folder: Path) -> None:
+        self.packs = []
+        for j, group in enumerate(groups):
+            members = [cfgs[k] for k in group]
+            dirs = [folder / f"pack{j}_{k}" for k in group]
+            heads = [record_head(c, d) for c, d in zip(members, dirs)]
+            self.packs.append(Pack(members, dirs, heads, folder / f"pack{j}", task=task))
+
+    def epoch(self) -> None:
+        for pack in self.packs:
+            pack.train_epoch()
+
+
+def _time_into(fn: Callable[[], None], times: list[float]) -> None:
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Every case of the benchmark; returns the JSON-able result."""
+    torch.set_num_threads(args.threads)
+    task = jsb_like_task(args.steps * BATCH_SIZE)
+    folder = Path(tempfile.mkdtemp(prefix="packed-bench-"))
+    cases: dict[str, tuple[Callable[[], None], dict]] = {}
+    for h in args.hidden:
+        singles = Singles(trial_configs(args.cell, [h] * args.singles), task)
+        cases[f"single h={h}"] = (singles.epoch, {"kind": "single", "hidden": h, "width": 1, "trials": args.singles,
+                                                   "backend": singles.backend})
+        for k in args.widths:
+            packs = Packs(trial_configs(args.cell, [h] * k), task, [list(range(k))], folder)
+            cases[f"pack h={h} K={k}"] = (packs.epoch, {"kind": "pack", "hidden": h, "width": k, "trials": k})
+    if args.drawn:
+        g = torch.Generator().manual_seed(args.seed)
+        drawn = [round(math.exp(math.log(20) + (math.log(200) - math.log(20)) * u)) for u in torch.rand(args.drawn, generator=g).tolist()]
+        cfgs = trial_configs(args.cell, drawn)
+        singles = Singles(cfgs, task)
+        cases["drawn singles"] = (singles.epoch, {"kind": "drawn", "strategy": "single", "width": 1, "trials": len(drawn),
+                                                  "hidden_sizes": drawn, "backend": singles.backend})
+        for k in args.widths:
+            in_order = [list(range(j, min(j + k, len(drawn)))) for j in range(0, len(drawn), k)]
+            for strategy, groups in (("bucketed", plan_packs(drawn, k)), ("padded", in_order)):
+                packs = Packs(cfgs, task, groups, folder)
+                cases[f"drawn {strategy} K={k}"] = (packs.epoch, {"kind": "drawn", "strategy": strategy, "width": k,
+                                                                 "trials": len(drawn), "hidden_sizes": drawn})
+        groups = plan_packs(drawn, "auto")
+        alone = Singles([cfgs[g[0]] for g in groups if len(g) == 1], task) if any(len(g) == 1 for g in groups) else None
+        packs = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder)
+
+        def auto_epoch(packs=packs, alone=alone) -> None:
+            packs.epoch()
+            if alone is not None:
+                alone.epoch()
+
+        cases["drawn auto"] = (auto_epoch, {"kind": "drawn", "strategy": "auto", "width": "auto", "trials": len(drawn),
+                                            "hidden_sizes": drawn, "packs": groups})
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for fn, _ in cases.values():  # warm-up
+        fn()
+    for _ in range(args.repeats):
+        for name, (fn, _) in cases.items():
+            _time_into(fn, times[name])
+    rows = []
+    for name, (_, info) in cases.items():
+        seconds = statistics.median(times[name])
+        per_trial_step = seconds / args.steps / info["trials"]
+        rows.append({**info, "case": name, "epoch_seconds": seconds, "seconds_all": times[name],
+                     "ms_per_trial_step": per_trial_step * 1e3,
+                     "trials_per_hour": 3600 / (per_trial_step * JSB_BATCHES * args.epochs)})
+    singles = {r["hidden"]: r for r in rows if r["kind"] == "single"}
+    drawn_single = next((r for r in rows if r["kind"] == "drawn" and r["strategy"] == "single"), None)
+    for r in rows:
+        base = singles.get(r.get("hidden")) if r["kind"] == "pack" else drawn_single if r["kind"] == "drawn" else r
+        r["speedup"] = r["trials_per_hour"] / base["trials_per_hour"]
+    env = {
+        "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "command": "python -m lstm_odyssey.packed.bench " + " ".join(args.argv),
+    }
+    config = {k: v for k, v in vars(args).items() if k not in ("json", "argv")}
+    return {"config": config, "env": env, "rows": rows, "auto_rule": auto_rule(rows)}
+
+
+def auto_rule(rows: list[dict]) -> list[dict]:
+    """Per measured hidden size, the width with the most trials per hour (1 when no pack beats single runs)."""
+    rule = []
+    for h in sorted({r["hidden"] for r in rows if r["kind"] == "pack"}):
+        packs = [r for r in rows if r["kind"] == "pack" and r["hidden"] == h]
+        best = max(packs, key=lambda r: r["speedup"])
+        rule.append({"hidden": h, "width": best["width"] if best["speedup"] > 1 else 1, "speedup": max(best["speedup"], 1.0)})
+    return rule
+
+
+def format_table(result: dict) -> str:
+    lines = ["| case | hidden | K | ms / trial-step | trials / hour | × single runs |", "|---|---|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        hidden = r.get("hidden", f"drawn ({r.get('strategy')})")
+        lines.append(f"| {r['case']} | {hidden} | {r['width']} | {r['ms_per_trial_step']:.2f} | "
+                     f"{r['trials_per_hour']:.1f} | {r['speedup']:.2f} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m lstm_odyssey.packed.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cell", default="vanilla")
+    parser.add_argument("--hidden", type=int, nargs="*", default=[24, 48, 96, 192], help="fixed hidden sizes to time")
+    parser.add_argument("--widths", type=int, nargs="+", default=[4, 8, 16], help="pack widths K")
+    parser.add_argument("--singles", type=int, default=2, help="single runs timed per hidden size (their time is per trial)")
+    parser.add_argument("--drawn", type=int, default=16, help="trials with hidden sizes drawn from log-U[20, 200] (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the drawn hidden sizes")
+    parser.add_argument("--steps", type=int, default=6, help="training batches per timed epoch")
+    parser.add_argument("--epochs", type=int, default=60, help="epochs of the JSB run that trials per hour assume")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", metavar="FILE", help="also write every number here")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = measure(args)
+    env = result["env"]
+    print(f"# {env['command']}")
+    print(f"# torch {env['torch']}, {env['threads']} thread(s) of {env['cores']} cores, load {env['load_average']}")
+    print(format_table(result))
+    print("# proposed auto width by hidden size: " + ", ".join(f"h={r['hidden']}: K={r['width']} ({r['speedup']:.2f}x)" for r in result["auto_rule"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""A pack of trials trains each trial as `train.run` would: same initial weights, batch order, noise, history,
+early stopping, divergence and record (float64, CPU); a killed pack resumes to the uninterrupted result."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from test_packed_model import float64_one_thread  # noqa: F401  (autouse: float64, one thread)
+
+from lstm_odyssey import train
+from lstm_odyssey.config import load_config
+from lstm_odyssey.data import build_task
+from lstm_odyssey.packed import fit as packed_fit
+from lstm_odyssey.packed.fit import Pack, fit_pack, initial_models
+from lstm_odyssey.packed.model import PackedModel, template_for
+from lstm_odyssey.packed.plan import auto_width, check_packable, pack_key, plan_packs
+from lstm_odyssey.results import read_record
+
+TINY = ["data.length=12", "data.n_train=64", "data.n_val=32", "data.n_test=32", "trainer.batch_size=16",
+        "trainer.epochs=4", "trainer.patience=null", "trainer.progress=false"]
+TIMING = {"wall_seconds", "run_dir", "backend", "pack", "elapsed"}  # what a pack may record differently
+
+
+def with_keys(base: dict, changes: dict) -> dict:
+    cfg = copy.deepcopy(base)
+    for key, value in changes.items():
+        group, name = key.split(".")
+        cfg[group][name] = value
+    return cfg
+
+
+# learning rate, hidden size, noise, seed, clipping, forget bias and patience differ; trial 2 (lr 0) stops
+# early at epoch 2, trial 3 (lr 1e30, no clipping) diverges mid-epoch
+VARIANTS = [
+    {"optim.lr": 0.05, "model.hidden_size": 6, "trainer.input_noise": 0.0, "trainer.seed": 0},
+    {"optim.lr": 0.2, "model.hidden_size": 9, "trainer.input_noise": 0.1, "trainer.seed": 1, "trainer.clip": None,
+     "model.forget_bias": 0.0},
+    {"optim.lr": 0.0, "model.hidden_size": 4, "trainer.input_noise": 0.05, "trainer.seed": 2, "trainer.patience": 1},
+    {"optim.lr": 1e30, "model.hidden_size": 5, "trainer.seed": 3, "trainer.clip": None},
+]
+
+
+def trial_cfgs(*overrides: str, variants=VARIANTS) -> list[dict]:
+    base = load_config([*TINY, *overrides])
+    return [with_keys(base, v) for v in variants]
+
+
+def assert_close(a, b, path="record", tol=1e-6):
+    """Equal records: same keys and types; floats to `tol` (relative for large values)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict), path
+        keys_a, keys_b = set(a) - TIMING, set(b) - TIMING
+        assert keys_a == keys_b, f"{path}: {sorted(keys_a ^ keys_b)}"
+        for k in keys_a:
+            assert_close(a[k], b[k], f"{path}.{k}", tol)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for j, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{path}[{j}]", tol)
+    elif isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=tol, abs_tol=tol), f"{path}: {a} != {b}"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def max_difference(a, b) -> float:
+    if isinstance(a, dict):
+        return max([max_difference(a[k], b[k]) for k in a if k not in TIMING and k in b] or [0.0])
+    if isinstance(a, (list, tuple)):
+        return max([max_difference(x, y) for x, y in zip(a, b)] or [0.0])
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b)
+    return 0.0
+
+
+@pytest.mark.parametrize("cell", ["vanilla", "fgr", "gru", "rnn"])
+def test_a_pack_equals_its_trials_run_alone(tmp_path, cell):
+    cfgs = trial_cfgs(f"cell={cell}", "optim=sgd")
+    singles = [train.run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(cfgs)]
+    packed = fit_pack([(cfg, tmp_path / f"packed{k}") for k, cfg in enumerate(cfgs)], pack_id="p0")
+    assert [r["status"] for r in singles] == ["ok", "ok", "ok", "diverged"]
+    assert singles[2]["stopped_by"] == "early_stopping" and singles[2]["epochs_run"] == 2
+    assert singles[3]["stopped_by"] == "diverged" and singles[3]["epochs_run"] < 4
+    for k, (single, pack) in enumerate(zip(singles, packed)):
+        assert set(pack) == set(single) | {"pack"}
+        assert pack["pack"] == {"id": "p0", "width": 4, "position": k}
+        on_disk = read_record(tmp_path / f"packed{k}")
+        assert (on_disk["pack"], on_disk["history"], on_disk["status"]) == (pack["pack"], pack["history"], pack["status"])
+        assert pack["backend"] == "packed_loop"
+        assert_close(pack, single)
+        best = torch.load(tmp_path / f"packed{k}" / "checkpoints" / "best.pt", weights_only=True) if k != 3 else None
+        if best is not None:  # the best weights in the single model's layout, as a single run writes them
+            own = torch.load(tmp_path / f"single{k}" / "checkpoints" / "best.pt", weights_only=False)
+            assert best["epoch"] == own["epoch"] and set(best["model"]) == set(own["model"])
+            assert max((best["model"][n] - own["model"][n]).abs().max().item() for n in own["model"]) < 1e-9
+
+
+def test_adam_pack_with_different_betas_equals_single_runs(tmp_path):
+    variants = [
+        {"optim.lr": 0.01, "optim.betas": [0.9, 0.999], "model.hidden_size": 7, "trainer.seed": 4, "trainer.input_noise": 0.2},
+        {"optim.lr": 0.03, "optim.betas": [0.5, 0.99], "model.hidden_size": 3, "trainer.seed": 5, "trainer.clip": 0.1},
+        {"optim.lr": 0.003, "optim.weight_decay": 0.01, "model.hidden_size": 5, "trainer.seed": 6},
+    ]
+    cfgs = trial_cfgs("cell=cifg", "optim=adam", "trainer.epochs=3", variants=variants)
+    singles = [train.run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(cfgs)]
+    packed = fit_pack([(cfg, tmp_path / f"packed{k}") for k, cfg in enumerate(cfgs)])
+    for single, pack in zip(singles, packed):
+        assert single["status"] == "ok"
+        assert_close(pack, single)
+
+
+def test_trials_leaving_the_pack_leave_the_others_bit_unchanged(tmp_path):
+    """A diverging and an early-stopping trial leave; the two others end exactly as in a pack without them."""
+    cfgs = trial_cfgs("cell=vanilla", "optim=sgd")
+    full = fit_pack([(cfg, tmp_path / f"full{k}") for k, cfg in enumerate(cfgs)])
+    alone = fit_pack([(cfg, tmp_path / f"two{k}") for k, cfg in enumerate(cfgs[:2])])
+    assert [r["stopped_by"] for r in full] == ["epoch_cap", "epoch_cap", "early_stopping", "diverged"]
+    for a, b in zip(full[:2], alone):
+        assert a["history"] == b["history"] and a["test"] == b["test"]
+
+
+def test_initial_weights_are_those_of_the_single_run(tmp_path):
+    cfgs = trial_cfgs("cell=fgr", "optim=sgd")
+    task, models = initial_models(cfgs)
+    pack = PackedModel(template_for(cfgs[0], task, 9), models)
+    for k, cfg in enumerate(cfgs):
+        torch.manual_seed(cfg["trainer"]["seed"])
+        own = train.build_model(cfg, build_task(**cfg["data"]))
+        weights = pack.trial_state_dict(k)
+        assert all(torch.equal(weights[n], p) for n, p in own.state_dict().items())
+
+
+def test_a_killed_pack_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    variants = VARIANTS[:3]  # trial 2 leaves (early stopping) before the kill
+    cfgs = trial_cfgs("cell=gru", "optim=adam", "trainer.deterministic=true", "trainer.resume=true", variants=variants)
+    straight = fit_pack([(cfg, tmp_path / f"straight{k}") for k, cfg in enumerate(cfgs)])
+
+    real_epoch = Pack.train_epoch
+    calls = {"n": 0}
+
+    def killed(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if the job were killed during epoch 3
+        return real_epoch(self)
+
+    monkeypatch.setattr(Pack, "train_epoch", killed)
+    trials = [(cfg, tmp_path / f"resumed{k}") for k, cfg in enumerate(cfgs)]
+    with pytest.raises(KeyboardInterrupt):
+        fit_pack(trials)
+    assert read_record(tmp_path / "resumed2")["stopped_by"] == "early_stopping"
+    assert not (tmp_path / "resumed0" / "result.json").exists()
+    ckpt = torch.load(tmp_path / "resumed0" / "checkpoints" / packed_fit.CHECKPOINT, weights_only=True)
+    assert ckpt["active"] == [0, 1] and [loop["epoch"] for loop in ckpt["loops"]] == [2, 2]
+    assert all(p.shape[0] == 2 for p in ckpt["params"].values())  # the stopped trial's slice is gone
+    monkeypatch.setattr(Pack, "train_epoch", real_epoch)
+    resumed = fit_pack(trials)
+    for a, b in zip(straight, resumed):
+        assert a["history"] == b["history"] and (a["objective"], a["test"]) == (b["objective"], b["test"])
+        assert (a["status"], a["stopped_by"], a["epochs_run"]) == (b["status"], b["stopped_by"], b["epochs_run"])
+    for k in range(3):
+        w_a = torch.load(tmp_path / f"straight{k}" / "checkpoints" / "best.pt", weights_only=True)["model"]
+        w_b = torch.load(tmp_path / f"resumed{k}" / "checkpoints" / "best.pt", weights_only=True)["model"]
+        assert all(torch.equal(w_a[n], w_b[n]) for n in w_a)
+
+
+def test_trials_that_cannot_share_a_pack_are_refused_with_the_key():
+    cfgs = trial_cfgs("cell=gru", variants=VARIANTS[:2])
+    assert pack_key(cfgs[0]) == pack_key(cfgs[1])
+    other = with_keys(cfgs[1], {"trainer.batch_size": 8})
+    assert pack_key(other) != pack_key(cfgs[0])
+    with pytest.raises(ValueError, match="must share trainer.batch_size"):
+        check_packable([cfgs[0], other])
+    with pytest.raises(ValueError, match=r"must share cell\."):
+        check_packable([cfgs[0], trial_cfgs("cell=rnn", variants=VARIANTS[:1])[0]])
+
+
+def test_an_exception_records_every_trial_as_failed(tmp_path):
+    cfgs = trial_cfgs("data.form=weird", variants=VARIANTS[:2])
+    with pytest.raises(ValueError, match="adding form"):
+        fit_pack([(cfg, tmp_path / f"t{k}") for k, cfg in enumerate(cfgs)])
+    for k in range(2):
+        record = read_record(Path(tmp_path / f"t{k}"))
+        assert record["status"] == "failed" and "adding form" in record["error"] and record["pack"]["position"] == k
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CI has no GPU)")
+def test_a_pack_on_the_gpu_equals_the_pack_on_the_cpu(tmp_path):
+    cfgs = trial_cfgs("cell=vanilla", "optim=adam", "trainer.epochs=2", variants=VARIANTS[:3])
+    on_cpu = fit_pack([(with_keys(c, {"trainer.device": "cpu"}), tmp_path / f"cpu{k}") for k, c in enumerate(cfgs)])
+    on_gpu = fit_pack([(with_keys(c, {"trainer.device": "cuda"}), tmp_path / f"gpu{k}") for k, c in enumerate(cfgs)])
+    for a, b in zip(on_cpu, on_gpu):
+        assert b["device"].startswith("cuda")
+        a, b = ({k: v for k, v in r.items() if k not in ("device", "config", "hparams")} for r in (a, b))
+        assert_close(a, b)
+
+
+def test_plan_packs_sorts_by_size_and_follows_the_width_rule():
+    sizes = [150, 20, 64, 30, 200, 25, 96, 97]
+    assert plan_packs(sizes, 3) == [[1, 5, 3], [2, 6, 7], [0, 4]]
+    packs = plan_packs(sizes, "auto")
+    assert sorted(k for p in packs for k in p) == list(range(len(sizes)))
+    for pack in packs:
+        largest = max(sizes[k] for k in pack)
+        assert len(pack) <= auto_width(largest)
+    assert [1, 5, 3, 2, 6, 7] in packs and [0] in packs and [4] in packs  # small ones together, large ones alone
+    many = plan_packs([20] * 40, "auto")
+    assert [len(p) for p in many] == [auto_width(20)] * (40 // auto_width(20)) + ([40 % auto_width(20)] if 40 % auto_width(20) else [])
+    with pytest.raises(ValueError, match="positive integer"):
+        plan_packs(sizes, 0)
+
+
+def test_variable_lengths_a_pack_of_temporal_order_trials_equals_single_runs(tmp_path):
+    """Sequences of 100-110 steps: each trial's batches have their own padded length inside the pack. The
+    task's data are float32 whatever the default dtype, so this one runs in float32 (to 1e-4)."""
+    torch.set_default_dtype(torch.float32)  # the fixture restores the default afterwards
+    overrides = ["data=temporal_order", "data.n_train=32", "data.n_val=16", "data.n_test=16", "trainer.batch_size=8",
+                 "trainer.epochs=2", "trainer.patience=null", "trainer.progress=false", "cell=cifg", "optim=adam"]
+    base = load_config(overrides)
+    cfgs = [with_keys(base, {"model.hidden_size": h, "trainer.seed": s, "optim.lr": lr})
+            for h, s, lr in ((4, 0, 0.01), (6, 1, 0.03))]
+    singles = [train.run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(cfgs)]
+    packed = fit_pack([(cfg, tmp_path / f"packed{k}") for k, cfg in enumerate(cfgs)])
+    for single, pack in zip(singles, packed):
+        assert single["status"] == "ok"
+        assert_close(pack, single, tol=1e-4)

@@ -1,0 +1,189 @@
+"""A pack of trials equals each trial's own SequenceModel: predictions, states, losses and gradients (float64),
+with different hidden sizes (padding), forget biases, per-trial batches and variable lengths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call, vmap
+
+from lstm_odyssey.data.base import CLASSIFICATION, MULTILABEL, STEP_CLASSIFICATION, collate
+from lstm_odyssey.models import SequenceModel
+from lstm_odyssey.packed.model import PackedModel, embedding_index, stack_batches
+from lstm_odyssey.packed.optim import PackedAdam
+
+CELLS = ["vanilla", "fgr", "gru", "gru_cho", "rnn"]
+HIDDEN = [3, 5, 4]
+FORGET_BIAS = [1.0, 0.0, 2.0]
+F_IN, CLASSES, BATCH = 4, 3, 3
+SETUPS = {  # name: task type, tokens, layers, bidirectional
+    "sequence": (CLASSIFICATION, False, 1, False),
+    "sequence-2layer-bidir": (CLASSIFICATION, False, 2, True),
+    "per-step": (MULTILABEL, False, 1, False),
+    "per-step-bidir": (MULTILABEL, False, 1, True),
+    "tokens": (STEP_CLASSIFICATION, True, 1, False),
+}
+
+
+@pytest.fixture(autouse=True)
+def float64_one_thread():
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
+
+
+def make(setup: str, cell: str, hidden: int, forget_bias: float = 1.0, meta: bool = False) -> SequenceModel:
+    task_type, tokens, layers, bidir = SETUPS[setup]
+    out = CLASSES if task_type in (CLASSIFICATION, STEP_CLASSIFICATION) else F_IN
+    with torch.device("meta" if meta else "cpu"):
+        return SequenceModel(task_type, F_IN, out, hidden_size=hidden, cell=cell, num_layers=layers, bidirectional=bidir,
+                             tokens=tokens, forget_bias=forget_bias, backend="loop")
+
+
+def batch_of(setup: str, k: int):
+    """Trial k's own batch: its own sequences, lengths and padded length."""
+    task_type, tokens, _, _ = SETUPS[setup]
+    g = torch.Generator().manual_seed(k)
+    lengths = torch.randint(2, 7 + k, (BATCH,), generator=g).tolist()
+    xs = [torch.randint(0, F_IN, (n,), generator=g) if tokens else torch.randn(n, F_IN, generator=g) for n in lengths]
+    if task_type == CLASSIFICATION:
+        ys = [torch.randint(0, CLASSES, (), generator=g) for _ in lengths]
+    elif task_type == MULTILABEL:
+        ys = [(torch.rand(n, F_IN, generator=g) < 0.3).double() for n in lengths]
+    else:
+        ys = [torch.randint(0, CLASSES, (n,), generator=g) for n in lengths]
+    return collate(xs, ys, task_type)
+
+
+def rnn_outputs(pack: PackedModel, x: torch.Tensor, lengths):
+    """The recurrent stack's outputs at every step for every trial (the pack runs them inside the model)."""
+    rnn_params = {n.removeprefix("rnn."): p for n, p in pack.params.items() if n.startswith("rnn.")}
+    encoder = {n.removeprefix("encoder."): p for n, p in pack.params.items() if n.startswith("encoder.")}
+
+    def run(p, e, x, lengths):
+        inputs = functional_call(pack.template.encoder, e, (x,))
+        return functional_call(pack.template.rnn, p, (inputs, lengths))
+
+    return vmap(run, in_dims=(0, 0, 0, None if lengths is None else 0))(rnn_params, encoder, x, lengths)
+
+
+@pytest.mark.parametrize("setup", list(SETUPS))
+@pytest.mark.parametrize("cell", CELLS)
+def test_trial_k_of_a_pack_equals_its_own_model(cell, setup):
+    torch.manual_seed(0)
+    singles = [make(setup, cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
+    width = max(HIDDEN)
+    pack = PackedModel(make(setup, cell, width, meta=True), singles)
+    batches = [batch_of(setup, k) for k in range(len(singles))]
+    x, lengths = stack_batches(batches, [b.x for b in batches])
+    assert lengths is not None  # variable lengths and different padded lengths per trial
+
+    prediction, final = pack(x, lengths)
+    pack.losses(prediction, batches).sum().backward()
+    per_step = SETUPS[setup][0] not in (CLASSIFICATION,)
+    for k, (model, batch) in enumerate(zip(singles, batches)):
+        out, own_final = model(batch.x, batch.lengths)
+        model.loss(out, batch).backward()
+        assert (pack.own_steps(prediction[k], batch) - out).abs().max() < 1e-12
+        if not per_step:  # per-step tasks run past a trial's own padding: their final state is not compared
+            finals = final if isinstance(final, tuple) else (final,)
+            own = own_final if isinstance(own_final, tuple) else (own_final,)
+            n = HIDDEN[k]
+            for f, o in zip(finals[:2], own[:2]):  # h and c: the units are the last axis
+                assert (f[k][..., :n] - o).abs().max() < 1e-12
+                assert (f[k][..., n:] == 0).all(), "padded units must stay zero"
+        for name, p in model.named_parameters():
+            ix = pack.index[k][name]
+            assert (pack.params[name].grad[k][ix] - p.grad).abs().max() < 1e-12, name
+            padded = torch.ones_like(pack.params[name][k], dtype=torch.bool)
+            padded[ix] = False
+            grad = pack.params[name].grad[k][padded]
+            if cell == "fgr" and "weight_gg" in name and grad.numel():
+                assert grad.abs().max() > 0  # the padded gates' sigmoid(0) reaches these columns: the mask's job
+            else:
+                assert (grad == 0).all(), f"padded entries of {name} got a gradient"
+    pack.mask_gradients_()
+    for name, mask in pack.masks.items():
+        assert (pack.params[name].grad[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_padded_units_stay_zero_at_every_step_and_are_never_updated(cell):
+    torch.manual_seed(1)
+    singles = [make("per-step-bidir", cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
+    pack = PackedModel(make("per-step-bidir", cell, max(HIDDEN), meta=True), singles)
+    opt = PackedAdam(lr=[0.1] * 3, beta1=[0.9] * 3, beta2=[0.99] * 3, eps=[1e-8] * 3, weight_decay=[0.01] * 3)
+    for step in range(3):
+        batches = [batch_of("per-step-bidir", k + 10 * step) for k in range(3)]
+        x, lengths = stack_batches(batches, [b.x for b in batches])
+        out, _ = rnn_outputs(pack, x, lengths)
+        width = max(HIDDEN)
+        for k, n in enumerate(HIDDEN):
+            for direction in range(2):
+                assert (out[k][..., direction * width + n : (direction + 1) * width] == 0).all()
+        prediction, _ = pack(x, lengths)
+        pack.losses(prediction, batches).sum().backward()
+        pack.mask_gradients_()
+        opt.step(pack.params, pack.masks)
+        for name, mask in pack.masks.items():
+            assert (pack.params[name].detach()[~mask] == 0).all(), f"{name} moved in its padding"
+        for p in pack.params.values():
+            p.grad = None
+
+
+def test_shared_batch_and_state_carry_equal_each_model():
+    """Evaluation reads one batch for every trial; stateful tasks carry each trial's state."""
+    torch.manual_seed(2)
+    singles = [make("tokens", "vanilla", n) for n in HIDDEN]
+    pack = PackedModel(make("tokens", "vanilla", max(HIDDEN), meta=True), singles)
+    batch = batch_of("tokens", 0)
+    with torch.no_grad():
+        pred, state = pack(batch.x, None, shared=True)
+        pred2, _ = pack(batch.x, None, state=state, shared=True)
+        for k, model in enumerate(singles):
+            out, own = model(batch.x)
+            out2, _ = model(batch.x, None, own)
+            assert (pred[k] - out).abs().max() < 1e-12 and (pred2[k] - out2).abs().max() < 1e-12
+
+
+def test_removing_a_trial_and_unpacking_weights():
+    torch.manual_seed(3)
+    singles = [make("sequence", "gru", n) for n in HIDDEN]
+    pack = PackedModel(make("sequence", "gru", max(HIDDEN), meta=True), singles)
+    pack.select([2, 0])
+    assert pack.width == 2 and pack.hidden_sizes == [HIDDEN[2], HIDDEN[0]]
+    for k, original in zip(range(2), (singles[2], singles[0])):
+        state = pack.trial_state_dict(k)
+        for name, p in original.state_dict().items():
+            assert torch.equal(state[name], p)
+
+
+def test_embedding_index_places_blocks_at_multiples_of_the_width():
+    rows, cols = embedding_index((3 * 2, 7), (3 * 4, 7), n=2, width=4)
+    assert rows.flatten().tolist() == [0, 1, 4, 5, 8, 9] and cols.flatten().tolist() == list(range(7))
+    with pytest.raises(ValueError, match="cannot pad"):
+        embedding_index((5,), (8,), n=2, width=4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CI has no GPU)")
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_pack_on_the_gpu_equals_the_pack_on_the_cpu(cell):
+    torch.manual_seed(4)
+    singles = [make("sequence-2layer-bidir", cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
+    template = make("sequence-2layer-bidir", cell, max(HIDDEN), meta=True)
+    on_cpu, on_gpu = PackedModel(template, singles), PackedModel(template, singles).to("cuda")
+    batches = [batch_of("sequence-2layer-bidir", k) for k in range(3)]
+    predictions = []
+    for pack, device in ((on_cpu, "cpu"), (on_gpu, "cuda")):
+        own = [b.to(device) for b in batches]
+        x, lengths = stack_batches(own, [b.x for b in own])
+        prediction, _ = pack(x, lengths)
+        pack.losses(prediction, own).sum().backward()
+        predictions.append(prediction.detach().cpu())
+    assert (predictions[0] - predictions[1]).abs().max() < 1e-10
+    for name, p in on_cpu.params.items():
+        assert (p.grad - on_gpu.params[name].grad.cpu()).abs().max() < 1e-10, name
