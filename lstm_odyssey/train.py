@@ -298,3 +298,7 @@ def describe(record: dict) -> str:
     line = f"{record['status']}: {record['cell']} on {record['task']} after {record.get('epochs_run')} epochs"
     line += f" ({record.get('stopped_by')}), best epoch {record.get('best_epoch')}: test {test or 'n/a'}"
     return line + (f"; trivial baseline {baselines}" if baselines else "")
+
+
+if __name__ == "__main__":
+    sys.exit("the command line moved: run `lstm-odyssey-train ...` or `python -m lstm_odyssey.cli ...`")

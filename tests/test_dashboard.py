@@ -25,7 +25,7 @@ OVERRIDES = [
 def sweep(tmp_path_factory) -> tuple[Path, list[dict]]:
     root = tmp_path_factory.mktemp("dashboard")
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "lstm_odyssey.train", "-m", f"hydra.sweep.dir={root}", *OVERRIDES],
+    proc = subprocess.run([sys.executable, "-m", "lstm_odyssey.cli", "-m", f"hydra.sweep.dir={root}", *OVERRIDES],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in sorted(root.rglob("result.json"))]
