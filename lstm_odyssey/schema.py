@@ -186,12 +186,16 @@ SCHEMAS: dict[str, type] = {  # ConfigStore name (group `schema`) -> dataclass
 
 
 def register_schemas() -> None:
-    """Put the group dataclasses in Hydra's ConfigStore as `schema/<name>` (conf/'s YAMLs extend them)."""
+    """Put the group dataclasses in Hydra's ConfigStore as `schema/<name>` (conf/'s YAMLs extend them). The
+    studies start from `schema/sweep`, SweepConfig's defaults as a plain node: a structured one would refuse
+    `~sweep.params`, so the sweeper checks the study's types when it starts instead."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     store = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
         store.store(group="schema", name=name, node=schema, provider="lstm_odyssey")
+    store.store(group="schema", name="sweep", node=OmegaConf.create(dataclasses.asdict(SweepConfig())), provider="lstm_odyssey")
 
 
 # ------------------------------------------------------------------------------------------------ checking

@@ -33,23 +33,31 @@ LOCK_NAME = ".sweep.lock"
 RUNNING_NAME = ".running"
 
 
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of process `pid` (Linux), which tells a reused PID from the original."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (Linux), None elsewhere or when gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
-    return stat.rpartition(")")[2].split()[19]  # field 22 of stat, counted after the command name
 
 
-def _runs(pid: int) -> bool:
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of process `pid`, which tells a reused PID from the original."""
+    fields = _stat(pid)
+    return fields[19] if fields else None  # field 22 of stat
+
+
+def runs(pid: int) -> bool:
+    """Whether `pid` is a running process of this host. A zombie is not: a killed sweep's workers may wait
+    unreaped under an init that does not reap (containers)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
-        return True
-    return True
+        pass
+    fields = _stat(pid)
+    return not (fields and fields[0] in ("Z", "X"))
 
 
 @dataclass
@@ -71,7 +79,7 @@ class Holder:
 
     def is_live(self, stale_after: float = STALE_S) -> bool:
         if self.host == socket.gethostname():
-            if not _runs(self.pid):
+            if not runs(self.pid):
                 return False
             now_start = _process_start(self.pid)
             return not (self.proc_start and now_start and now_start != self.proc_start)

@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 from ..results import STATUSES
@@ -28,7 +30,8 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Counts of a sweep's jobs and the line that shows them (thread-safe: a ticker thread redraws it)."""
 
-    def __init__(self, name: str, total: int, stream: TextIO | None = None, every: float = 60.0) -> None:
+    def __init__(self, name: str, total: int, stream: TextIO | None = None, every: float = 60.0,
+                 read: Callable[[Path], dict | None] | None = None) -> None:
         self.name = name
         self.total = total
         self.stream = stream or sys.stdout
@@ -36,7 +39,8 @@ class Progress:
         self.every = every
         self.counts: Counter = Counter()
         self.ran = 0  # finished by this run of the command
-        self.running = 0
+        self.in_flight: list[Path] = []  # run directories of the batch being launched
+        self.read = read  # a run directory's record, to count jobs of a batch as they end
         self.elsewhere = 0  # claimed by another sweep process
         self.started = time.monotonic()
         self._mutex = threading.Lock()
@@ -49,14 +53,18 @@ class Progress:
             self.ran += not before
 
     def line(self) -> str:
-        done = sum(self.counts.values())
-        by_status = ", ".join(f"{s} {self.counts.get(s, 0)}" for s in STATUSES)
+        counts = Counter(self.counts)
+        ended = [r for r in map(self.read, self.in_flight) if r is not None] if self.read else []
+        counts.update(r.get("status") for r in ended)  # jobs of the running batch that have ended
+        done = sum(counts.values())
+        ran = self.ran + len(ended)
+        by_status = ", ".join(f"{s} {counts.get(s, 0)}" for s in STATUSES)
         elapsed = time.monotonic() - self.started
         left = self.total - done - self.elsewhere
-        eta = _duration(elapsed / self.ran * left) if self.ran and left else ("0s" if not left else "?")
+        eta = _duration(elapsed / ran * left) if ran and left else ("0s" if not left else "?")
         parts = [f"[sweep] {self.name}: {done}/{self.total} jobs done ({by_status})"]
-        if self.running:
-            parts.append(f"{self.running} running")
+        if len(self.in_flight) > len(ended):
+            parts.append(f"{len(self.in_flight) - len(ended)} running")
         if self.elsewhere:
             parts.append(f"{self.elsewhere} in other sweeps")
         parts += [f"{_duration(elapsed)} elapsed", f"ETA {eta}"]

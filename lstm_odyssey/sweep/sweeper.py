@@ -308,7 +308,7 @@ class StudySweeper(Sweeper):
                 logging.getLogger(logger).setLevel(logging.WARNING)
 
             slots = [(k, point) for k in range(n_trials) for point in points]
-            self.progress = Progress(name, len(slots))
+            self.progress = Progress(name, len(slots), read=record_status)
             pending: list[Job] = []
             with sigterm_interrupts(), self.progress:  # a cancelled sweep stops its local workers; a rerun resumes
                 for i, (k, point) in enumerate(slots):
@@ -478,7 +478,7 @@ class StudySweeper(Sweeper):
         assert self.launcher is not None and self.progress is not None
         results: Sequence[JobReturn] = []
         broken = False
-        self.progress.running = len(jobs)
+        self.progress.in_flight = [sweep_dir / job.subdir for job in jobs]
         try:
             results = self.launcher.launch([job.overrides for job in jobs], initial_job_idx=self.job_idx)
         except Exception as err:  # a killed worker takes its batch down: what left a record still counts
@@ -486,7 +486,7 @@ class StudySweeper(Sweeper):
             broken = True
         finally:
             self.job_idx += len(jobs)
-            self.progress.running = 0
+            self.progress.in_flight = []
         crashed = []
         for i, job in enumerate(jobs):
             run_dir = sweep_dir / job.subdir

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .lock import RUNNING_NAME, Held, Holder, Holdings, acquire
+from .lock import RUNNING_NAME, Held, Holder, Holdings, acquire, runs
 
 SWEEP_ENV = "LSTM_ODYSSEY_SWEEP"
 PR_SET_PDEATHSIG = 1
@@ -34,18 +34,23 @@ def sweep_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _sweep_pid() -> int | None:
-    """The PID of the sweep that launched this process as its direct child, else None."""
+def _sweep_parent() -> int | None:
+    """The PID of the local sweep that launched this process as its direct child, else None. A child whose
+    sweep died before it got here (a queued task read after the parent's death) exits at once."""
     host, _, pid = os.environ.get(SWEEP_ENV, "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid() or os.getppid() != int(pid):
-        return None
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return None  # no sweep, another host's, or the job runs in the sweeping process itself
+    if os.getppid() != int(pid):
+        if not runs(int(pid)):
+            os._exit(1)  # orphaned: the sweep is gone, and a rerun will train this job
+        return None  # a child of something else (a SLURM step): the claims and markers protect it
     return int(pid)
 
 
 def die_with_parent() -> None:
     """In a local worker of a sweep: get killed when the sweeping process dies, and leave Ctrl-C to it
     (it stops its workers itself). Does nothing in the sweeping process itself or in a SLURM job."""
-    parent = _sweep_pid()
+    parent = _sweep_parent()
     if parent is None:
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
