@@ -6,26 +6,41 @@ Hydra call through `train.run`. Nothing in the package imports it.
 
     lstm-odyssey-train cell=cifg data=temporal_order optim=sgd optim.lr=0.05     # one run
     lstm-odyssey-train -m +sweep=quick                                            # a study
+
+Whatever goes wrong before a run starts is one line on stderr: a wrong value or key (Hydra's composition
+errors are rewritten in the words of lstm_odyssey/schema.py), a wrong study, a locked sweep directory.
+SIGTERM and Ctrl-C print one line and exit 143 / 130; a rerun of the same command resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from hydra_plugins.odyssey_sweeper.odyssey_sweeper import OdysseySweeper
 
-from .results import RECORD_NAME
+from .results import OK, RECORD_NAME, read_record
+from .schema import ConfigError, one_line, validate
+from .signals import exit_code, sigterm_interrupts
 from .sweep import register_studies
-from .train import describe, run
+from .sweep.worker import AlreadyRunning, die_with_parent, running
+from .train import EPOCH_LOGGER, describe, describe_error, run
 
 log = logging.getLogger("lstm_odyssey.train")
+FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: its errors reach main() as exceptions, printed here
+INTERRUPTED = "interrupted; rerun the same command to resume"
+_single_run: dict[str, Path] = {}  # the run directory of a single run, for the line printed on interrupt
 
 
 def register() -> None:
@@ -37,6 +52,41 @@ def register() -> None:
     Plugins.instance().register(OdysseySweeper)
 
 
+def quiet_console() -> None:
+    """A sweep's job: per-epoch lines go to the job's log file only; on a terminal, which shows the sweep's
+    progress line, its console shows warnings and errors only."""
+    root = logging.getLogger()
+    epochs = logging.getLogger(EPOCH_LOGGER)
+    epochs.propagate = False
+    epochs.handlers = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    if sys.stdout.isatty():
+        for handler in root.handlers:
+            if not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.WARNING)
+
+
+def _sweep_job(container: dict, run_dir: Path) -> dict | None:
+    """One job of a sweep: dies with the sweep, holds the job's `.running` marker, quiet on the console;
+    None when another process trains it right now. A job that is already `ok` is not trained again."""
+    die_with_parent()
+    quiet_console()
+    if container["trainer"].get("progress") == "auto":
+        container["trainer"]["progress"] = False  # bars of parallel jobs would garble the terminal
+    try:
+        with running(run_dir):
+            try:
+                done = read_record(run_dir / RECORD_NAME)
+            except (OSError, ValueError):
+                done = None
+            if isinstance(done, dict) and done.get("status") == OK:
+                log.warning("%s is done already (ok); not training it again", run_dir)
+                return done
+            return run(container, run_dir)
+    except AlreadyRunning as err:
+        log.error("%s", err)
+        return None
+
+
 def main() -> None:
     """Console script `lstm-odyssey-train`."""
 
@@ -46,20 +96,55 @@ def main() -> None:
         container = OmegaConf.to_container(cfg, resolve=True)
         container["overrides"] = list(hydra_cfg.overrides.task)
         run_dir = Path(hydra_cfg.runtime.output_dir)
+        multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
+        if not multirun:  # a sweep checks every grid point in its pre-flight (lstm_odyssey/sweep/sweeper.py)
+            _single_run["dir"] = run_dir
+            try:
+                validate(container)
+            except ConfigError as err:  # nothing ran: one line, no record (raising would add Hydra's lines)
+                print(err, file=sys.stderr)
+                sys.exit(1)
         try:
-            record = run(container, run_dir)
+            record = _sweep_job(container, run_dir) if multirun else run(container, run_dir)
         except Exception as err:
             where = f" (record in {run_dir / RECORD_NAME})" if (run_dir / RECORD_NAME).exists() else ""
-            log.error("run failed: %s: %s%s", type(err).__name__, err, where)
-            if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
+            log.error("run failed: %s%s", describe_error(err), where)
+            if multirun:
                 return None
             sys.exit(1)
+        if record is None:
+            return None
         log.info("%s", describe(record))
         log.info("record: %s", run_dir / RECORD_NAME)
         return record.get("objective")
 
     register()
-    app()
+    with reported():
+        app()
+
+
+@contextlib.contextmanager
+def reported() -> Iterator[None]:
+    """Errors a person can fix print one line (no traceback) and exit 1; SIGTERM and Ctrl-C print one line
+    and exit 128 + the signal. HYDRA_FULL_ERROR=1 set by the user keeps Hydra's full tracebacks."""
+    full = os.environ.get(FULL_ERROR) == "1"
+    os.environ[FULL_ERROR] = "1"
+    try:
+        with sigterm_interrupts():
+            yield
+    except KeyboardInterrupt as err:
+        where = _single_run.get("dir")
+        line = INTERRUPTED if where is None else f"interrupted; resume with the same command plus trainer.resume=true hydra.run.dir={where}"
+        print(f"\n{line}", file=sys.stderr)
+        sys.exit(exit_code(err))
+    except (CompactHydraException, OmegaConfBaseException, ConfigError) as err:
+        if full:
+            raise
+        print(one_line(err), file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if not full:
+            os.environ.pop(FULL_ERROR, None)
 
 
 if __name__ == "__main__":

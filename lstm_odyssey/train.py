@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
+import re
 import sys
 import time
 import traceback
@@ -24,14 +26,23 @@ from .data.base import TaskData
 from .files import atomic_write
 from .models import SequenceModel
 from .results import DIVERGED, FAILED, OK, git_commit, hparams_of, versions, write_record
+from .schema import ConfigError, validate
 
 log = logging.getLogger("lstm_odyssey.train")
+EPOCH_LOGGER = "lstm_odyssey.train.epochs"  # one line per epoch: the job's log file only, in a sweep
+epoch_log = logging.getLogger(EPOCH_LOGGER)
 
 CHECKPOINT_DIR = "checkpoints"
+# Hyperparameters a resumed run may change: they only say when to stop, not what any epoch computes.
+RESUMABLE_CHANGES = frozenset({"trainer.epochs", "trainer.max_minutes"})
 
 
 class Diverged(RuntimeError):
     """The loss or the gradient became NaN or infinite."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be resumed from: unsafe, unreadable, or from other hyperparameters."""
 
 
 def to_dict(cfg: Any) -> dict:
@@ -144,6 +155,45 @@ def _save(obj: dict, path: Path) -> None:
     atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """A checkpoint of tensors and plain values, read with weights_only=True: a file that holds other Python
+    objects (which unpickling would let run code) is refused, and nothing of it runs."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f"it refers to {found.group(1)}" if found else "it is not a plain checkpoint"
+        raise CheckpointError(
+            f"{path} is not loaded: {what}, and loading it could run code (a checkpoint holds only tensors and "
+            "plain values); delete it, or rerun without trainer.resume=true, to start afresh"
+        ) from None
+    except (OSError, RuntimeError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is unreadable ({first}); delete it to start afresh") from None
+    if not isinstance(ckpt, dict) or not {"model", "optimizer", "loop"} <= set(ckpt):
+        raise CheckpointError(f"{path} is not a checkpoint of lstm-odyssey; delete it to start afresh")
+    return ckpt
+
+
+def check_resumable(saved: dict | None, current: dict, path: Path) -> None:
+    """Refuse to continue a run with hyperparameters other than those its checkpoint was trained with."""
+    if saved is None:
+        log.warning("%s records no hyperparameters (an older checkpoint); resuming without checking them", path)
+        return
+    missing = object()
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUMABLE_CHANGES and saved.get(k, missing) != current.get(k, missing))
+    if changed:
+        def show(value: Any) -> str:
+            return "(unset)" if value is missing else repr(value)
+
+        diffs = ", ".join(f"{k} {show(saved.get(k, missing))} -> {show(current.get(k, missing))}" for k in changed)
+        raise CheckpointError(
+            f"{path} was trained with other hyperparameters ({diffs}); rerun without trainer.resume=true, "
+            "or in a new directory, to start afresh"
+        )
+
+
 def _set_determinism(trainer: dict) -> None:
     if trainer.get("deterministic"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -151,42 +201,59 @@ def _set_determinism(trainer: dict) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def run(cfg: Any, run_dir: str | Path) -> dict:
-    """Train one configuration in `run_dir` and write its record. Never raises for a diverged run;
-    an exception is recorded as `failed` and raised again."""
-    cfg = to_dict(cfg)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = cfg["trainer"]
-    started = time.time()
-    spec = get_spec(cfg["cell"])
-    record: dict[str, Any] = {
+def _record_head(cfg: dict, run_dir: Path) -> dict[str, Any]:
+    """What a record says about a run before it starts; read defensively, since a wrong config must
+    still end in a record that says what was wrong."""
+    trainer = cfg.get("trainer") if isinstance(cfg.get("trainer"), dict) else {}
+    cell = cfg.get("cell")
+    sweep = cfg.get("sweep") if isinstance(cfg.get("sweep"), dict) else {}
+    return {
         "status": FAILED,
-        "cell": spec.name,
-        "task": cfg["data"]["name"],
-        "seed": trainer["seed"],
+        "cell": cell.get("name") if isinstance(cell, dict) else str(cell),
+        "task": (cfg.get("data") or {}).get("name") if isinstance(cfg.get("data"), dict) else None,
+        "seed": trainer.get("seed"),
         "hparams": hparams_of(cfg),
-        "cell_flags": spec.to_dict(),
+        "cell_flags": None,
         "config": cfg,
         "run_dir": str(run_dir),
         "overrides": cfg.get("overrides", []),
         "versions": versions(),
         "git_commit": git_commit(),
-        "study": (cfg.get("sweep") or {}).get("name"),  # set by a study (+sweep=...): its name and trial index
-        "trial": (cfg.get("sweep") or {}).get("trial"),
+        "study": sweep.get("name"),  # set by a study (+sweep=...): its name and trial index
+        "trial": sweep.get("trial"),
     }
-    tracker = tracking.start(cfg, run_dir)
+
+
+def run(cfg: Any, run_dir: str | Path) -> dict:
+    """Train one configuration in `run_dir` and write its record. Never raises for a diverged run; any
+    exception, a wrong config or an impossible cell included, is recorded as `failed` and raised again."""
+    cfg = to_dict(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    record = _record_head(cfg, run_dir)
+    tracker: tracking.Tracker | None = None
     try:
+        validate(cfg)
+        spec = get_spec(cfg["cell"])
+        record.update(cell=spec.name, cell_flags=spec.to_dict())
+        tracker = tracking.start(cfg, run_dir)
         record.update(fit(cfg, run_dir, tracker))
     except Exception as err:
         record.update(status=FAILED, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         record["wall_seconds"] = time.time() - started
         write_record(run_dir, record)
-        tracker.finish(record)
+        if tracker is not None:
+            tracker.finish(record)
         raise
     write_record(run_dir, record)
     tracker.finish(record)
     return record
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for a failed run: a config or checkpoint problem says it all; others name their type."""
+    return str(err) if isinstance(err, (ConfigError, CheckpointError)) else f"{type(err).__name__}: {err}"
 
 
 def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> dict[str, Any]:
@@ -203,16 +270,25 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
     eval_batch = trainer.get("eval_batch_size") or trainer["batch_size"]
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
+    hparams = hparams_of(cfg)
     state = {"epoch": 0, "best": None, "bad_epochs": 0, "history": [], "elapsed": 0.0}
+    resumed_from = None
     if trainer.get("resume") and (ckpt_dir / "last.pt").exists():
-        ckpt = torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        path = ckpt_dir / "last.pt"
+        ckpt = load_checkpoint(path, device)
+        check_resumable(ckpt.get("hparams"), hparams, path)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(f"{path} does not fit this model ({first}); delete it to start afresh") from None
         generator.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
         state = ckpt["loop"]
+        resumed_from = state["epoch"]
         log.info("resuming %s from epoch %d", run_dir, state["epoch"])
 
     results: dict[str, Any] = {
@@ -252,7 +328,7 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
         state["history"].append(entry)
         state["epoch"] = epoch
         state["elapsed"] = time.time() - started
-        log.info(
+        epoch_log.info(
             "epoch %d  train_loss %.4f  val_%s %.4f  best %.4f (epoch %d)",
             epoch, train_loss, task.metric, objective, state["best"]["objective"], state["best"]["epoch"],
         )
@@ -263,6 +339,7 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "loop": state,
+                "hparams": hparams,
             },
             ckpt_dir / "last.pt",
         )
@@ -283,6 +360,7 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
         val=best.get("val", {}),
         test=best.get("test", {}),
         epochs_run=state["epoch"],
+        resumed_from_epoch=resumed_from,
         history=state["history"],
         wall_seconds=time.time() - started,
     )

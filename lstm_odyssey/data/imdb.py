@@ -25,6 +25,9 @@ The validation split is the last `val_fraction` of the (seeded, shuffled) traini
 
 from __future__ import annotations
 
+import io
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,54 @@ SHA256 = "69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f"
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 PADDINGS = ("pre", "post", "none")
 TRUNCATINGS = ("pre", "post")
+# What an object array of int lists unpickles to: numpy's array reconstruction and dtypes (and, in pickle
+# protocol 2, bytes rebuilt from text), nothing that runs code.
+ARRAY_GLOBALS = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
+ARRAY_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class UnsafeFile(ValueError):
+    """A data file that would run code if it were unpickled."""
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays of plain Python values only: any other global (os.system, builtins.eval...)
+    is refused before it can be called."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ARRAY_GLOBALS:
+            raise UnsafeFile(f"it refers to {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz without unpickling code: numeric arrays through np.load(allow_pickle=False),
+    object arrays (imdb.npz's reviews: lists of word indices) through an unpickler that builds numpy arrays
+    and plain values only. So a file whose checksum is not checked (data.sha256=null, a mirror, a stand-in)
+    still cannot run anything; a crafted one is refused with one line."""
+    out = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as fh:
+                raw = io.BytesIO(fh.read())
+            version = np.lib.format.read_magic(raw)
+            header = np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0
+            shape, _, dtype = header(raw)
+            if not dtype.hasobject:
+                raw.seek(0)
+                out[member[:-4]] = np.load(raw, allow_pickle=False)
+                continue
+            try:
+                array = _ArrayUnpickler(raw, encoding="latin1").load()
+            except UnsafeFile as err:
+                raise UnsafeFile(f"{path} ({member}) is not read: {err}, which unpickling would run; "
+                                 "an IMDB npz holds only arrays of word indices") from None
+            if not isinstance(array, np.ndarray) or array.shape != shape:
+                raise UnsafeFile(f"{path} ({member}) does not hold the array its header announces")
+            out[member[:-4]] = array
+    return out
 
 
 def load_data(
@@ -54,12 +105,12 @@ def load_data(
 ) -> tuple[tuple[list[list[int]], np.ndarray], tuple[list[list[int]], np.ndarray]]:
     """`keras.datasets.imdb.load_data` on a local imdb.npz: ((x_train, y_train), (x_test, y_test)),
     x as lists of word indices. Same arguments and defaults (`load_maxlen` is Keras's `maxlen`)."""
-    with np.load(path, allow_pickle=True) as f:  # object arrays of int lists: pickled (checksummed upstream)
-        missing = [k for k in KEYS if k not in f.files]
-        if missing:
-            raise ValueError(f"{path} lacks {', '.join(missing)}; an IMDB npz holds x_train, y_train, x_test, y_test")
-        x_train, labels_train = f["x_train"], f["y_train"]
-        x_test, labels_test = f["x_test"], f["y_test"]
+    f = read_npz(path)  # object arrays of int lists, read without running anything pickled
+    missing = [k for k in KEYS if k not in f]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}; an IMDB npz holds x_train, y_train, x_test, y_test")
+    x_train, labels_train = f["x_train"], f["y_train"]
+    x_test, labels_test = f["x_test"], f["y_test"]
     rng = np.random.RandomState(seed)
     indices = np.arange(len(x_train))
     rng.shuffle(indices)
