@@ -85,6 +85,7 @@ class TrainerConfig:
     eval_batch_size: int | None = setting(256, low=1, null="trainer.batch_size")
     input_noise: float = setting(0.0, low=0)
     max_minutes: float | None = setting(None, above=0, null="no wall-clock cap")
+    min_improvement: float | None = setting(None, low=0, below=1, null="no plateau rule")
     device: str = "auto"
     seed: int = 0
     deterministic: bool = False
@@ -109,7 +110,7 @@ class ModelConfig:
 @dataclass
 class AdamConfig:
     name: str = "adam"
-    lr: float = setting(0.001, above=0)
+    lr: float = setting(0.001, low=0)  # 0 is legal: a frozen run, the untrained baseline
     betas: list[float] = setting([0.9, 0.999], low=0, below=1, length=2)
     weight_decay: float = setting(0.0, low=0)
 
@@ -117,7 +118,7 @@ class AdamConfig:
 @dataclass
 class SGDConfig:
     name: str = "sgd"
-    lr: float = setting(0.01, above=0)
+    lr: float = setting(0.01, low=0)
     momentum: float = setting(0.9, low=0, below=1)
     nesterov: bool = True
     scale_lr_by_momentum: bool = False

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from . import tracking
-from .cells import get_spec
+from .cells import PRESETS, get_spec
 from .data import build_task
 from .data.base import TaskData
 from .files import atomic_write
@@ -201,7 +201,7 @@ def _set_determinism(trainer: dict) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _record_head(cfg: dict, run_dir: Path) -> dict[str, Any]:
+def record_head(cfg: dict, run_dir: Path) -> dict[str, Any]:
     """What a record says about a run before it starts; read defensively, since a wrong config must
     still end in a record that says what was wrong."""
     trainer = cfg.get("trainer") if isinstance(cfg.get("trainer"), dict) else {}
@@ -224,6 +224,89 @@ def _record_head(cfg: dict, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def identify(record: dict, cfg: dict) -> None:
+    """Validate the config and put the cell into the record: its flags, and its name (a label the config
+    gives, e.g. `name: my_cifg_np`, else the preset the flags equal, else a description of the flags)."""
+    validate(cfg)
+    spec = get_spec(cfg["cell"])
+    label = cfg["cell"].get("name") if isinstance(cfg["cell"], dict) else None
+    record.update(cell=label if label and label not in PRESETS else spec.name, cell_flags=spec.to_dict())
+
+
+def run_facts(task: TaskData, model: SequenceModel, device: torch.device, backend: str) -> dict[str, Any]:
+    """What the record says about a run once its task and model exist."""
+    return {
+        "task_type": task.task_type,
+        "metric": task.metric,
+        "num_parameters": model.num_parameters(),
+        "recurrent_parameters": model.rnn.num_parameters(),
+        "device": str(device),
+        "backend": backend,
+        "info": task.info,
+    }
+
+
+def new_loop() -> dict[str, Any]:
+    """The epoch loop's state, as checkpoints store it (plain values only)."""
+    return {"epoch": 0, "best": None, "bad_epochs": 0, "history": [], "elapsed": 0.0, "best_by_epoch": []}
+
+
+def improves(loop: dict, objective: float) -> bool:
+    """True when `objective` beats the best so far (lower is better)."""
+    return loop["best"] is None or objective < loop["best"]["objective"]
+
+
+def end_epoch(loop: dict, entry: dict, elapsed: float) -> None:
+    """Book one finished epoch into the loop state (after `best`/`bad_epochs` were updated)."""
+    loop["history"].append(entry)
+    loop["epoch"] = entry["epoch"]
+    loop["elapsed"] = elapsed
+    loop.setdefault("best_by_epoch", []).append(loop["best"]["objective"])
+
+
+def stop_reason(trainer: dict, loop: dict) -> str | None:
+    """Why the run stops after this epoch, or None to go on:
+
+    * ``early_stopping``: `patience` epochs without a better validation objective;
+    * ``plateau``: with `min_improvement` set, the best objective improved by less than that fraction over
+      the last `patience` epochs: a run that still improves, but too slowly to matter, stops as converged
+      (it is judged where it stalled, which can favour fast learners; the record says so);
+    * ``time_cap``, ``epoch_cap``: the budget ran out (the record's `stopped_by` says the run was cut off)."""
+    patience = trainer.get("patience")
+    if patience and loop["bad_epochs"] >= patience:
+        return "early_stopping"
+    history = loop.get("best_by_epoch") or []
+    threshold = trainer.get("min_improvement")
+    if threshold and patience and len(history) > patience:
+        before, now = history[-patience - 1], history[-1]
+        if before - now < threshold * abs(before):
+            return "plateau"
+    if loop["elapsed"] >= (trainer.get("max_minutes") or math.inf) * 60:
+        return "time_cap"
+    if loop["epoch"] >= trainer["epochs"]:
+        return "epoch_cap"
+    return None
+
+
+def final_results(loop: dict, status: str, stopped_by: str | None, error: str | None, wall_seconds: float,
+                  resumed_from: int | None = None) -> dict[str, Any]:
+    """The record's results at the end of a run: the metrics of the best epoch and how the run ended."""
+    best = loop["best"] or {}
+    return {
+        "status": status,
+        "stopped_by": stopped_by,
+        "error": error,
+        "objective": best.get("objective"),
+        "best_epoch": best.get("epoch"),
+        "val": best.get("val", {}),
+        "test": best.get("test", {}),
+        "epochs_run": loop["epoch"],
+        "resumed_from_epoch": resumed_from,
+        "history": loop["history"],
+        "wall_seconds": wall_seconds,
+    }
+
+
 def run(cfg: Any, run_dir: str | Path) -> dict:
     """Train one configuration in `run_dir` and write its record. Never raises for a diverged run; any
     exception, a wrong config or an impossible cell included, is recorded as `failed` and raised again."""
@@ -231,12 +314,10 @@ def run(cfg: Any, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    record = _record_head(cfg, run_dir)
+    record = record_head(cfg, run_dir)
     tracker: tracking.Tracker | None = None
     try:
-        validate(cfg)
-        spec = get_spec(cfg["cell"])
-        record.update(cell=spec.name, cell_flags=spec.to_dict())
+        identify(record, cfg)
         tracker = tracking.start(cfg, run_dir)
         record.update(fit(cfg, run_dir, tracker))
     except Exception as err:
@@ -271,7 +352,7 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
     hparams = hparams_of(cfg)
-    state = {"epoch": 0, "best": None, "bad_epochs": 0, "history": [], "elapsed": 0.0}
+    state = new_loop()
     resumed_from = None
     if trainer.get("resume") and (ckpt_dir / "last.pt").exists():
         path = ckpt_dir / "last.pt"
@@ -291,20 +372,11 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
         resumed_from = state["epoch"]
         log.info("resuming %s from epoch %d", run_dir, state["epoch"])
 
-    results: dict[str, Any] = {
-        "task_type": task.task_type,
-        "metric": task.metric,
-        "num_parameters": model.num_parameters(),
-        "recurrent_parameters": model.rnn.num_parameters(),
-        "device": str(device),
-        "backend": model.rnn.select_backend(),
-        "info": task.info,
-    }
+    results = run_facts(task, model, device, model.rnn.select_backend())
     tracker.log_summary({"num_parameters": results["num_parameters"]})
     started = time.time() - state["elapsed"]
-    max_seconds = (trainer.get("max_minutes") or math.inf) * 60
-    status, stopped_by, error = OK, "epoch_cap", None
-    while state["epoch"] < trainer["epochs"]:
+    status, stopped_by, error = OK, stop_reason(trainer, state), None
+    while stopped_by is None:
         epoch = state["epoch"] + 1
         try:
             train_loss = train_epoch(model, task, optimizer, trainer, generator, device)
@@ -318,16 +390,14 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
         if not math.isfinite(objective):
             status, stopped_by, error = DIVERGED, "diverged", f"validation {task.metric} is {objective}"
             break
-        if state["best"] is None or objective < state["best"]["objective"]:
+        if improves(state, objective):
             test = evaluate(model, task, "test", eval_batch, device)
             state["best"] = {"objective": objective, "epoch": epoch, "val": val, "test": test}
             state["bad_epochs"] = 0
             _save({"model": model.state_dict(), "epoch": epoch, "cell": get_spec(cfg["cell"]).to_dict()}, ckpt_dir / "best.pt")
         else:
             state["bad_epochs"] += 1
-        state["history"].append(entry)
-        state["epoch"] = epoch
-        state["elapsed"] = time.time() - started
+        end_epoch(state, entry, time.time() - started)
         epoch_log.info(
             "epoch %d  train_loss %.4f  val_%s %.4f  best %.4f (epoch %d)",
             epoch, train_loss, task.metric, objective, state["best"]["objective"], state["best"]["epoch"],
@@ -343,27 +413,9 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
             },
             ckpt_dir / "last.pt",
         )
-        if trainer.get("patience") and state["bad_epochs"] >= trainer["patience"]:
-            stopped_by = "early_stopping"
-            break
-        if state["elapsed"] >= max_seconds:
-            stopped_by = "time_cap"
-            break
+        stopped_by = stop_reason(trainer, state)
 
-    best = state["best"] or {}
-    results.update(
-        status=status,
-        stopped_by=stopped_by,
-        error=error,
-        objective=best.get("objective"),
-        best_epoch=best.get("epoch"),
-        val=best.get("val", {}),
-        test=best.get("test", {}),
-        epochs_run=state["epoch"],
-        resumed_from_epoch=resumed_from,
-        history=state["history"],
-        wall_seconds=time.time() - started,
-    )
+    results.update(final_results(state, status, stopped_by, error, time.time() - started, resumed_from))
     return results
 
 

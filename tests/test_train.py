@@ -186,3 +186,38 @@ def test_per_step_predictions_at_valid_steps_do_not_depend_on_padding(cell):
     for k, n in enumerate(lengths.tolist()):
         alone, _ = model(x[k : k + 1, :n])
         assert torch.allclose(batched[k, :n], alone[0], atol=1e-12)
+
+
+def _loop(best_by_epoch, bad_epochs=0, epoch=None, elapsed=0.0):
+    epoch = len(best_by_epoch) if epoch is None else epoch
+    return {"epoch": epoch, "best": {"objective": best_by_epoch[-1]} if best_by_epoch else None,
+            "bad_epochs": bad_epochs, "history": [], "elapsed": elapsed, "best_by_epoch": list(best_by_epoch)}
+
+
+def test_stop_reason_follows_the_rules_in_order():
+    """Hand-worked cases of train.stop_reason: patience, the plateau rule (relative gain of the best objective
+    over the last `patience` epochs), time cap, epoch cap."""
+    trainer = {"epochs": 10, "patience": 3, "min_improvement": 0.01, "max_minutes": None}
+    # best 10.0 three epochs ago, now 9.95: a gain of 0.5 % < 1 % -> plateau
+    assert train.stop_reason(trainer, _loop([10.0, 9.99, 9.97, 9.95])) == "plateau"
+    # now 9.8: 2 % >= 1 % -> go on
+    assert train.stop_reason(trainer, _loop([10.0, 9.9, 9.85, 9.8])) is None
+    # too few epochs to judge a plateau
+    assert train.stop_reason(trainer, _loop([10.0, 9.999, 9.998])) is None
+    # without the rule the slow run goes on
+    assert train.stop_reason({**trainer, "min_improvement": None}, _loop([10.0, 9.99, 9.97, 9.95])) is None
+    # patience wins over everything else
+    assert train.stop_reason(trainer, _loop([10.0, 9.0, 9.0, 9.0], bad_epochs=3)) == "early_stopping"
+    assert train.stop_reason({**trainer, "max_minutes": 1}, _loop([5.0, 4.0], elapsed=61.0)) == "time_cap"
+    assert train.stop_reason(trainer, _loop([5.0, 4.0], epoch=10)) == "epoch_cap"
+
+
+def test_a_labelled_cell_keeps_its_label_in_the_record(tmp_path):
+    """`cell.name` that is no preset is the user's label; a preset name with changed flags is described."""
+    record = {}
+    cfg = load_config(["cell=cifg", "cell.name=my_cifg_np", "cell.peepholes=false"])
+    train.identify(record, cfg)
+    assert record["cell"] == "my_cifg_np" and record["cell_flags"]["coupled"] is True
+    record = {}
+    train.identify(record, load_config(["cell=vanilla", "cell.peepholes=false"]))
+    assert record["cell"] == "np"  # the flags equal a preset: its name, not the stale label

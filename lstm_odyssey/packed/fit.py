@@ -43,7 +43,7 @@ from ..cells import get_spec
 from ..data import build_task
 from ..data.base import TaskData
 from ..models import SequenceModel
-from ..results import git_commit, hparams_of, read_record, versions, write_record
+from ..results import DIVERGED, FAILED, OK, read_record, write_record
 from .model import PackedModel, stack_batches, template_for
 from .optim import PackedOptimizer, clip_grad_norms_
 from .plan import check_packable
@@ -65,26 +65,15 @@ class Trial:
     generator: torch.Generator
     results: dict
     tracker: tracking.Tracker = field(default_factory=tracking.NullTracker)
-    loop: dict = field(default_factory=lambda: {"epoch": 0, "best": None, "bad_epochs": 0, "history": [], "elapsed": 0.0})
+    loop: dict = field(default_factory=train.new_loop)
     batches: Any = None  # this epoch's batch iterator
     total: float = 0.0  # this epoch's summed training loss
     count: int = 0
+    resumed_from: int | None = None  # the epoch a resumed pack continued this trial from
 
     @property
     def trainer(self) -> dict:
         return self.cfg["trainer"]
-
-
-def record_head(cfg: dict, run_dir: Path) -> dict[str, Any]:
-    """The record's fields that `train.run` sets before training (same keys, same values)."""
-    spec = get_spec(cfg["cell"])
-    sweep = cfg.get("sweep") or {}
-    return {
-        "status": "failed", "cell": spec.name, "task": cfg["data"]["name"], "seed": cfg["trainer"]["seed"],
-        "hparams": hparams_of(cfg), "cell_flags": spec.to_dict(), "config": cfg, "run_dir": str(run_dir),
-        "overrides": cfg.get("overrides", []), "versions": versions(), "git_commit": git_commit(),
-        "study": sweep.get("name"), "trial": sweep.get("trial"),
-    }
 
 
 def initial_models(cfgs: Sequence[dict], task: TaskData | None = None) -> tuple[TaskData, list[SequenceModel]]:
@@ -119,11 +108,8 @@ class Pack:
         self.pack_dir, self.run_dirs = pack_dir, [str(d) for d in run_dirs]
         self.eval_batch = trainer.get("eval_batch_size") or trainer["batch_size"]
         self.trials = [
-            Trial(k, cfg, Path(run_dir), head, torch.Generator().manual_seed(cfg["trainer"]["seed"]), {
-                "task_type": self.task.task_type, "metric": self.task.metric, "num_parameters": m.num_parameters(),
-                "recurrent_parameters": m.rnn.num_parameters(), "device": str(self.device), "backend": BACKEND,
-                "info": self.task.info,
-            })
+            Trial(k, cfg, Path(run_dir), head, torch.Generator().manual_seed(cfg["trainer"]["seed"]),
+                  train.run_facts(self.task, m, self.device, BACKEND))
             for k, (cfg, run_dir, head, m) in enumerate(zip(cfgs, run_dirs, heads, models))
         ]
         self.active = list(self.trials)
@@ -140,7 +126,7 @@ class Pack:
             t.tracker = tracking.start(t.cfg, t.run_dir)
             t.tracker.log_summary({"num_parameters": t.results["num_parameters"]})
         self.started = time.time() - self.elapsed
-        self.leave([(t, "ok", "epoch_cap", None) for t in self.active if t.loop["epoch"] >= t.trainer["epochs"]])
+        self.leave([(t, OK, reason, None) for t in self.active if (reason := train.stop_reason(t.trainer, t.loop))])
         while self.active:
             self.train_epoch()
             if self.active:
@@ -151,12 +137,8 @@ class Pack:
         """Trials leave the pack as (trial, status, stopped_by, error): each writes its record and its slice
         is removed. Returns the positions in the old active list of the trials that stay."""
         for t, status, stopped_by, error in exits:
-            best = t.loop["best"] or {}
-            t.results.update(
-                status=status, stopped_by=stopped_by, error=error, objective=best.get("objective"),
-                best_epoch=best.get("epoch"), val=best.get("val", {}), test=best.get("test", {}),
-                epochs_run=t.loop["epoch"], history=t.loop["history"], wall_seconds=time.time() - self.started,
-            )
+            t.results.update(train.final_results(t.loop, status, stopped_by, error, time.time() - self.started,
+                                                 t.resumed_from))
             record = {**t.record, **t.results}
             write_record(t.run_dir, record)
             t.tracker.finish(record)
@@ -172,7 +154,7 @@ class Pack:
     def fail(self, err: BaseException) -> None:
         """An exception: every trial still in the pack records it as `failed`."""
         for t in self.active:
-            record = {**t.record, "status": "failed", "error": f"{type(err).__name__}: {err}",
+            record = {**t.record, "status": FAILED, "error": f"{type(err).__name__}: {err}",
                       "traceback": traceback.format_exc(), "wall_seconds": time.time() - self.started}
             write_record(t.run_dir, record)
             t.tracker.finish(record)
@@ -215,7 +197,7 @@ class Pack:
                 error = f"loss is {value}" if not ok else None if math.isfinite(norm) else f"gradient norm is {norm}"
                 if error:
                     log.warning("%s: epoch %d diverged: %s", t.run_dir, t.loop["epoch"] + 1, error)
-                    exits.append((t, "diverged", "diverged", error))
+                    exits.append((t, DIVERGED, "diverged", error))
                 else:
                     t.total += value * len(batch)
                     t.count += len(batch)
@@ -238,11 +220,10 @@ class Pack:
             epoch = t.loop["epoch"] + 1
             objective = val[metric]
             if not math.isfinite(objective):
-                exits.append((t, "diverged", "diverged", f"validation {metric} is {objective}"))
+                exits.append((t, DIVERGED, "diverged", f"validation {metric} is {objective}"))
                 continue
             entries[j] = {"epoch": epoch, "train_loss": t.total / max(t.count, 1), **{f"val_{k}": v for k, v in val.items()}}
-            best = t.loop["best"]
-            if best is None or objective < best["objective"]:
+            if train.improves(t.loop, objective):
                 improved.append(j)
             else:
                 t.loop["bad_epochs"] += 1
@@ -255,19 +236,14 @@ class Pack:
         self.elapsed = time.time() - self.started
         for j, entry in entries.items():
             t = trials[j]
-            t.loop["history"].append(entry)
-            t.loop["epoch"] = entry["epoch"]
-            t.loop["elapsed"] = self.elapsed
+            train.end_epoch(t.loop, entry, self.elapsed)
             best = t.loop["best"]
             log.info("%s: epoch %d  train_loss %.4f  val_%s %.4f  best %.4f (epoch %d)", t.run_dir, entry["epoch"],
                      entry["train_loss"], metric, vals[j][metric], best["objective"], best["epoch"])
             t.tracker.log({**entry, "best_objective": best["objective"]}, step=entry["epoch"])
-            if t.trainer.get("patience") and t.loop["bad_epochs"] >= t.trainer["patience"]:
-                exits.append((t, "ok", "early_stopping", None))
-            elif self.elapsed >= (t.trainer.get("max_minutes") or math.inf) * 60:
-                exits.append((t, "ok", "time_cap", None))
-            elif t.loop["epoch"] >= t.trainer["epochs"]:
-                exits.append((t, "ok", "epoch_cap", None))
+            reason = train.stop_reason(t.trainer, t.loop)
+            if reason:
+                exits.append((t, OK, reason, None))
         self.leave(exits)
         self.save()
 
@@ -328,6 +304,7 @@ class Pack:
         for t, generator, loop in zip(self.active, ckpt["generators"], ckpt["loops"]):
             t.generator.set_state(generator)
             t.loop = loop
+            t.resumed_from = loop["epoch"]
         torch.set_rng_state(ckpt["torch_rng"])
         if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
@@ -366,9 +343,11 @@ def fit_pack(
         d.mkdir(parents=True, exist_ok=True)
     pack_id = pack_id or default_pack_id(run_dirs)
     heads = [
-        {**record_head(cfg, d), "pack": {"id": pack_id, "width": len(cfgs), "position": k}}
+        {**train.record_head(cfg, d), "pack": {"id": pack_id, "width": len(cfgs), "position": k}}
         for k, (cfg, d) in enumerate(zip(cfgs, run_dirs))
     ]
+    for head, cfg in zip(heads, cfgs):
+        train.identify(head, cfg)
     started = time.time()
     pack = None
     try:
