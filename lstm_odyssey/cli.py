@@ -34,6 +34,7 @@ from .results import OK, RECORD_NAME, read_record
 from .schema import ConfigError, one_line, validate
 from .signals import exit_code, sigterm_interrupts
 from .sweep import register_studies
+from .sweep.packs import MANIFEST_KEY, run_pack
 from .sweep.worker import AlreadyRunning, die_with_parent, running
 from .train import EPOCH_LOGGER, describe, describe_error, run
 
@@ -72,7 +73,10 @@ def _sweep_job(container: dict, run_dir: Path) -> dict | None:
     quiet_console()
     if container["trainer"].get("progress") == "auto":
         container["trainer"]["progress"] = False  # bars of parallel jobs would garble the terminal
+    manifest = (container.get("sweep") or {}).get(MANIFEST_KEY)
     try:
+        if manifest:  # a pack of trials (sweep.pack): each member writes its own record
+            return run_pack(manifest)[0]
         with running(run_dir):
             try:
                 done = read_record(run_dir / RECORD_NAME)

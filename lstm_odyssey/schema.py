@@ -164,6 +164,8 @@ class SweepConfig:
     grid: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] | None = None
     vars: dict[str, Any] = field(default_factory=dict)  # a study's own lookup tables, for interpolations
+    pack: Any = 1  # packed trials: 1 (each trial alone), a width K, or auto (sweep/packs.py)
+    pack_members: str | None = None  # set per pack job by the sweeper: its manifest
     trial: int | None = None  # set per job by the sweeper
     job: str | None = None
 

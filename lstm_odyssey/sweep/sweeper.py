@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..results import DIVERGED, FAILED, OK, RECORD_NAME, STATUSES, hparams_of, read_record, write_record
 from ..schema import ConfigError, SweepConfig, check_group, settings_of, validate
 from ..signals import sigterm_interrupts
+from . import packs
 from .lock import LOCK_NAME, RUNNING_NAME, STALE_S, Held, Holder, Holdings, acquire, read_holder
 from .progress import Progress
 from .space import Param, SearchSpaceError, distributions, format_value, parse_space, to_values
@@ -88,6 +89,12 @@ class Job:
     overrides: list[str] = field(default_factory=list)
     subdir: str = ""
     claim: Held | None = None
+    members: list[Job] = field(default_factory=list)  # a pack job: the trials it trains (sweep/packs.py)
+
+    @property
+    def trials(self) -> list[Job]:
+        """The jobs whose records this launch writes: the pack's members, or the job itself."""
+        return self.members or [self]
 
     @property
     def label(self) -> str:
@@ -223,6 +230,11 @@ class StudySweeper(Sweeper):
             check_group("sweep", study, settings_of(SweepConfig))
         except ConfigError as err:
             raise StudyConfigError(str(err)) from None
+        problem = packs.check_setting(study.get("pack", 1))
+        if problem:
+            raise StudyConfigError(problem)
+        if study.get("pack", 1) != 1 and study.get("sampler", "random") != "random":
+            raise StudyConfigError("sweep.pack packs trials known up front; use sweep.sampler=random with it, or sweep.pack=1")
         if study.get("paired") and study.get("sampler", "random") != "random":
             raise StudyConfigError("sweep.paired=true shares random samples across cells; use sweep.sampler=random with it")
         if "batch_size" in study:  # renamed: it read like trainer.batch_size, the minibatch
@@ -311,13 +323,18 @@ class StudySweeper(Sweeper):
             self.progress = Progress(name, len(slots), read=record_status)
             pending: list[Job] = []
             with sigterm_interrupts(), self.progress:  # a cancelled sweep stops its local workers; a rerun resumes
+                packing = study_cfg.get("pack", 1) != 1
                 for i, (k, point) in enumerate(slots):
                     job = self._prepare(point, k, studies[point], space, fixed, sweep_dir, study_cfg)
                     if job is not None:
                         pending.append(job)
-                    if pending and (len(pending) >= width or i == len(slots) - 1):
+                    if not packing and pending and (len(pending) >= width or i == len(slots) - 1):
                         self._launch(pending, sweep_dir)
                         pending = []
+                if packing:  # every job is known up front: pack them, then hand the launcher the packs
+                    units = self._pack(pending, sweep_dir, study_cfg["pack"])
+                    for start in range(0, len(units), width):
+                        self._launch(units[start : start + width], sweep_dir)
                 self._wait_for_others(sweep_dir)
             progress = self.progress
 
@@ -459,6 +476,27 @@ class StudySweeper(Sweeper):
                 study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
     # ----------------------------------------------------------------- launching
+    def _pack(self, jobs: list[Job], sweep_dir: Path, setting: int | str) -> list[Job]:
+        """The launch units of packed trials: a pack of one is its job, a wider pack one job over its members."""
+        assert self.hydra_context is not None and self.config is not None
+        configs = []
+        for job in jobs:
+            cfg = _job_container(self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides)))
+            cfg["overrides"] = list(job.overrides)
+            configs.append(cfg)
+        units = []
+        for members in packs.plan(configs, [job.label for job in jobs], setting):
+            if len(members) == 1:
+                units.append(jobs[members[0]])
+                continue
+            first = jobs[members[0]]
+            manifest = packs.write_manifest(sweep_dir, [(configs[i], sweep_dir / jobs[i].subdir) for i in members])
+            units.append(Job(point=first.point, k=first.k, study=first.study, subdir=first.subdir,
+                             overrides=[*first.overrides, f"++sweep.{packs.MANIFEST_KEY}={manifest}"],
+                             members=[jobs[i] for i in members]))
+        log.info("%d jobs in %d launches (sweep.pack=%s)", len(jobs), len(units), setting)
+        return units
+
     def _launch(self, jobs: list[Job], sweep_dir: Path) -> None:
         """Run a batch. When a worker dies, the launcher loses the whole batch: its unfinished jobs run again
         (resuming), together first, then one at a time, so that only a job that kills its worker by
@@ -478,7 +516,7 @@ class StudySweeper(Sweeper):
         assert self.launcher is not None and self.progress is not None
         results: Sequence[JobReturn] = []
         broken = False
-        self.progress.in_flight = [sweep_dir / job.subdir for job in jobs]
+        self.progress.in_flight = [sweep_dir / trial.subdir for job in jobs for trial in job.trials]
         try:
             results = self.launcher.launch([job.overrides for job in jobs], initial_job_idx=self.job_idx)
         except Exception as err:  # a killed worker takes its batch down: what left a record still counts
@@ -488,18 +526,19 @@ class StudySweeper(Sweeper):
             self.job_idx += len(jobs)
             self.progress.in_flight = []
         crashed = []
-        for i, job in enumerate(jobs):
-            run_dir = sweep_dir / job.subdir
-            record = record_status(run_dir)
-            if record is None and _running_elsewhere(run_dir):  # the launcher lost track of a job that still runs
-                self.waiting.append(job)
-                continue
-            if record is None and broken:
-                crashed.append(job)
-                continue
-            if record is None:
-                record = self._missing_record(job, run_dir, results[i] if i < len(results) else None)
-            self._finish(job, job.trial_number, record, run_dir)
+        for i, unit in enumerate(jobs):
+            for job in unit.trials:  # a pack's members are rerun alone if its worker died
+                run_dir = sweep_dir / job.subdir
+                record = record_status(run_dir)
+                if record is None and _running_elsewhere(run_dir):  # the launcher lost track of a job that still runs
+                    self.waiting.append(job)
+                    continue
+                if record is None and broken:
+                    crashed.append(job)
+                    continue
+                if record is None:
+                    record = self._missing_record(job, run_dir, results[i] if i < len(results) else None)
+                self._finish(job, job.trial_number, record, run_dir)
         if not self.progress.tty:
             self.progress.show()
         return crashed
