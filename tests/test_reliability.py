@@ -34,7 +34,6 @@ from test_sweeps import env, records, run_sweep, sweep_cmd, trials
 
 from lstm_odyssey import train
 from lstm_odyssey.config import load_config
-from lstm_odyssey.sweep.lock import Held, Holder, acquire
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = ["data.length=10", "data.n_train=64", "data.n_val=32", "data.n_test=32", "model.hidden_size=4",
@@ -140,12 +139,16 @@ def assert_study_matches_records(sweep_dir: Path, storage_trials: dict | None = 
 
 
 def _hold_then_wait(path: str, results, release) -> None:
+    from lstm_odyssey.sweep.lock import Held, acquire
+
     held = acquire(path, "test lock")
     results.put(isinstance(held, Held))
     release.wait(60)
 
 
 def test_lock_refuses_live_holders_and_takes_over_stale_ones(tmp_path, caplog):
+    from lstm_odyssey.sweep.lock import Held, Holder, acquire
+
     path = tmp_path / ".sweep.lock"
     mine = acquire(path, "sweep lock")
     assert isinstance(mine, Held)
