@@ -226,7 +226,7 @@ def settings_of_task(name: str) -> dict[str, Setting] | None:
     if name not in available():
         return None
     builder = REGISTRY[name]
-    hints = typing.get_type_hints(builder)
+    hints = typing.get_type_hints(getattr(builder, "func", builder))  # a functools.partial's function (data=uea)
     found = {"name": Setting("name", str, Allowed())}
     for param in inspect.signature(builder).parameters.values():
         if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
