@@ -61,3 +61,26 @@ def test_jobs_share_a_pack_only_within_a_grid_point_and_by_size():
     assert plan(configs, labels, "auto") == [[2, 1, 0], [3], [4]]
     assert check_setting("auto") is None and check_setting(3) is None
     assert "sweep.pack=0" in check_setting(0) and check_setting("two")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", ["odyssey_jsb", "odyssey_jsb_adam"])
+def test_the_reproduction_studies_compose_and_run_a_tiny_pack(tmp_path, study):
+    """Both protocols of the reproduction (docs/equations.md, Study protocol) run one pack of two paired trials."""
+    import os
+
+    data = os.environ.get("LSTM_ODYSSEY_DATA")
+    if not data or not (Path(data) / "jsb_chorales").is_dir():
+        pytest.skip("needs the JSB Chorales copy under $LSTM_ODYSSEY_DATA (CI sets it)")
+    env = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "LSTM_ODYSSEY_DATA": data,
+           "LSTM_ODYSSEY_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "lstm_odyssey.cli", "-m", f"+sweep={study}", f"hydra.sweep.dir={tmp_path}",
+                           "cell=vanilla", "sweep.n_trials=2", "sweep.pack=2", "sweep.report=false", "data.max_chorales=3",
+                           "trainer.epochs=1", "sweep.params.model.hidden_size.high=24", "hydra/launcher=basic"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("result.json"))]
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert {r["pack"]["width"] for r in records} == {2} and len({r["pack"]["id"] for r in records}) == 1
+    assert records[0]["config"]["optim"]["name"] == ("sgd" if study == "odyssey_jsb" else "adam")
+    assert records[0]["config"]["trainer"]["min_improvement"] == 0.001
