@@ -202,7 +202,7 @@ def test_a_pack_on_the_gpu_equals_the_pack_on_the_cpu(tmp_path):
 
 
 def test_plan_packs_sorts_by_size_and_follows_the_width_rule():
-    sizes = [150, 20, 64, 30, 200, 25, 96, 97]
+    sizes = [250, 20, 64, 30, 300, 25, 96, 97]  # 250 and 300: beyond the sizes where packing pays
     assert plan_packs(sizes, 3) == [[1, 5, 3], [2, 6, 7], [0, 4]]
     packs = plan_packs(sizes, "auto")
     assert sorted(k for p in packs for k in p) == list(range(len(sizes)))

@@ -27,7 +27,9 @@ SETUPS = {  # name: task type, tokens, layers, bidirectional
     "per-step-bidir": (MULTILABEL, False, 1, True),
     "per-step-2layer-bidir": (MULTILABEL, False, 2, True),
     "tokens": (STEP_CLASSIFICATION, True, 1, False),
+    "sequence-linear-encoder": (CLASSIFICATION, False, 1, False),
 }
+ENCODERS = {"sequence-linear-encoder": "linear"}  # the others: auto (identity, or an embedding for tokens)
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +47,8 @@ def make(setup: str, cell: str, hidden: int, forget_bias: float = 1.0, meta: boo
     out = CLASSES if task_type in (CLASSIFICATION, STEP_CLASSIFICATION) else F_IN
     with torch.device("meta" if meta else "cpu"):
         return SequenceModel(task_type, F_IN, out, hidden_size=hidden, cell=cell, num_layers=layers, bidirectional=bidir,
-                             tokens=tokens, forget_bias=forget_bias, backend="loop", dropout=dropout)
+                             tokens=tokens, forget_bias=forget_bias, backend="loop", dropout=dropout,
+                             encoder=ENCODERS.get(setup, "auto"))
 
 
 def batch_of(setup: str, k: int):
@@ -163,7 +166,7 @@ def test_shared_batch_and_state_carry_equal_each_model(path):
             assert (pred[k] - out).abs().max() < 1e-12 and (pred2[k] - out2).abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("setup", ["sequence-2layer-bidir", "per-step-2layer-bidir", "tokens"])
+@pytest.mark.parametrize("setup", ["sequence-2layer-bidir", "per-step-2layer-bidir", "tokens", "sequence-linear-encoder"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_the_fused_path_equals_the_vmap_path(cell, setup):
     """Same pack, same per-trial batches and a carried-in state: equal predictions, final states (padding

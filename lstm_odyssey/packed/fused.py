@@ -78,7 +78,9 @@ def recurrent(rnn: RecurrentLayer, params: Params, x: Tensor, lengths: Tensor | 
             index = layer * rnn.num_directions + direction
             inp = layer_input if direction == 0 else reverse_trials(layer_input, lengths)
             own = {name: params[f"{name}{suffix}"] for name in rnn._parameter_names}
-            xp = per_trial_linear(inp.movedim(0, 2), own["weight_ih"], own["bias"]).movedim(2, 0)
+            # time-major and contiguous: a step's slice (K, B, kN) is then one block, which baddbmm_ runs
+            # as one batched gemm (on a strided slice the CPU kernel loops over the trials)
+            xp = per_trial_linear(inp.movedim(0, 2), own["weight_ih"], own["bias"]).movedim(2, 0).contiguous()
             weights = [w.unsqueeze(-2) if w is not None and w.dim() == 2 else w for w in family.recurrent_weights(own)]
             out, final = backends.run_fused(spec, "fused", xp, valid, [s[:, index] for s in state], weights)
             outputs.append(out if direction == 0 else reverse_trials(out, lengths))

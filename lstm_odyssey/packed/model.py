@@ -150,8 +150,9 @@ class PackedModel:
         return vmap(self._call, in_dims=in_dims, randomness="error")(params, x, lengths, state)
 
     def losses(self, prediction: Tensor, batches: Sequence[Batch]) -> Tensor:
-        """(K,) training losses: `SequenceModel.loss` of trial k's prediction on its own batch."""
-        return torch.stack([self.template.loss(self.own_steps(prediction[k], b), b) for k, b in enumerate(batches)])
+        """(K,) training losses: `SequenceModel.loss` of trial k's prediction on its own batch. (`unbind`, not
+        `prediction[k]`: the backward of K selects would build K zero tensors of the whole prediction.)"""
+        return torch.stack([self.template.loss(self.own_steps(p, b), b) for p, b in zip(prediction.unbind(0), batches)])
 
     def own_steps(self, prediction: Tensor, batch: Batch) -> Tensor:
         """A trial's prediction cut to its own batch's steps (per-step tasks read a batch padded further)."""
