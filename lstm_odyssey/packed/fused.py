@@ -67,7 +67,8 @@ def recurrent(rnn: RecurrentLayer, params: Params, x: Tensor, lengths: Tensor | 
     trials, batch, steps = x.shape[:3]
     valid = None
     if lengths is not None:
-        valid = (torch.arange(steps, device=x.device)[:, None, None] < lengths.to(x.device)).unsqueeze(-1)
+        lengths = lengths.cpu()  # as RecurrentLayer keeps them (reverse_padded builds its index on the CPU)
+        valid = (torch.arange(steps)[:, None, None] < lengths).unsqueeze(-1).to(x.device)
     if state is None:
         state = [x.new_zeros((trials, rnn.num_layers * rnn.num_directions, batch, w)) for w in family.state_sizes(spec, rnn.hidden_size)]
     finals: list[list[Tensor]] = [[] for _ in state]
