@@ -77,11 +77,12 @@ def max_difference(a, b) -> float:
     return 0.0
 
 
-@pytest.mark.parametrize("cell", ["vanilla", "fgr", "gru", "rnn"])
-def test_a_pack_equals_its_trials_run_alone(tmp_path, cell):
+@pytest.mark.parametrize(("cell", "path"), [("vanilla", "fused"), ("fgr", "fused"), ("gru", "fused"), ("gru_cho", "fused"),
+                                           ("rnn", "fused"), ("vanilla", "vmap"), ("fgr", "vmap")])
+def test_a_pack_equals_its_trials_run_alone(tmp_path, cell, path):
     cfgs = trial_cfgs(f"cell={cell}", "optim=sgd")
     singles = [train.run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(cfgs)]
-    packed = fit_pack([(cfg, tmp_path / f"packed{k}") for k, cfg in enumerate(cfgs)], pack_id="p0")
+    packed = fit_pack([(cfg, tmp_path / f"packed{k}") for k, cfg in enumerate(cfgs)], pack_id="p0", path=path)
     assert [r["status"] for r in singles] == ["ok", "ok", "ok", "diverged"]
     assert singles[2]["stopped_by"] == "early_stopping" and singles[2]["epochs_run"] == 2
     assert singles[3]["stopped_by"] == "diverged" and singles[3]["epochs_run"] < 4
@@ -90,7 +91,7 @@ def test_a_pack_equals_its_trials_run_alone(tmp_path, cell):
         assert pack["pack"] == {"id": "p0", "width": 4, "position": k}
         on_disk = read_record(tmp_path / f"packed{k}")
         assert (on_disk["pack"], on_disk["history"], on_disk["status"]) == (pack["pack"], pack["history"], pack["status"])
-        assert pack["backend"] == "packed_loop"
+        assert pack["backend"] == packed_fit.BACKENDS[path]
         assert_close(pack, single)
         best = torch.load(tmp_path / f"packed{k}" / "checkpoints" / "best.pt", weights_only=True) if k != 3 else None
         if best is not None:  # the best weights in the single model's layout, as a single run writes them
@@ -201,7 +202,7 @@ def test_a_pack_on_the_gpu_equals_the_pack_on_the_cpu(tmp_path):
 
 
 def test_plan_packs_sorts_by_size_and_follows_the_width_rule():
-    sizes = [150, 20, 64, 30, 200, 25, 96, 97]
+    sizes = [250, 20, 64, 30, 300, 25, 96, 97]  # 250 and 300: beyond the sizes where packing pays
     assert plan_packs(sizes, 3) == [[1, 5, 3], [2, 6, 7], [0, 4]]
     packs = plan_packs(sizes, "auto")
     assert sorted(k for p in packs for k in p) == list(range(len(sizes)))

@@ -1,7 +1,10 @@
 """A pack of trials equals each trial's own SequenceModel: predictions, states, losses and gradients (float64),
-with different hidden sizes (padding), forget biases, per-trial batches and variable lengths."""
+with different hidden sizes (padding), forget biases, per-trial batches and variable lengths, on both of the
+pack's paths (fused, the default, and vmap, the reference); and the two paths equal each other."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
@@ -9,10 +12,11 @@ from torch.func import functional_call, vmap
 
 from lstm_odyssey.data.base import CLASSIFICATION, MULTILABEL, STEP_CLASSIFICATION, collate
 from lstm_odyssey.models import SequenceModel
-from lstm_odyssey.packed.model import PackedModel, embedding_index, stack_batches
+from lstm_odyssey.packed import fused
+from lstm_odyssey.packed.model import PATHS, PackedModel, embedding_index, stack_batches
 from lstm_odyssey.packed.optim import PackedAdam
 
-CELLS = ["vanilla", "fgr", "gru", "gru_cho", "rnn"]
+CELLS = ["vanilla", "fgr", "gru", "gru_cho", "rnn", "cifg"]
 HIDDEN = [3, 5, 4]
 FORGET_BIAS = [1.0, 0.0, 2.0]
 F_IN, CLASSES, BATCH = 4, 3, 3
@@ -21,8 +25,11 @@ SETUPS = {  # name: task type, tokens, layers, bidirectional
     "sequence-2layer-bidir": (CLASSIFICATION, False, 2, True),
     "per-step": (MULTILABEL, False, 1, False),
     "per-step-bidir": (MULTILABEL, False, 1, True),
+    "per-step-2layer-bidir": (MULTILABEL, False, 2, True),
     "tokens": (STEP_CLASSIFICATION, True, 1, False),
+    "sequence-linear-encoder": (CLASSIFICATION, False, 1, False),
 }
+ENCODERS = {"sequence-linear-encoder": "linear"}  # the others: auto (identity, or an embedding for tokens)
 
 
 @pytest.fixture(autouse=True)
@@ -35,12 +42,13 @@ def float64_one_thread():
     torch.set_num_threads(threads)
 
 
-def make(setup: str, cell: str, hidden: int, forget_bias: float = 1.0, meta: bool = False) -> SequenceModel:
+def make(setup: str, cell: str, hidden: int, forget_bias: float = 1.0, meta: bool = False, dropout: float = 0.0) -> SequenceModel:
     task_type, tokens, layers, bidir = SETUPS[setup]
     out = CLASSES if task_type in (CLASSIFICATION, STEP_CLASSIFICATION) else F_IN
     with torch.device("meta" if meta else "cpu"):
         return SequenceModel(task_type, F_IN, out, hidden_size=hidden, cell=cell, num_layers=layers, bidirectional=bidir,
-                             tokens=tokens, forget_bias=forget_bias, backend="loop")
+                             tokens=tokens, forget_bias=forget_bias, backend="loop", dropout=dropout,
+                             encoder=ENCODERS.get(setup, "auto"))
 
 
 def batch_of(setup: str, k: int):
@@ -59,9 +67,14 @@ def batch_of(setup: str, k: int):
 
 
 def rnn_outputs(pack: PackedModel, x: torch.Tensor, lengths):
-    """The recurrent stack's outputs at every step for every trial (the pack runs them inside the model)."""
+    """The recurrent stack's outputs at every step for every trial (the pack runs them inside the model),
+    (K, B, T, D * N), on the pack's path."""
     rnn_params = {n.removeprefix("rnn."): p for n, p in pack.params.items() if n.startswith("rnn.")}
     encoder = {n.removeprefix("encoder."): p for n, p in pack.params.items() if n.startswith("encoder.")}
+    if pack.path == "fused":
+        inputs = fused.encode(pack.template.encoder, pack.params, x)
+        out, _ = fused.recurrent(pack.template.rnn, rnn_params, inputs, lengths, None)
+        return out.movedim(0, 2), None
 
     def run(p, e, x, lengths):
         inputs = functional_call(pack.template.encoder, e, (x,))
@@ -70,13 +83,15 @@ def rnn_outputs(pack: PackedModel, x: torch.Tensor, lengths):
     return vmap(run, in_dims=(0, 0, 0, None if lengths is None else 0))(rnn_params, encoder, x, lengths)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("setup", list(SETUPS))
 @pytest.mark.parametrize("cell", CELLS)
-def test_trial_k_of_a_pack_equals_its_own_model(cell, setup):
+def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, path):
     torch.manual_seed(0)
     singles = [make(setup, cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
     width = max(HIDDEN)
-    pack = PackedModel(make(setup, cell, width, meta=True), singles)
+    pack = PackedModel(make(setup, cell, width, meta=True), singles, path=path)
+    assert pack.path == path
     batches = [batch_of(setup, k) for k in range(len(singles))]
     x, lengths = stack_batches(batches, [b.x for b in batches])
     assert lengths is not None  # variable lengths and different padded lengths per trial
@@ -110,11 +125,12 @@ def test_trial_k_of_a_pack_equals_its_own_model(cell, setup):
         assert (pack.params[name].grad[~mask] == 0).all()
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_padded_units_stay_zero_at_every_step_and_are_never_updated(cell):
+def test_padded_units_stay_zero_at_every_step_and_are_never_updated(cell, path):
     torch.manual_seed(1)
     singles = [make("per-step-bidir", cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
-    pack = PackedModel(make("per-step-bidir", cell, max(HIDDEN), meta=True), singles)
+    pack = PackedModel(make("per-step-bidir", cell, max(HIDDEN), meta=True), singles, path=path)
     opt = PackedAdam(lr=[0.1] * 3, beta1=[0.9] * 3, beta2=[0.99] * 3, eps=[1e-8] * 3, weight_decay=[0.01] * 3)
     for step in range(3):
         batches = [batch_of("per-step-bidir", k + 10 * step) for k in range(3)]
@@ -134,11 +150,12 @@ def test_padded_units_stay_zero_at_every_step_and_are_never_updated(cell):
             p.grad = None
 
 
-def test_shared_batch_and_state_carry_equal_each_model():
+@pytest.mark.parametrize("path", PATHS)
+def test_shared_batch_and_state_carry_equal_each_model(path):
     """Evaluation reads one batch for every trial; stateful tasks carry each trial's state."""
     torch.manual_seed(2)
     singles = [make("tokens", "vanilla", n) for n in HIDDEN]
-    pack = PackedModel(make("tokens", "vanilla", max(HIDDEN), meta=True), singles)
+    pack = PackedModel(make("tokens", "vanilla", max(HIDDEN), meta=True), singles, path=path)
     batch = batch_of("tokens", 0)
     with torch.no_grad():
         pred, state = pack(batch.x, None, shared=True)
@@ -147,6 +164,42 @@ def test_shared_batch_and_state_carry_equal_each_model():
             out, own = model(batch.x)
             out2, _ = model(batch.x, None, own)
             assert (pred[k] - out).abs().max() < 1e-12 and (pred2[k] - out2).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("setup", ["sequence-2layer-bidir", "per-step-2layer-bidir", "tokens", "sequence-linear-encoder"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_fused_path_equals_the_vmap_path(cell, setup):
+    """Same pack, same per-trial batches and a carried-in state: equal predictions, final states (padding
+    included) and gradients of every parameter, padded entries included."""
+    torch.manual_seed(5)
+    singles = [make(setup, cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
+    template = make(setup, cell, max(HIDDEN), meta=True)
+    packs = {path: PackedModel(template, singles, path=path) for path in PATHS}
+    batches = [batch_of(setup, k + 20) for k in range(len(singles))]
+    x, lengths = stack_batches(batches, [b.x for b in batches])
+    with torch.no_grad():  # a state with every real unit non-zero, as a stateful task carries it
+        _, start = packs["vmap"](x, lengths)
+    got = {}
+    for path, pack in packs.items():
+        prediction, final = pack(x, lengths, start)
+        finals = final if isinstance(final, tuple) else (final,)
+        (pack.losses(prediction, batches).sum() + sum((f * f).sum() for f in finals)).backward()
+        got[path] = prediction, finals
+    assert (got["fused"][0] - got["vmap"][0]).abs().max() < 1e-10
+    for f, v in zip(got["fused"][1], got["vmap"][1]):
+        assert f.shape == v.shape and (f - v).abs().max() < 1e-10
+    for name, p in packs["fused"].params.items():
+        assert (p.grad - packs["vmap"].params[name].grad).abs().max() < 1e-10, name
+
+
+def test_the_fused_path_falls_back_to_vmap_with_the_reason(caplog):
+    torch.manual_seed(6)
+    singles = [make("sequence-2layer-bidir", "gru", n, dropout=0.5) for n in HIDDEN]
+    with caplog.at_level(logging.WARNING, logger="lstm_odyssey.packed"):
+        pack = PackedModel(make("sequence-2layer-bidir", "gru", max(HIDDEN), meta=True, dropout=0.5), singles)
+    assert pack.path == "vmap" and "dropout between layers" in caplog.text
+    with pytest.raises(ValueError, match="unknown pack path"):
+        PackedModel(make("sequence", "gru", max(HIDDEN), meta=True), [make("sequence", "gru", n) for n in HIDDEN], path="jit")
 
 
 def test_removing_a_trial_and_unpacking_weights():

@@ -1,8 +1,11 @@
 """Packed trials: K trials of one cell on one task trained side by side in one process.
 
 * `optim`: SGD (momentum, Nesterov, weight decay) and Adam over a leading trial axis, per-trial clipping.
-* `model`: `PackedModel`, the reference loop of `layers.py` run by `torch.func.vmap` over the trials,
-  with exact padding of different hidden sizes.
+* `model`: `PackedModel`, K trials' parameters with a leading trial axis and exact padding of different
+  hidden sizes; its forward runs on the fused path (`fused`: the families' fused sequence functions over
+  the trial axis, batched matmuls) or on the reference vmap path (the loop of `layers.py` under
+  `torch.func.vmap`).
+* `fused`: the fused path's forward (encoder, recurrent stack, head for K trials at once).
 * `fit`: `fit_pack([(cfg, run_dir), ...])`, the epoch loop with a life cycle per trial (early stopping,
   divergence, best state), one `result.json` per trial, a checkpoint per pack and resume.
 * `plan`: which trials may share a pack (`pack_key`, `check_packable`) and the measured width rule

@@ -1,19 +1,24 @@
 """Trials per hour: a pack of K trials against K single runs of the fastest backend, JSB Chorales-like shapes.
 
     python -m lstm_odyssey.packed.bench                       # the table
-    python -m lstm_odyssey.packed.bench --widths 4 8 16 --hidden 24 48 96 192 --json packed.json
+    python -m lstm_odyssey.packed.bench --widths 8 16 32 --hidden 24 48 96 128 192 --drawn 40 --json packed.json
 
 Both sides run the real training code on the same synthetic multilabel task (88 binary inputs and targets,
 sequences of 50-70 steps, batch 8, Adam): `train.train_epoch` for each single run (its model on
-`backend=auto`, which picks the fused or torch backend), `Pack.train_epoch` for the pack. Each case is
-timed over one epoch of `--steps` batches, the cases interleaved `--repeats` times (drifting load hits them
-alike), medians reported. Trials per hour assume a JSB run of `--epochs` epochs of 29 batches (229 chorales,
-batch 8), training steps only (evaluation is a few percent of a run and is vectorised in a pack too).
+`backend=auto`, which picks the fused or torch backend), `Pack.train_epoch` for the pack, on each of
+`--paths` (PackedModel's `fused` path, the default, and the `vmap` reference). Each case is timed over one
+epoch of `--steps` batches, the cases interleaved `--repeats` times in one process (drifting load hits
+them alike). Times are medians; "× single runs" is the median over the repeats of the ratio within a
+repeat, "(best times)" the ratio of the fastest repeats (the least disturbed on a shared machine, where
+the ratios, not the absolute times, are the figures to read). Trials per hour assume a JSB run of
+`--epochs` epochs of 29 batches (229 chorales, batch 8), training steps only (evaluation is a few percent
+of a run and is vectorised in a pack too). `--hidden` with no sizes times the drawn study alone.
 
 `drawn` rows: `--drawn` hidden sizes drawn log-uniformly from [20, 200] (the paper's range), trained as
 single runs, as packs of consecutive sizes after sorting (bucketed: little padding), as packs in the
-drawn order (each padded to its largest), and as `plan.plan_packs(..., "auto")` groups them (packs of the
-small sizes, single runs of the large ones): the study-level figure.
+drawn order (each padded to its largest), all on the first of `--paths`, and as `plan.plan_packs(...,
+"auto")` groups them (packs of the small sizes, single runs of the large ones) on every path: the
+study-level figure.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .. import train
 from ..config import load_config
 from ..data.base import MULTILABEL, SequenceSplit, TaskData
 from .fit import Pack, record_head
+from .model import PATHS
 from .plan import plan_packs
 
 FEATURES, BATCH_SIZE, JSB_BATCHES = 88, 8, 29
@@ -85,13 +91,13 @@ class Singles:
 class Packs:
     """The same trials in packs (lists of positions), one epoch of every pack per call."""
 
-    def __init__(self, cfgs: list[dict], task: TaskData, groups: list[list[int]], folder: Path) -> None:
+    def __init__(self, cfgs: list[dict], task: TaskData, groups: list[list[int]], folder: Path, path: str = "fused") -> None:
         self.packs = []
         for j, group in enumerate(groups):
             members = [cfgs[k] for k in group]
             dirs = [folder / f"pack{j}_{k}" for k in group]
             heads = [record_head(c, d) for c, d in zip(members, dirs)]
-            self.packs.append(Pack(members, dirs, heads, folder / f"pack{j}", task=task))
+            self.packs.append(Pack(members, dirs, heads, folder / f"pack{j}", task=task, path=path))
 
     def epoch(self) -> None:
         for pack in self.packs:
@@ -115,8 +121,9 @@ def measure(args: argparse.Namespace) -> dict:
         cases[f"single h={h}"] = (singles.epoch, {"kind": "single", "hidden": h, "width": 1, "trials": args.singles,
                                                    "backend": singles.backend})
         for k in args.widths:
-            packs = Packs(trial_configs(args.cell, [h] * k), task, [list(range(k))], folder)
-            cases[f"pack h={h} K={k}"] = (packs.epoch, {"kind": "pack", "hidden": h, "width": k, "trials": k})
+            for path in args.paths:
+                packs = Packs(trial_configs(args.cell, [h] * k), task, [list(range(k))], folder, path)
+                cases[f"pack h={h} K={k} {path}"] = (packs.epoch, {"kind": "pack", "hidden": h, "width": k, "trials": k, "path": path})
     if args.drawn:
         g = torch.Generator().manual_seed(args.seed)
         drawn = [round(math.exp(math.log(20) + (math.log(200) - math.log(20)) * u)) for u in torch.rand(args.drawn, generator=g).tolist()]
@@ -127,21 +134,24 @@ def measure(args: argparse.Namespace) -> dict:
         for k in args.widths:
             in_order = [list(range(j, min(j + k, len(drawn)))) for j in range(0, len(drawn), k)]
             for strategy, groups in (("bucketed", plan_packs(drawn, k)), ("padded", in_order)):
-                packs = Packs(cfgs, task, groups, folder)
-                cases[f"drawn {strategy} K={k}"] = (packs.epoch, {"kind": "drawn", "strategy": strategy, "width": k,
-                                                                 "trials": len(drawn), "hidden_sizes": drawn})
+                packs = Packs(cfgs, task, groups, folder, args.paths[0])
+                cases[f"drawn {strategy} K={k} {args.paths[0]}"] = (packs.epoch, {
+                    "kind": "drawn", "strategy": strategy, "width": k, "trials": len(drawn), "hidden_sizes": drawn,
+                    "path": args.paths[0]})
         groups = plan_packs(drawn, "auto")
-        alone = Singles([cfgs[g[0]] for g in groups if len(g) == 1], task) if any(len(g) == 1 for g in groups) else None
-        packs = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder)
+        for path in args.paths:
+            alone = Singles([cfgs[g[0]] for g in groups if len(g) == 1], task) if any(len(g) == 1 for g in groups) else None
+            packs = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder, path)
 
-        def auto_epoch(packs=packs, alone=alone) -> None:
-            packs.epoch()
-            if alone is not None:
-                alone.epoch()
+            def auto_epoch(packs=packs, alone=alone) -> None:
+                packs.epoch()
+                if alone is not None:
+                    alone.epoch()
 
-        cases["drawn auto"] = (auto_epoch, {"kind": "drawn", "strategy": "auto", "width": "auto", "trials": len(drawn),
-                                            "hidden_sizes": drawn, "packs": groups})
+            cases[f"drawn auto {path}"] = (auto_epoch, {"kind": "drawn", "strategy": "auto", "width": "auto", "trials": len(drawn),
+                                                        "hidden_sizes": drawn, "packs": groups, "path": path})
     times: dict[str, list[float]] = {name: [] for name in cases}
+    load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     for fn, _ in cases.values():  # warm-up
         fn()
     for _ in range(args.repeats):
@@ -156,45 +166,63 @@ def measure(args: argparse.Namespace) -> dict:
                      "trials_per_hour": 3600 / (per_trial_step * JSB_BATCHES * args.epochs)})
     singles = {r["hidden"]: r for r in rows if r["kind"] == "single"}
     drawn_single = next((r for r in rows if r["kind"] == "drawn" and r["strategy"] == "single"), None)
+    by_case = {(r["kind"], r.get("hidden"), r.get("strategy"), r["width"], r.get("path")): r for r in rows}
     for r in rows:
         base = singles.get(r.get("hidden")) if r["kind"] == "pack" else drawn_single if r["kind"] == "drawn" else r
-        r["speedup"] = r["trials_per_hour"] / base["trials_per_hour"]
+        r["speedup"] = relative_speed(r, base)
+        r["speedup_best"] = (min(base["seconds_all"]) / base["trials"]) / (min(r["seconds_all"]) / r["trials"])
+        vmap = by_case.get((r["kind"], r.get("hidden"), r.get("strategy"), r["width"], "vmap"))
+        if r.get("path") == "fused" and vmap is not None:
+            r["vs_vmap"] = relative_speed(r, vmap)
     env = {
         "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": load_before, "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "command": "python -m lstm_odyssey.packed.bench " + " ".join(args.argv),
     }
     config = {k: v for k, v in vars(args).items() if k not in ("json", "argv")}
-    return {"config": config, "env": env, "rows": rows, "auto_rule": auto_rule(rows)}
+    return {"config": config, "env": env, "rows": rows, "auto_rule": auto_rule(rows, args.paths[0])}
 
 
-def auto_rule(rows: list[dict]) -> list[dict]:
-    """Per measured hidden size, the width with the most trials per hour (1 when no pack beats single runs)."""
+def relative_speed(row: dict, base: dict) -> float:
+    """Trials per hour of `row` over `base`: the median over the repeats of the ratio of their times per trial
+    in the same repeat (timed next to each other, so that a drifting load cancels)."""
+    return statistics.median(
+        (b / base["trials"]) / (t / row["trials"]) for t, b in zip(row["seconds_all"], base["seconds_all"])
+    )
+
+
+def auto_rule(rows: list[dict], path: str = "fused") -> list[dict]:
+    """Per measured hidden size, the width with the most trials per hour on `path` (1 when no pack beats
+    single runs)."""
     rule = []
-    for h in sorted({r["hidden"] for r in rows if r["kind"] == "pack"}):
-        packs = [r for r in rows if r["kind"] == "pack" and r["hidden"] == h]
+    for h in sorted({r["hidden"] for r in rows if r["kind"] == "pack" and r["path"] == path}):
+        packs = [r for r in rows if r["kind"] == "pack" and r["hidden"] == h and r["path"] == path]
         best = max(packs, key=lambda r: r["speedup"])
         rule.append({"hidden": h, "width": best["width"] if best["speedup"] > 1 else 1, "speedup": max(best["speedup"], 1.0)})
     return rule
 
 
 def format_table(result: dict) -> str:
-    lines = ["| case | hidden | K | ms / trial-step | trials / hour | × single runs |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| case | hidden | K | path | ms / trial-step | trials / hour | × single runs | (best times) | × vmap pack |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         hidden = r.get("hidden", f"drawn ({r.get('strategy')})")
-        lines.append(f"| {r['case']} | {hidden} | {r['width']} | {r['ms_per_trial_step']:.2f} | "
-                     f"{r['trials_per_hour']:.1f} | {r['speedup']:.2f} |")
+        vs_vmap = f"{r['vs_vmap']:.2f}" if "vs_vmap" in r else ""
+        lines.append(f"| {r['case']} | {hidden} | {r['width']} | {r.get('path', '-')} | {r['ms_per_trial_step']:.2f} | "
+                     f"{r['trials_per_hour']:.1f} | {r['speedup']:.2f} | {r['speedup_best']:.2f} | {vs_vmap} |")
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lstm_odyssey.packed.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cell", default="vanilla")
-    parser.add_argument("--hidden", type=int, nargs="*", default=[24, 48, 96, 192], help="fixed hidden sizes to time")
-    parser.add_argument("--widths", type=int, nargs="+", default=[4, 8, 16], help="pack widths K")
+    parser.add_argument("--hidden", type=int, nargs="*", default=[24, 48, 96, 128, 192], help="fixed hidden sizes to time")
+    parser.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32], help="pack widths K")
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS,
+                        help="PackedModel paths to time (the first one also runs the drawn bucketed/padded cases and proposes the rule)")
     parser.add_argument("--singles", type=int, default=2, help="single runs timed per hidden size (their time is per trial)")
-    parser.add_argument("--drawn", type=int, default=16, help="trials with hidden sizes drawn from log-U[20, 200] (0: none)")
+    parser.add_argument("--drawn", type=int, default=40, help="trials with hidden sizes drawn from log-U[20, 200] (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawn hidden sizes")
     parser.add_argument("--steps", type=int, default=6, help="training batches per timed epoch")
     parser.add_argument("--epochs", type=int, default=60, help="epochs of the JSB run that trials per hour assume")
@@ -211,7 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     result = measure(args)
     env = result["env"]
     print(f"# {env['command']}")
-    print(f"# torch {env['torch']}, {env['threads']} thread(s) of {env['cores']} cores, load {env['load_average']}")
+    print(f"# torch {env['torch']}, {env['threads']} thread(s) of {env['cores']} cores, "
+          f"load {env['load_average']} before, {env['load_average_after']} after")
     print(format_table(result))
     print("# proposed auto width by hidden size: " + ", ".join(f"h={r['hidden']}: K={r['width']} ({r['speedup']:.2f}x)" for r in result["auto_rule"]))
     if args.json:

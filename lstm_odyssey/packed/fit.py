@@ -50,7 +50,7 @@ from .plan import check_packable
 
 log = logging.getLogger("lstm_odyssey.packed")
 
-BACKEND = "packed_loop"  # the record's `backend`: the loop backend under torch.func.vmap
+BACKENDS = {"fused": "packed_fused", "vmap": "packed_loop"}  # the record's `backend` for each PackedModel path
 CHECKPOINT = "pack.pt"
 
 
@@ -96,20 +96,20 @@ class Pack:
 
     def __init__(
         self, cfgs: Sequence[dict], run_dirs: Sequence[Path], heads: Sequence[dict], pack_dir: Path,
-        task: TaskData | None = None,
+        task: TaskData | None = None, path: str = "fused",
     ) -> None:
         trainer = cfgs[0]["trainer"]
         train._set_determinism(trainer)
         self.device = train.pick_device(trainer.get("device", "auto"))
         self.task, models = initial_models(cfgs, task)
         template = template_for(cfgs[0], self.task, max(m.rnn.hidden_size for m in models))
-        self.model = PackedModel(template, models).to(self.device)
+        self.model = PackedModel(template, models, path).to(self.device)
         self.optimizer = PackedOptimizer.from_torch([train.build_optimizer(c, m) for c, m in zip(cfgs, models)])
         self.pack_dir, self.run_dirs = pack_dir, [str(d) for d in run_dirs]
         self.eval_batch = trainer.get("eval_batch_size") or trainer["batch_size"]
         self.trials = [
             Trial(k, cfg, Path(run_dir), head, torch.Generator().manual_seed(cfg["trainer"]["seed"]),
-                  train.run_facts(self.task, m, self.device, BACKEND))
+                  train.run_facts(self.task, m, self.device, BACKENDS[self.model.path]))
             for k, (cfg, run_dir, head, m) in enumerate(zip(cfgs, run_dirs, heads, models))
         ]
         self.active = list(self.trials)
@@ -332,10 +332,11 @@ def default_pack_id(run_dirs: Sequence[Path]) -> str:
 
 
 def fit_pack(
-    trials: Sequence[tuple[Mapping, str | Path]], pack_id: str | None = None, pack_dir: str | Path | None = None
+    trials: Sequence[tuple[Mapping, str | Path]], pack_id: str | None = None, pack_dir: str | Path | None = None,
+    path: str = "fused",
 ) -> list[dict]:
     """Train `trials` [(resolved config, run directory), ...] of one grid point as one pack; returns their
-    records in that order (see the module docstring)."""
+    records in that order (see the module docstring). `path`: `PackedModel`'s forward (fused or vmap)."""
     cfgs = [train.to_dict(cfg) for cfg, _ in trials]
     run_dirs = [Path(d) for _, d in trials]
     check_packable(cfgs)
@@ -351,7 +352,7 @@ def fit_pack(
     started = time.time()
     pack = None
     try:
-        pack = Pack(cfgs, run_dirs, heads, Path(pack_dir) if pack_dir else run_dirs[0] / train.CHECKPOINT_DIR)
+        pack = Pack(cfgs, run_dirs, heads, Path(pack_dir) if pack_dir else run_dirs[0] / train.CHECKPOINT_DIR, path=path)
         return pack.run()
     except Exception as err:
         if pack is not None:

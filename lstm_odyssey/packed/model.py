@@ -9,15 +9,23 @@ them are cleared (`mask_gradients_`) and the optimiser never moves them. (FGR's 
 is sigmoid(0), not zero; it reaches no real unit because its columns of `weight_gg` are zero, but it gives
 those columns a gradient, which the mask clears.)
 
-The forward is the reference loop of `layers.py` (`backend="loop"`) run by `torch.func.vmap` over the trial
-axis with `functional_call`: the cell math is `cells.py`'s, unchanged, and vmap turns each matmul into one
-batched matmul over the trials. The one thing vmap cannot run is `RecurrentLayer._check_lengths` with a
-lengths tensor per trial (it branches on the values), so the pack validates nothing there: its lengths
-come from the task's own batches.
+Two paths run the forward (`PackedModel(..., path=...)`):
+
+* ``fused`` (the default): `fused.py`, every layer-direction through its family's fused sequence
+  functions with the trial axis (one batched matmul per step for all trials, the hand-written backward),
+  the encoder, input projections and head as batched matmuls over the trials.
+* ``vmap``: the reference. The loop of `layers.py` (`backend="loop"`) run by `torch.func.vmap` over the
+  trial axis with `functional_call`: the cell math of `cells/`, unchanged, each matmul one batched matmul
+  over the trials. The one thing vmap cannot run is `RecurrentLayer._check_lengths` with a lengths tensor
+  per trial (it branches on the values), so the pack validates nothing there: its lengths come from the
+  task's own batches.
+
+Where the fused path cannot run an architecture (`fused.fused_problem`), the pack logs why and runs vmap.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +36,10 @@ from torch.func import functional_call, vmap
 from .. import train
 from ..data.base import Batch, TaskData
 from ..models import SEQUENCE_TASKS, SequenceModel
+from . import fused
+
+log = logging.getLogger("lstm_odyssey.packed")
+PATHS = ("fused", "vmap")
 
 
 def embedding_index(single: Sequence[int], padded: Sequence[int], n: int, width: int) -> tuple[Tensor, ...]:
@@ -60,9 +72,12 @@ def template_for(cfg: dict, task: TaskData, hidden_size: int) -> SequenceModel:
 
 
 class PackedModel:
-    """K trials of one architecture; trial k equals `models[k]` (outputs, states, gradients)."""
+    """K trials of one architecture; trial k equals `models[k]` (outputs, states, gradients). `path`: the
+    forward's implementation (see the module docstring); `self.path` is the one that runs."""
 
-    def __init__(self, template: SequenceModel, models: Sequence[SequenceModel]) -> None:
+    def __init__(self, template: SequenceModel, models: Sequence[SequenceModel], path: str = "fused") -> None:
+        if path not in PATHS:
+            raise ValueError(f"unknown pack path {path!r}; choose one of {', '.join(PATHS)}")
         if template.rnn.backend != "loop":
             raise ValueError(f"a pack runs the loop backend under vmap; build its template with backend='loop', not {template.rnn.backend!r}")
         width = template.rnn.hidden_size
@@ -92,6 +107,10 @@ class PackedModel:
         for p in self.params.values():
             p.requires_grad_()
         self.masks = {name: m for name, m in masks.items() if not m.all()} or None
+        problem = fused.fused_problem(template, next(iter(self.params.values())).device) if path == "fused" else None
+        if problem:
+            log.warning("the pack runs the vmap path: the fused path does not cover %s", problem)
+        self.path = "vmap" if problem else path
 
     @property
     def width(self) -> int:
@@ -119,13 +138,21 @@ class PackedModel:
         """Predictions (K, ...) and final states (K, ...) of every trial. `x` and `lengths` hold one batch per
         trial on a leading axis, or with `shared` one batch that every trial reads (evaluation). `params`
         (default: the pack's) may be a selection of the trials."""
+        params = self.params if params is None else params
+        if self.path == "fused":
+            if shared:
+                trials = next(iter(params.values())).shape[0]
+                x = x.expand(trials, *x.shape)
+                lengths = None if lengths is None else lengths.expand(trials, -1)
+            return fused.forward(self.template, params, x, lengths, state)
         batched = None if shared else 0
         in_dims = (0, batched, None if lengths is None else batched, None if state is None else 0)
-        return vmap(self._call, in_dims=in_dims, randomness="error")(self.params if params is None else params, x, lengths, state)
+        return vmap(self._call, in_dims=in_dims, randomness="error")(params, x, lengths, state)
 
     def losses(self, prediction: Tensor, batches: Sequence[Batch]) -> Tensor:
-        """(K,) training losses: `SequenceModel.loss` of trial k's prediction on its own batch."""
-        return torch.stack([self.template.loss(self.own_steps(prediction[k], b), b) for k, b in enumerate(batches)])
+        """(K,) training losses: `SequenceModel.loss` of trial k's prediction on its own batch. (`unbind`, not
+        `prediction[k]`: the backward of K selects would build K zero tensors of the whole prediction.)"""
+        return torch.stack([self.template.loss(self.own_steps(p, b), b) for p, b in zip(prediction.unbind(0), batches)])
 
     def own_steps(self, prediction: Tensor, batch: Batch) -> Tensor:
         """A trial's prediction cut to its own batch's steps (per-step tasks read a batch padded further)."""

@@ -1,13 +1,31 @@
 """Which trials share a pack: the keys they must share, and how wide a pack of given hidden sizes should be.
 
-The width rule is measured (`python -m lstm_odyssey.packed.bench`, one CPU thread, JSB Chorales-like
-shapes, Adam, vanilla LSTM, against single runs on the fused backend): packs of 16-32 trials train
-2.4-3.1x the trials per hour up to hidden 48, 1.7-2.4x at 96, 1.1-1.4x at 128, and lose beyond (0.65-0.8x
-at 192), wider being better where packing pays. So on the CPU a pack whose largest trial has at most 64
-units is 32 wide, at most 128 units 16 wide, and larger trials run alone; trials are sorted by size first
-(bucketing: packs of drawn sizes in drawn order, each padded to its largest, were 0.5-0.9x). On a GPU
-nothing was measured yet: `auto_width` answers `GPU_WIDTH` for every size, a placeholder to be replaced
-by a measurement.
+The CPU width rule is measured (`python -m lstm_odyssey.packed.bench`: one CPU thread, JSB Chorales-like
+shapes (input 88, batch 8, 50-70 steps), Adam, vanilla LSTM, PackedModel's fused path against single runs
+on the fused backend, interleaved in one process). The machine was a 2-core one shared with other jobs
+(load 2-5), so the figures are ratios and move by 10-20 % between runs. Trials per hour of a pack over
+single runs (two runs of the full table; K=2/4 and 256/384 from shorter runs):
+
+    hidden    K=2    K=4    K=8        K=16       K=32
+    24                      3.5-3.7    4.2-4.9    5.0-5.4
+    48                      2.6-3.2    3.5-3.9    4.1-4.2
+    96                      2.4-2.5    2.5-2.7    2.1-2.5
+    128       1.4    1.5    1.6-1.9    1.5-2.3    1.2-1.7
+    192       1.1    1.2    1.2-1.5    1.3        1.0
+    256              1.0    1.0
+    384              0.8    0.9
+
+Wider pays for small trials (the per-op costs are shared); from about 100 units the step's matmuls
+(8 rows against each trial's own weights) and pointwise work cost as much per trial as alone, narrow
+packs do as well as wide ones, and beyond 200 units a pack no longer pays. Padding costs as well: packs
+of 40 drawn sizes in drawn order, each padded to its largest, were 0.9-1.0x (K=8), 0.7-1.0x (16) and
+0.6x (32); sorted by size first 1.8x, 1.5-1.6x, 1.0-1.2x. So trials are sorted by size, a pack whose
+largest trial has at most 32 units is 32 wide, at most 64 units 16 wide, at most 200 units 8 wide, and
+larger trials run alone. On 40 sizes drawn from log-U[20, 200] (seed 0: packs of 16, 8, 8, 8) this plan
+measured 1.7x over single runs at load 3-5 and 1.6-2.1x at load 2-3; the vmap path on the same plan
+1.2x; the rule it replaced (32 wide up to 64 units, 16 up to 128, larger alone) 1.4-1.6x on the fused
+path. On a GPU nothing was measured yet: `auto_width` answers `GPU_WIDTH` for every size, a placeholder
+to be replaced by a measurement.
 """
 
 from __future__ import annotations
@@ -22,7 +40,7 @@ PER_TRIAL_KEYS = frozenset({
     "trainer.max_minutes", "model.hidden_size", "model.forget_bias",
 })
 PACKED_GROUPS = ("cell", "data", "model", "optim", "trainer")
-CPU_RULE = ((64, 32), (128, 16))  # (largest hidden size of the pack, width), measured on the CPU
+CPU_RULE = ((32, 32), (64, 16), (200, 8))  # (largest hidden size of the pack, width), measured on the CPU
 GPU_WIDTH = 32  # not measured (no GPU was available): replace with a measured rule
 
 

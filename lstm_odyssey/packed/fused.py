@@ -1,0 +1,108 @@
+"""The pack's fast path: the forward of K trials without vmap, each op over every trial at once.
+
+Every layer-direction runs through its family's fused `sequence_forward` / `sequence_backward` with the
+trial axis (`backends.run_fused`: one batched matmul per step for all trials, the hand-written backward,
+no autograd per step); the encoder, the input projections W x + b and the head are one `baddbmm` each
+over the trials. Trial k computes what its own `SequenceModel` computes (tests/test_packed_model.py holds
+it equal to that and to the vmap path): same lengths rule, same reversal of the backward direction, same
+features for sequence tasks. Exact padding works as on the vmap path, since the math is the same.
+
+Shapes: a pack's parameters carry K first (`PackedModel.params`); batches are (K, B, T, ...) per trial,
+sequences inside the stack time-major (T, K, B, n), states (K, layers * directions, B, n).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .. import backends
+from ..layers import RecurrentLayer, reverse_padded
+from ..models import SEQUENCE_TASKS, SequenceModel
+
+Params = dict[str, Tensor]
+
+
+def fused_problem(template: SequenceModel, device: torch.device) -> str | None:
+    """Why the fast path cannot run this pack's architecture (the vmap path then does), or None."""
+    rnn = template.rnn
+    problem = backends.why_not("fused", rnn.spec, device)
+    if problem:
+        return problem
+    if rnn.dropout and rnn.num_layers > 1:
+        return "dropout between layers (a trial's dropout mask would not be its single run's)"
+    if not isinstance(template.encoder, (nn.Identity, nn.Linear, nn.Embedding)):
+        return f"encoder {type(template.encoder).__name__} has no packed version"
+    return None
+
+
+def per_trial_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x_k W_k^T + b_k for every trial k in one baddbmm: x (K, ..., in), weight (K, out, in), bias (K, out)."""
+    flat = torch.baddbmm(bias.unsqueeze(-2), x.reshape(x.shape[0], -1, x.shape[-1]), weight.mT)
+    return flat.view(*x.shape[:-1], -1)
+
+
+def reverse_trials(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """`layers.reverse_padded` for time-major K trials: x (T, K, B, n), lengths (K, B) or None."""
+    if lengths is None:
+        return x.flip(0)
+    return reverse_padded(x.flatten(1, 2), lengths.flatten()).view_as(x)
+
+
+def encode(encoder: nn.Module, params: Params, x: Tensor) -> Tensor:
+    """The template's encoder for every trial: identity, a linear map, or an embedding of tokens (K, B, T)."""
+    if isinstance(encoder, nn.Linear):
+        return per_trial_linear(x, params["encoder.weight"], params["encoder.bias"])
+    if isinstance(encoder, nn.Embedding):
+        weight = params["encoder.weight"]
+        trials = torch.arange(weight.shape[0], device=x.device).view(-1, *([1] * (x.dim() - 1)))
+        return weight[trials, x]
+    return x
+
+
+def recurrent(rnn: RecurrentLayer, params: Params, x: Tensor, lengths: Tensor | None, state: list[Tensor] | None):
+    """`RecurrentLayer._forward_layers` on the fused backend for K trials: x (K, B, T, M), lengths (K, B)
+    or None, state parts (K, L*D, B, n) or None. Returns (outputs (T, K, B, D*N), final state parts)."""
+    family, spec = rnn.family, rnn.spec
+    trials, batch, steps = x.shape[:3]
+    valid = None
+    if lengths is not None:
+        lengths = lengths.cpu()  # as RecurrentLayer keeps them (reverse_padded builds its index on the CPU)
+        valid = (torch.arange(steps)[:, None, None] < lengths).unsqueeze(-1).to(x.device)
+    if state is None:
+        state = [x.new_zeros((trials, rnn.num_layers * rnn.num_directions, batch, w)) for w in family.state_sizes(spec, rnn.hidden_size)]
+    finals: list[list[Tensor]] = [[] for _ in state]
+    layer_input = x.movedim(2, 0)
+    for layer in range(rnn.num_layers):
+        outputs = []
+        for direction, suffix in enumerate(rnn._suffixes(layer)):
+            index = layer * rnn.num_directions + direction
+            inp = layer_input if direction == 0 else reverse_trials(layer_input, lengths)
+            own = {name: params[f"{name}{suffix}"] for name in rnn._parameter_names}
+            # time-major and contiguous: a step's slice (K, B, kN) is then one block, which baddbmm_ runs
+            # as one batched gemm (on a strided slice the CPU kernel loops over the trials)
+            xp = per_trial_linear(inp.movedim(0, 2), own["weight_ih"], own["bias"]).movedim(2, 0).contiguous()
+            weights = [w.unsqueeze(-2) if w is not None and w.dim() == 2 else w for w in family.recurrent_weights(own)]
+            out, final = backends.run_fused(spec, "fused", xp, valid, [s[:, index] for s in state], weights)
+            outputs.append(out if direction == 0 else reverse_trials(out, lengths))
+            for acc, f in zip(finals, final):
+                acc.append(f)
+        layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
+    return layer_input, [torch.stack(f, dim=1) for f in finals]
+
+
+def forward(template: SequenceModel, params: Params, x: Tensor, lengths: Tensor | None, state=None):
+    """`SequenceModel.forward` of every trial: x (K, B, T, ...) and lengths (K, B) per trial, state as the
+    model takes it with K first. Returns (predictions (K, B, out) or (K, B, T, out), final states)."""
+    rnn = template.rnn
+    if template.task_type not in SEQUENCE_TASKS and not rnn.bidirectional:
+        lengths = None  # as SequenceModel.forward: padding follows each sequence
+    parts = None if state is None else [state] if isinstance(state, Tensor) else list(state)
+    inputs = encode(template.encoder, params, x)
+    out, finals = recurrent(rnn, {n.removeprefix("rnn."): p for n, p in params.items() if n.startswith("rnn.")}, inputs, lengths, parts)
+    final = rnn.family.pack_state(finals)
+    if template.task_type in SEQUENCE_TASKS:
+        features = torch.cat(list(finals[0][:, -rnn.num_directions :].unbind(1)), dim=-1)
+    else:
+        features = out.movedim(0, 2)
+    return per_trial_linear(features, params["head.weight"], params["head.bias"]), final
