@@ -386,8 +386,12 @@ def test_parameter_counts_over_heads():
 # -- 5. the scan over time -----------------------------------------------------------------------------
 
 
-def test_linear_scan_equals_the_recurrence():
-    """Signed values, gates from ~0 to exactly 1, a long sequence: the log-space scan equals the loop."""
+@pytest.mark.parametrize("method", ["auto", "log"], ids=["cpu_sweep", "log_space"])
+def test_linear_scan_equals_the_recurrence(method, monkeypatch):
+    """Signed values, gates from ~0 to exactly 1, a long sequence: the scan (the CPU's multiply-add
+    sweep, and the parallel log-space scan CUDA runs) equals the recurrence written as a loop."""
+    monkeypatch.setenv("LSTM_ODYSSEY_SCAN", method)
+    assert ops.scan_in_log_space(torch.zeros(1)) == (method == "log")
     gen = torch.Generator().manual_seed(19)
     steps = 300
     log_a = -torch.rand(steps, 3, 5, generator=gen, dtype=DTYPE) * torch.tensor([0.0, 0.05, 30.0], dtype=DTYPE)[None, :, None]
@@ -405,9 +409,12 @@ def test_linear_scan_equals_the_recurrence():
     "min_gru", "min_lstm", {"preset": "min_gru", "output_gate": True, "output_activation": "tanh"},
     {"input_gate": False, "forget_gate": False, "recurrence": "none"},  # c_t = c_{t-1} + z_t, o's peephole on c_t
 ])
-def test_scan_equals_the_sequential_loop(cell, monkeypatch):
-    """Outputs, final state and every gradient: the scan (fused), the sequential eager sweep
-    (LSTM_ODYSSEY_SCAN=0) and the reference loop, over 200 steps with lengths and a given state."""
+@pytest.mark.parametrize("method", ["auto", "log"], ids=["cpu_sweep", "log_space"])
+def test_scan_equals_the_sequential_loop(cell, method, monkeypatch):
+    """Outputs, final state and every gradient: the scan (fused; the log-space one as CUDA runs it, or
+    the CPU's sweep), the sequential eager LSTM sweep (LSTM_ODYSSEY_SCAN=0) and the reference loop,
+    over 200 steps with lengths and a given state."""
+    monkeypatch.setenv("LSTM_ODYSSEY_SCAN", method)
     layer = random_layer(cell, 3, 8, seed=20)
     spec = layer.spec
     assert FAMILIES["lstm"].fused_path(spec, torch.zeros(1, 1, 1)) == "scan"
