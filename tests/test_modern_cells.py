@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_backends import compare
+from test_backends import compare, one_thread  # noqa: F401 (autouse: one torch thread for tiny tensors)
+from test_cells import test_impossible_cells_are_refused_naming_the_conflict as refused_in_one_line
 from test_trials import STEPS, K, assert_same, one_trial
 
 from lstm_odyssey import RecurrentLayer, backends
@@ -26,15 +27,6 @@ from lstm_odyssey.layers import BACKENDS
 ROOT = Path(__file__).resolve().parents[1]
 DTYPE = torch.float64
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add synchronisation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sigmoid(x):
@@ -547,12 +539,7 @@ def test_stacked_trials_of_new_cells_equal_each_trial_alone():
     ],
 )
 def test_impossible_new_cells_are_refused_in_one_line(flags, words):
-    with pytest.raises(ValueError) as err:
-        get_spec(flags)
-    message = str(err.value)
-    assert "\n" not in message
-    for word in words:
-        assert word in message
+    refused_in_one_line(flags, words)
 
 
 def test_new_flags_default_to_every_existing_preset_and_combine():

@@ -58,18 +58,26 @@ def sequence_forward(lay, xp: Tensor, states: list[Tensor], weights: Weights, ma
     _, peephole, _ = weights
     acts = xp
     log_a, gain = _gates(lay, acts)
-    b = acts[..., col["z"]] * gain if gain is not None else acts[..., col["z"]].clone()
-    if mask is not None:
-        log_a, b = log_a * mask, b * mask
-    C = torch.cat([c0.unsqueeze(0), ops.linear_scan(log_a, b, c0)])
+    C = xp.new_empty((xp.shape[0] + 1, *c0.shape))
+    C[0] = c0
     c = C[1:]
+    if gain is not None:  # b = gain g(z~), then the scan turns it into c in place
+        torch.mul(acts[..., col["z"]], gain, out=c)
+    else:
+        c.copy_(acts[..., col["z"]])
+    if mask is not None:
+        log_a.mul_(mask)
+        c.mul_(mask)
+    ops.linear_scan(log_a, c, c0, out=c)
     HC = torch.tanh(c) if lay.tanh_out else None
-    y = HC.clone() if HC is not None else c.clone()
+    hc = HC if HC is not None else c
     if "o" in col:
         o = acts[..., col["o"]]
         if peephole is not None:
             o.addcmul_(peephole, c)
-        y.mul_(o.sigmoid_())
+        y = hc * o.sigmoid_()
+    else:
+        y = hc.clone()  # the output is not the saved c
     if mask is None:
         final_y = y[-1]
     else:
@@ -121,9 +129,7 @@ def sequence_backward(lay, saved: dict[str, Tensor], grads: list[Tensor | None],
     if peephole is not None:
         dc = dc + d_o * peephole
     # c_t = a_t c_{t-1} + b_t, backwards: lambda_t = dc_t + a_{t+1} lambda_{t+1} (lambda_T += grad_c)
-    log_a_next = torch.cat([log_a[1:], torch.zeros_like(log_a[:1])])
-    start = grad_c if grad_c is not None else torch.zeros_like(c[0])
-    lam = ops.linear_scan(log_a_next.flip(0), dc.flip(0), start).flip(0)
+    lam = ops.linear_scan_adjoint(log_a, dc, grad_c if grad_c is not None else torch.zeros_like(c[0]))
     dc0 = lam[0] * log_a[0].exp()
     if mask is not None:
         lam = lam * mask
