@@ -394,7 +394,23 @@ def test_linear_scan_equals_the_recurrence(method, monkeypatch):
     for t in range(steps):
         h = log_a[t].exp() * h + b[t]
         expected.append(h)
-    torch.testing.assert_close(ops.linear_scan(log_a, b, h0), torch.stack(expected), rtol=1e-10, atol=1e-10)
+    decay = log_a if method == "log" else log_a.exp()  # the log-space scan takes log a
+    torch.testing.assert_close(ops.linear_scan(decay, b, h0), torch.stack(expected), rtol=1e-10, atol=1e-10)
+    # its adjoint: lambda_t = dL/dh_t for L = sum(g h) + g_last h_T, from autograd through the loop
+    g, g_last = torch.randn(steps, 3, 5, generator=gen, dtype=DTYPE), torch.randn(3, 5, generator=gen, dtype=DTYPE)
+    torch.testing.assert_close(ops.linear_scan_adjoint(decay, g, g_last), _adjoint_by_autograd(log_a, b, h0, g, g_last),
+                               rtol=1e-10, atol=1e-10)
+
+
+def _adjoint_by_autograd(log_a, b, h0, g, g_last):
+    """dL/dh_t by autograd: each h_t = a_t h_{t-1} + b_t + e_t with a zero e_t to differentiate by."""
+    e = torch.zeros_like(b, requires_grad=True)
+    h, outs = h0, []
+    for t in range(b.shape[0]):
+        h = log_a[t].exp() * h + b[t] + e[t]
+        outs.append(h)
+    loss = (torch.stack(outs) * g).sum() + (outs[-1] * g_last).sum()
+    return torch.autograd.grad(loss, e)[0]
 
 
 @pytest.mark.parametrize("cell", [

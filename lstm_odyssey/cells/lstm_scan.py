@@ -20,22 +20,39 @@ from . import ops
 from .base import Weights
 
 
-def _gates(lay, acts: Tensor) -> tuple[Tensor, Tensor | None]:
-    """In place: each gate block's sigmoid and g(z~) into `acts`; returns (log a, the gain: the input
-    gate as it multiplies g(z~), None when it is one)."""
+def _gates(lay, acts: Tensor, log_space: bool) -> tuple[Tensor, Tensor | None]:
+    """In place: each gate block's sigmoid and g(z~) into `acts`; returns (the decay a = f of the
+    recurrence, or log a for the log-space scan, computed stably from the pre-activations; the gain: the
+    input gate as it multiplies g(z~), None when it is one)."""
     spec, col = lay.spec, lay.col
-    if spec.coupled:  # f = 1 - sigmoid(i~): log f = -softplus(i~)
-        log_a = -F.softplus(acts[..., col["i"]])
-    elif "f" in col:
-        log_a = F.logsigmoid(acts[..., col["f"]])
-        if spec.normalized_gates:  # f / (i + f): log f - log(i + f)
-            log_a = log_a - torch.logaddexp(log_a, F.logsigmoid(acts[..., col["i"]]))
-    else:
-        log_a = torch.zeros_like(acts[..., col["z"]])
+    log_a = _log_decay(lay, acts) if log_space else None
     for g in lay.gates_if:
         acts[..., col[g]].sigmoid_()
     ops.activation_(spec.input_activation, acts[..., col["z"]])
-    return log_a, _gain(lay, acts)
+    if log_space:
+        return log_a, _gain(lay, acts)
+    if spec.coupled:
+        a = 1 - acts[..., col["i"]]
+    elif spec.normalized_gates:  # f / (i + f)
+        a = acts[..., col["f"]] / (acts[..., col["f"]] + acts[..., col["i"]])
+    elif "f" in col:
+        a = acts[..., col["f"]].clone()
+    else:
+        a = torch.ones_like(acts[..., col["z"]])
+    return a, _gain(lay, acts)
+
+
+def _log_decay(lay, acts: Tensor) -> Tensor:
+    """log a from the pre-activations: finite where a itself would round to 0."""
+    spec, col = lay.spec, lay.col
+    if spec.coupled:  # f = 1 - sigmoid(i~): log f = -softplus(i~)
+        return -F.softplus(acts[..., col["i"]])
+    if "f" not in col:
+        return torch.zeros_like(acts[..., col["z"]])
+    log_f = F.logsigmoid(acts[..., col["f"]])
+    if spec.normalized_gates:  # f / (i + f): log f - log(i + f)
+        return log_f - torch.logaddexp(log_f, F.logsigmoid(acts[..., col["i"]]))
+    return log_f
 
 
 def _gain(lay, acts: Tensor) -> Tensor | None:
@@ -52,12 +69,13 @@ def _gain(lay, acts: Tensor) -> Tensor | None:
 
 def sequence_forward(lay, xp: Tensor, states: list[Tensor], weights: Weights, mask: Tensor | None):
     """The whole sequence from `xp` (T, ..., B, kN) = W x + b (it becomes the activations): ([out, y_T,
-    c_T], saved: activations, cells, log a, h(c))."""
+    c_T], saved: activations, cells, the decay a (or log a), h(c))."""
     col = lay.col
     y0, c0 = states
     _, peephole, _ = weights
     acts = xp
-    log_a, gain = _gates(lay, acts)
+    log_space = ops.scan_in_log_space(xp)
+    decay, gain = _gates(lay, acts, log_space)
     C = xp.new_empty((xp.shape[0] + 1, *c0.shape))
     C[0] = c0
     c = C[1:]
@@ -65,10 +83,10 @@ def sequence_forward(lay, xp: Tensor, states: list[Tensor], weights: Weights, ma
         torch.mul(acts[..., col["z"]], gain, out=c)
     else:
         c.copy_(acts[..., col["z"]])
-    if mask is not None:
-        log_a.mul_(mask)
+    if mask is not None:  # past a length a = 1 (log a = 0) and b = 0: the state stays
+        decay.masked_fill_(mask == 0, 0.0 if log_space else 1.0)
         c.mul_(mask)
-    ops.linear_scan(log_a, c, c0, out=c)
+    ops.linear_scan(decay, c, c0, out=c)
     HC = torch.tanh(c) if lay.tanh_out else None
     hc = HC if HC is not None else c
     if "o" in col:
@@ -83,7 +101,7 @@ def sequence_forward(lay, xp: Tensor, states: list[Tensor], weights: Weights, ma
     else:
         final_y = _last_valid(y, y0, mask)[0]
         y.mul_(mask)
-    saved = {"acts": acts, "C": C, "LOGA": log_a, "HC": HC, "Y0": y0}
+    saved = {"acts": acts, "C": C, "DECAY": decay, "HC": HC, "Y0": y0}
     return [y, final_y, C[-1]], saved
 
 
@@ -104,7 +122,7 @@ def sequence_backward(lay, saved: dict[str, Tensor], grads: list[Tensor | None],
     spec, col = lay.spec, lay.col
     _, peephole, _ = weights
     grad_out, grad_y, grad_c = grads + [None] * (3 - len(grads))
-    acts, C, log_a, HC, y0 = saved["acts"], saved["C"], saved["LOGA"], saved.get("HC"), saved["Y0"]
+    acts, C, decay, HC, y0 = saved["acts"], saved["C"], saved["DECAY"], saved.get("HC"), saved["Y0"]
     c, c_prev = C[1:], C[:-1]
     dy = grad_out.clone() if grad_out is not None else torch.zeros_like(c)
     dy0 = torch.zeros_like(y0)
@@ -129,8 +147,8 @@ def sequence_backward(lay, saved: dict[str, Tensor], grads: list[Tensor | None],
     if peephole is not None:
         dc = dc + d_o * peephole
     # c_t = a_t c_{t-1} + b_t, backwards: lambda_t = dc_t + a_{t+1} lambda_{t+1} (lambda_T += grad_c)
-    lam = ops.linear_scan_adjoint(log_a, dc, grad_c if grad_c is not None else torch.zeros_like(c[0]))
-    dc0 = lam[0] * log_a[0].exp()
+    lam = ops.linear_scan_adjoint(decay, dc, grad_c if grad_c is not None else torch.zeros_like(c[0]))
+    dc0 = lam[0] * (decay[0].exp() if ops.scan_in_log_space(decay) else decay[0])
     if mask is not None:
         lam = lam * mask
     # b = gain g(z~), a = f

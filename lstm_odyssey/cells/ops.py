@@ -238,18 +238,20 @@ class Recurrence:
 # -- the parallel scan over time ----------------------------------------------------------------
 
 
-def linear_scan(log_a: Tensor, b: Tensor, h0: Tensor, out: Tensor | None = None) -> Tensor:
-    """h_t = a_t h_{t-1} + b_t for t = 1..T, from h0 (...), log_a and b (T, ...): returns h_1..h_T (into
-    `out` when given; it may be `b` itself). On CUDA (`scan_in_log_space`) all steps at once by the
-    log-space scan of Heinsen (2023) that minGRU and minLSTM train with (Feng et al. 2024): h_t = exp(A_t)
-    Σ_{s<=t} exp(log b_s - A_s) with A_t = Σ_{r<=t} log a_r and b_0 = h0, each sum a log-cumsum-exp, the
-    positive and negative parts of b apart (b may have either sign). Elsewhere one multiply-add per step."""
+def linear_scan(decay: Tensor, b: Tensor, h0: Tensor, out: Tensor | None = None) -> Tensor:
+    """h_t = a_t h_{t-1} + b_t for t = 1..T, from h0 (...) and b (T, ...): returns h_1..h_T (into `out`
+    when given; it may be `b` itself). `decay` is a (T, ...), or log a where `scan_in_log_space` (the
+    caller computes it stably). There all steps run at once by the log-space scan of Heinsen (2023) that
+    minGRU and minLSTM train with (Feng et al. 2024): h_t = exp(A_t) Σ_{s<=t} exp(log b_s - A_s) with
+    A_t = Σ_{r<=t} log a_r and b_0 = h0, each sum a log-cumsum-exp, the positive and negative parts of b
+    apart (b may have either sign). Elsewhere one multiply-add per step."""
     if not scan_in_log_space(b):
         out = torch.empty_like(b) if out is None else out
         h = h0
-        for a_t, b_t, out_t in zip(log_a.exp().unbind(0), b.unbind(0), out.unbind(0)):
+        for a_t, b_t, out_t in zip(decay.unbind(0), b.unbind(0), out.unbind(0)):
             h = torch.addcmul(b_t, a_t, h, out=out_t)
         return out
+    log_a = decay
     A = torch.cat([torch.zeros_like(h0).unsqueeze(0), log_a.cumsum(0)])
     v = torch.cat([h0.unsqueeze(0), b])
     log_v = v.abs().log() - A
@@ -259,16 +261,16 @@ def linear_scan(log_a: Tensor, b: Tensor, h0: Tensor, out: Tensor | None = None)
     return h if out is None else out.copy_(h)
 
 
-def linear_scan_adjoint(log_a: Tensor, g: Tensor, g_last: Tensor) -> Tensor:
+def linear_scan_adjoint(decay: Tensor, g: Tensor, g_last: Tensor) -> Tensor:
     """The backward of `linear_scan`: λ_t = g_t + a_{t+1} λ_{t+1} for t = T..1, λ_T = g_T + g_last, where g
     is the gradient reaching each h_t directly and g_last that of the final h_T. λ_t = dL/dh_t, so that
     dL/db_t = λ_t, dL/da_t = λ_t h_{t-1} and dL/dh0 = a_1 λ_1. The same scan, run backwards in time."""
     if not scan_in_log_space(g):
         lam = torch.empty_like(g)
-        a, G, L = log_a.exp().unbind(0), g.unbind(0), lam.unbind(0)
+        a, G, L = decay.unbind(0), g.unbind(0), lam.unbind(0)
         h = torch.add(G[-1], g_last, out=L[-1])
         for t in range(g.shape[0] - 2, -1, -1):
             h = torch.addcmul(G[t], a[t + 1], h, out=L[t])
         return lam
-    shifted = torch.cat([log_a[1:], torch.zeros_like(log_a[:1])])
+    shifted = torch.cat([decay[1:], torch.zeros_like(decay[:1])])  # log a_{t+1}, log 1 after the end
     return linear_scan(shifted.flip(0), g.flip(0), g_last).flip(0)
