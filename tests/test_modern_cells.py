@@ -630,3 +630,17 @@ def test_equals_the_xlstm_packages_slstm_cell_after_copying_weights():
     for k, part in enumerate(final):
         torch.testing.assert_close(state[k], part[0], rtol=1e-10, atol=1e-10)
     assert math.isfinite(float(ours.abs().max()))
+
+
+def test_initialisation_of_the_new_recurrent_weights():
+    """torch: U(±1/√N) for every recurrence; keras: a diagonal U(0, 1), heads' rows orthogonal."""
+    torch.manual_seed(26)
+    bound = 1 / math.sqrt(64)
+    for cell in ("indrnn", "indy_lstm", {"preset": "slstm", "heads": 4}):
+        w = RecurrentLayer(8, 64, cell).weight_hh_l0
+        assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+    u = RecurrentLayer(8, 64, "indrnn", init="keras").weight_hh_l0
+    assert u.min() >= 0 and u.max() <= 1 and u.std() > 0.2
+    r = RecurrentLayer(8, 64, {"preset": "slstm", "heads": 4}, init="keras").weight_hh_l0  # (256, 16)
+    torch.testing.assert_close(r.T @ r, torch.eye(16), rtol=0, atol=1e-5)
+    assert "weight_hh_l0" not in dict(RecurrentLayer(8, 64, "min_gru", init="keras").named_parameters())
