@@ -5,8 +5,8 @@ from .base import Family, Init
 from .gru import GRU
 from .lstm import LSTM
 from .rnn import RNN
-from .spec import ODYSSEY_VARIANTS, PRESETS, CellSpec, get_spec
+from .spec import MODERN_CELLS, ODYSSEY_VARIANTS, PRESETS, CellSpec, get_spec
 
 FAMILIES: dict[str, Family] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
-__all__ = ["FAMILIES", "ODYSSEY_VARIANTS", "PRESETS", "CellSpec", "Family", "Init", "get_spec"]
+__all__ = ["FAMILIES", "MODERN_CELLS", "ODYSSEY_VARIANTS", "PRESETS", "CellSpec", "Family", "Init", "get_spec"]

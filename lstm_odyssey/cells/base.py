@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import ops
 from .spec import PRESETS, CellSpec
 
 Params = dict[str, Tensor]  # one layer-direction's parameters by name (weight_ih, weight_hh, bias, ...)
@@ -68,27 +69,38 @@ class Family(abc.ABC):
     # -- parameters -------------------------------------------------------------------------
     def parameter_shapes(self, spec: CellSpec, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
         """Names and shapes of one layer-direction's parameters, in registration order. Every family has
-        the fused input projection W (k N, M), b (k N) and the recurrent R (k N, N) over its k blocks."""
+        the fused input projection W (k N, M), b (k N) and, over its k blocks, the recurrent R: a matrix
+        (k N, N), block-diagonal over heads (k N, N / heads), a diagonal (k N,), or none."""
+        spec.check_hidden_size(hidden_size)
         kn = len(spec.blocks) * hidden_size
-        return {"weight_ih": (kn, input_size), "weight_hh": (kn, hidden_size), "bias": (kn,)}
+        recurrent = {"full": (kn, hidden_size // spec.heads), "diagonal": (kn,), "none": None}[spec.recurrence]
+        return {"weight_ih": (kn, input_size), **({"weight_hh": recurrent} if recurrent else {}), "bias": (kn,)}
 
     @torch.no_grad()
     def init_parameters(self, spec: CellSpec, params: Params, init: Init) -> None:
         """Initialise one layer-direction in place (in registration order, so the random stream is fixed)."""
-        bound = 1.0 / math.sqrt(params["weight_hh"].shape[-1])
+        bound = 1.0 / math.sqrt(params["bias"].shape[-1] // len(spec.blocks))  # 1/√N
         for name, param in params.items():
             self.init_parameter(name, param, init, bound)
 
     def init_parameter(self, name: str, param: Tensor, init: Init, bound: float) -> None:
-        """torch: U(±bound); keras: Glorot input weights, orthogonal recurrent matrices, zero vectors."""
+        """torch: U(±bound); keras: Glorot input weights, orthogonal recurrent matrices (per head: the
+        columns of R's rows), zero vectors; a diagonal recurrence U(0, 1), so that every unit's memory
+        decays and none grows."""
         if init.scheme == "torch":
             nn.init.uniform_(param, -bound, bound)
         elif name == "weight_ih":
             nn.init.xavier_uniform_(param)
         elif param.dim() > 1:
             nn.init.orthogonal_(param)
+        elif name == "weight_hh":
+            nn.init.uniform_(param, 0.0, 1.0)
         else:
             nn.init.zeros_(param)
+
+    def recurrence(self, spec: CellSpec) -> ops.Recurrence:
+        """The recurrent term R y_{t-1} of this cell (full, over heads, diagonal or none)."""
+        return ops.Recurrence(spec.recurrence, spec.heads, len(spec.blocks))
 
     def recurrent_weights(self, params: Params) -> Weights:
         """The tensors `step` and the sequence functions take, from a layer-direction's parameters."""
@@ -124,6 +136,14 @@ class Family(abc.ABC):
     def sequence_backward(self, spec: CellSpec, saved: dict[str, Tensor], grads: list[Tensor | None], weights: Weights, mask: Tensor | None):
         """Gradients of `sequence_forward` from the gradients of its outputs (None: zero):
         (d xp, [d initial states], [d weights] in `weights` order)."""
+
+    def kernel_problem(self, spec: CellSpec) -> str | None:
+        """Why the family's Triton kernel does not run this cell (its sequences then run eager), or None."""
+        return f"the {self.name} family has no Triton kernel"
+
+    def fused_path(self, spec: CellSpec, xp: Tensor) -> str:
+        """What `sequence_forward` runs for this cell and sequence: triton, eager or scan."""
+        return "triton" if ops.triton_runs(xp) and self.kernel_problem(spec) is None else "eager"
 
     # -- torch interop ----------------------------------------------------------------------
     def torch_runs(self, spec: CellSpec) -> bool:

@@ -48,6 +48,10 @@ class GRUFamily(Family):
         h = (1 - u) * cand + u * h_prev
         return h, [h], {"r": r, "u": u, "n": cand, "h": h}
 
+    def kernel_problem(self, spec: CellSpec) -> str | None:
+        """The Triton kernels compute every GRU cell (both resets; the family has no other flags)."""
+        return None
+
     def sequence_forward(self, spec: CellSpec, xp: Tensor, states: list[Tensor], weights: Weights, mask: Tensor | None):
         """Triton's per-step kernels where they run (gru_triton.py), else `eager_sequence_forward`."""
         if ops.triton_runs(xp):

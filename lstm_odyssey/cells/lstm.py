@@ -1,28 +1,30 @@
 """The LSTM family (docs/equations.md, "LSTM"): vanilla LSTM with peepholes and every Odyssey flag
-(NIG NFG NOG NIAF NOAF CIFG NP FGR, GRU++ as a flag path), as the `LSTM` family object.
+(NIG NFG NOG NIAF NOAF CIFG NP FGR, GRU++ as a flag path), and the cells beyond the paper that are LSTM
+flags (minGRU, minLSTM, sLSTM, IndyLSTM, JANET), as the `LSTM` family object.
 
 Blocks ``i f z o`` (those the flags keep) are fused in one matrix, torch's order. State: (y, c), plus
-for FGR the previous gate activations g. Shapes: see ops.py (one trial 2-D, stacked trials with K first).
+for FGR the previous gate activations g, for exponential gates the normaliser n and stabiliser m.
+Shapes: see ops.py (one trial 2-D, stacked trials with K first). Sequences run on Triton's kernel
+(lstm_triton.py), the in-place eager sweep below, the scan over time for cells that are parallel in
+time (lstm_scan.py), or the exponential-gate sweep (lstm_exponential.py).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
-from . import ops
+from . import lstm_exponential, lstm_scan, ops
 from .base import Family, Init, Params, TorchEquivalent, Weights
+from .ops import activation
 from .spec import CellSpec
-
-
-def activation(name: str, x: Tensor) -> Tensor:
-    """g or h: tanh, or the identity (NIAF, NOAF)."""
-    return torch.tanh(x) if name == "tanh" else x
 
 
 class _Layout:
     """Column ranges of each block in the fused pre-activation, of each peephole, and of each gate in
-    the FGR state g (its gates in `spec.computed_gates` order)."""
+    the FGR state g (its gates in `spec.computed_gates` order); the recurrence; JANET's shift."""
 
     def __init__(self, spec: CellSpec, n: int) -> None:
         self.spec, self.n = spec, n
@@ -32,6 +34,13 @@ class _Layout:
         self.gates_if = [g for g in ("i", "f") if g in self.col]  # adjacent at the front of i f z o
         self.tanh_in = spec.input_activation == "tanh"
         self.tanh_out = spec.output_activation == "tanh"
+        self.rec = LSTM.recurrence(spec)
+        self.shift = spec.coupling_shift
+
+    def shifted(self, s: Tensor) -> Tensor:
+        """JANET's input gate sigmoid(i~ + beta) from s = sigmoid(i~): s e^beta / (1 + s (e^beta - 1))."""
+        e = math.exp(self.shift)
+        return s * e / (s * (e - 1) + 1)
 
     def gg_full(self, weight_gg: Tensor) -> Tensor:
         """The FGR matrix (..., G N, G N) as (..., k N, G N) with zero rows for z, so that one matmul adds
@@ -75,16 +84,18 @@ class LSTMFamily(Family):
         """Then the forget gate's bias is `forget_bias`; for CIFG, whose forget gate is 1 - i, the input
         gate's bias is -forget_bias instead (so that f starts where a forget gate with that bias would)."""
         super().init_parameters(spec, params, init)
-        col = _Layout(spec, params["weight_hh"].shape[-1]).col
+        col = _Layout(spec, params["bias"].shape[-1] // len(spec.blocks)).col
         if "f" in col:
             params["bias"][col["f"]] = init.forget_bias
         elif spec.coupled:
             params["bias"][col["i"]] = -init.forget_bias
 
     def state_sizes(self, spec: CellSpec, hidden_size: int) -> list[int]:
-        """y and c; FGR adds the previous gate activations (G N)."""
+        """y and c; FGR adds the previous gate activations (G N); exponential gates the normaliser n
+        and the stabiliser m (N each)."""
         gates = [len(spec.computed_gates) * hidden_size] if spec.full_gate_recurrence else []
-        return [hidden_size, hidden_size, *gates]
+        normaliser = [hidden_size, hidden_size] if spec.exponential_gates else []
+        return [hidden_size, hidden_size, *gates, *normaliser]
 
     def pack_state(self, parts: list[Tensor]) -> tuple[Tensor, ...]:
         return tuple(parts)
@@ -97,11 +108,14 @@ class LSTMFamily(Family):
     # -- the equations ----------------------------------------------------------------------
     def step(self, spec: CellSpec, x_proj: Tensor, state: list[Tensor], weights: Weights):
         """One step: z, i, f see c_{t-1} through their peepholes, o sees the new c_t; FGR adds R_g g_{t-1}
-        to every gate. Activations by name: z i f o c y (those the cell computes)."""
+        to every gate. Activations by name: z i f o c y (those the cell computes; i and f as they act on
+        c: normalised, shifted or stabilised where the flags say so)."""
         y_prev, c_prev, *gates_state = state
         weight_hh, peephole, weight_gg = weights
         n = y_prev.shape[-1]
-        blocks = dict(zip(spec.blocks, ops.addmm(x_proj, y_prev, weight_hh.mT).split(n, dim=-1)))
+        blocks = dict(zip(spec.blocks, self.recurrence(spec).add(x_proj, y_prev, weight_hh).split(n, dim=-1)))
+        if spec.exponential_gates:
+            return lstm_exponential.step(spec, blocks, y_prev, c_prev, *gates_state)
         if weight_gg is not None:  # FGR: previous gate activations feed every gate
             for gate, extra in zip(spec.computed_gates, (gates_state[0] @ weight_gg.mT).split(n, dim=-1)):
                 blocks[gate] = blocks[gate] + extra
@@ -110,18 +124,19 @@ class LSTMFamily(Family):
         acts: dict[str, Tensor] = {}
         z = acts["z"] = activation(spec.input_activation, blocks["z"])
         if spec.input_gate:
-            i = acts["i"] = torch.sigmoid(blocks["i"] + peep["i"] * c_prev if "i" in peep else blocks["i"])
-            c = z * i
-        else:
-            c = z
-        if spec.coupled:
+            pre_i = blocks["i"] + peep["i"] * c_prev if "i" in peep else blocks["i"]
+            acts["i"] = torch.sigmoid(pre_i)
+        if spec.coupled:  # f = 1 - sigmoid(i~); JANET shifts the input gate: i = sigmoid(i~ + beta)
             acts["f"] = 1 - acts["i"]
-            c = c + c_prev * acts["f"]
+            if spec.coupling_shift:
+                acts["i"] = torch.sigmoid(pre_i + spec.coupling_shift)
         elif spec.forget_gate:
-            f = acts["f"] = torch.sigmoid(blocks["f"] + peep["f"] * c_prev if "f" in peep else blocks["f"])
-            c = c + c_prev * f
-        else:
-            c = c + c_prev
+            acts["f"] = torch.sigmoid(blocks["f"] + peep["f"] * c_prev if "f" in peep else blocks["f"])
+        if spec.normalized_gates:  # minLSTM: i / (i + f), f / (i + f)
+            total = acts["i"] + acts["f"]
+            acts["i"], acts["f"] = acts["i"] / total, acts["f"] / total
+        c = z * acts["i"] if "i" in acts else z
+        c = c + c_prev * acts["f"] if "f" in acts else c + c_prev
         acts["c"] = c
         y = activation(spec.output_activation, c)
         if spec.output_gate:
@@ -134,21 +149,49 @@ class LSTMFamily(Family):
         return y, new_state, acts
 
     # -- the whole sequence, without autograd -------------------------------------------------
+    def kernel_problem(self, spec: CellSpec) -> str | None:
+        """The Triton kernel computes the Odyssey flags: full recurrence with one head, sigmoid gates
+        that are neither exponential, normalised nor shifted, g = tanh or the identity."""
+        missing = [
+            name for name, present in (
+                (f"recurrence={spec.recurrence!r}", spec.recurrence != "full"), (f"heads={spec.heads}", spec.heads != 1),
+                ("exponential_gates", spec.exponential_gates), ("normalized_gates", spec.normalized_gates),
+                ("coupling_shift", bool(spec.coupling_shift)), ("input_activation='positive'", spec.input_activation == "positive"),
+            ) if present
+        ]
+        return f"the LSTM Triton kernel has no {', '.join(missing)}" if missing else None
+
+    def fused_path(self, spec: CellSpec, xp: Tensor) -> str:
+        """The scan for cells that are parallel in time (unless LSTM_ODYSSEY_SCAN=0), else Triton or eager."""
+        return "scan" if spec.parallel_in_time and ops.scan_enabled() else super().fused_path(spec, xp)
+
     def sequence_forward(self, spec: CellSpec, xp: Tensor, states: list[Tensor], weights: Weights, mask: Tensor | None):
-        """Triton's per-step kernel where it runs (lstm_triton.py), else `eager_sequence_forward`."""
-        if ops.triton_runs(xp):
+        """Triton's per-step kernel where it runs (lstm_triton.py), the scan over time (lstm_scan.py),
+        the exponential-gate sweep (lstm_exponential.py), else `eager_sequence_forward`."""
+        lay = _Layout(spec, states[0].shape[-1])
+        path = self.fused_path(spec, xp)
+        if path == "triton":
             from . import lstm_triton  # imports triton, which only CUDA builds of torch ship
 
-            outs, saved = lstm_triton.triton_sequence_forward(spec, _Layout(spec, states[0].shape[-1]), xp, states, weights, mask)
+            outs, saved = lstm_triton.triton_sequence_forward(spec, lay, xp, states, weights, mask)
+        elif path == "scan":
+            outs, saved = lstm_scan.sequence_forward(lay, xp, states, weights, mask)
+        elif spec.exponential_gates:
+            outs, saved = lstm_exponential.sequence_forward(lay, xp, states, weights, mask)
         else:
             outs, saved = eager_sequence_forward(spec, xp, states, weights, mask)
         return outs, {name: value for name, value in saved.items() if value is not None}
 
     def sequence_backward(self, spec: CellSpec, saved: dict[str, Tensor], grads: list[Tensor | None], weights: Weights, mask: Tensor | None):
-        """The reverse sweep (Triton's kernel or eager), then every weight gradient in one reduction."""
-        lay = _Layout(spec, saved["Y"].shape[-1])
+        """The reverse sweep (Triton's kernel, the scan, or eager), then every weight gradient in one reduction."""
+        lay = _Layout(spec, saved["C"].shape[-1])
+        path = self.fused_path(spec, saved["acts"])
+        if path == "scan":
+            return lstm_scan.sequence_backward(lay, saved, grads, weights, mask)
+        if spec.exponential_gates:
+            return lstm_exponential.sequence_backward(lay, saved, grads, weights, mask)
         grads = grads + [None] * (4 - len(grads))  # the FGR state's gradient is absent without FGR
-        if ops.triton_runs(saved["acts"]):
+        if path == "triton":
             from . import lstm_triton  # imports triton, which only CUDA builds of torch ship
 
             dpre, dstates = lstm_triton.triton_sequence_backward(spec, lay, saved, grads, weights, mask)
@@ -184,16 +227,14 @@ def eager_sequence_forward(spec: CellSpec, xp: Tensor, states: list[Tensor], wei
         G = xp.new_empty((steps + 1, *g0[0].shape))
         G[0] = g0[0]
         gg_t = lay.gg_full(weight_gg).mT
-    whh_t = weight_hh.mT
+    rec, whh = lay.rec, weight_hh
     p = {g: peephole[..., s] for g, s in lay.peep.items()} if peephole is not None else {}
     # tanh(z) = 2 sigmoid(2z) - 1: with z's pre-activation doubled (its rows of W x + b and of R), one
     # sigmoid covers i, f and z together (they lead the block order i f z o)
     z_with_gates = lay.tanh_in and xp.device.type == "cpu"
     if z_with_gates:
         acts[..., col["z"]].mul_(2)
-        whh = weight_hh.clone()
-        whh[..., col["z"], :] *= 2
-        whh_t = whh.mT
+        whh = rec.scaled_rows(weight_hh, col["z"], 2)
     A = acts.unbind(0)
     blk = {b: acts[..., col[b]].unbind(0) for b in col}
     S_if = acts[..., : len(gates_if) * n].unbind(0) if gates_if else None
@@ -210,7 +251,7 @@ def eager_sequence_forward(spec: CellSpec, xp: Tensor, states: list[Tensor], wei
     Gl = G.unbind(0) if fgr else None
     for t in range(steps):
         a, c_prev = A[t], Cl[t]
-        ops.addmm_(a, Yl[t], whh_t)
+        rec.add_(a, Yl[t], whh)
         if fgr:
             ops.addmm_(a, Gl[t], gg_t)
         if both_peep:
@@ -226,19 +267,22 @@ def eager_sequence_forward(spec: CellSpec, xp: Tensor, states: list[Tensor], wei
         else:
             if gates_if:
                 S_if[t].sigmoid_()
-            if lay.tanh_in:
-                ops.tanh_(z)
+            ops.activation_(spec.input_activation, z)
         c = CNl[t] if mask is not None else Cl[t + 1]
-        if "i" in col:
-            torch.mul(z, blk["i"][t], out=c)
+        if spec.normalized_gates:  # c = (z i + f c_prev) / (i + f)
+            i, f = blk["i"][t], blk["f"][t]
+            torch.mul(z, i, out=c).addcmul_(f, c_prev).div_(i + f)
         else:
-            c.copy_(z)
-        if spec.coupled:  # c += (1 - i) c_prev
-            c.add_(c_prev).addcmul_(blk["i"][t], c_prev, value=-1)
-        elif "f" in col:
-            c.addcmul_(blk["f"][t], c_prev)
-        else:
-            c.add_(c_prev)
+            if "i" in col:  # JANET's shifted input gate sigmoid(i~ + beta), from s = sigmoid(i~)
+                torch.mul(z, lay.shifted(blk["i"][t]) if lay.shift else blk["i"][t], out=c)
+            else:
+                c.copy_(z)
+            if spec.coupled:  # c += (1 - s) c_prev
+                c.add_(c_prev).addcmul_(blk["i"][t], c_prev, value=-1)
+            elif "f" in col:
+                c.addcmul_(blk["f"][t], c_prev)
+            else:
+                c.add_(c_prev)
         y = YN if mask is not None else Yl[t + 1]
         hc = ops.tanh_into(c, HCl[t]) if lay.tanh_out else c
         if "o" in col:
@@ -277,9 +321,9 @@ def _eager_sequence_backward(lay: _Layout, saved: dict[str, Tensor], grads: list
     fgr = weight_gg is not None
     # derivative factors, all steps at once: sigmoid' = s - s^2, tanh' = 1 - t^2
     F = torch.addcmul(acts, acts, acts, value=-1)
-    if lay.tanh_in:
-        z_all = acts[..., col["z"]]
-        F[..., col["z"]] = torch.addcmul(torch.ones_like(z_all), z_all, z_all, value=-1)
+    g_prime = ops.activation_grad(spec.input_activation, acts[..., col["z"]])  # None: g is the identity
+    if g_prime is not None:
+        F[..., col["z"]] = g_prime
     HD = torch.addcmul(torch.ones_like(HC), HC, HC, value=-1) if HC is not None else None
     dpre = torch.empty_like(acts)  # dL/d(pre-activation), all steps
     dy = grad_h.clone() if grad_h is not None else Y.new_zeros(Y.shape[1:])  # dL/d(state y_t), carried
@@ -338,16 +382,31 @@ def _eager_sequence_backward(lay: _Layout, saved: dict[str, Tensor], grads: list
         # c = z i + f c_prev (f = 1 - i for CIFG, f = 1 without a forget gate)
         dz = Db["z"][t]
         dc_prev = dct
-        if "i" in col:
+        d_shifted = None
+        if spec.normalized_gates:  # c = (z i + f c_prev) / (i + f): d/di = (z - c) / (i + f), d/df = (c_prev - c) / (i + f)
+            i, f, c_new = Ab["i"][t], Ab["f"][t], CNl[t]
+            scale = dct / (i + f)
+            torch.mul(scale, i, out=dz)
+            torch.mul(scale, Ab["z"][t] - c_new, out=Db["i"][t])
+            torch.mul(scale, c_prev - c_new, out=Db["f"][t])
+            dc_prev = scale * f
+        elif "i" in col:
             i = Ab["i"][t]
-            torch.mul(dct, i, out=dz)
-            torch.mul(dct, Ab["z"][t], out=Db["i"][t])
+            if lay.shift:  # JANET: c = z sigmoid(i~ + beta) + (1 - s) c_prev; the shifted gate's share joins after s'
+                shifted = lay.shifted(i)
+                torch.mul(dct, shifted, out=dz)
+                d_shifted = dct * Ab["z"][t] * (shifted - shifted * shifted)
+                torch.mul(dct, c_prev, out=Db["i"][t]).neg_()
+            else:
+                torch.mul(dct, i, out=dz)
+                torch.mul(dct, Ab["z"][t], out=Db["i"][t])
+                if spec.coupled:
+                    Db["i"][t].addcmul_(dct, c_prev, value=-1)
             if spec.coupled:
-                Db["i"][t].addcmul_(dct, c_prev, value=-1)
                 dc_prev = torch.addcmul(dct, dct, i, value=-1)
         else:
             dz.copy_(dct)
-        if "f" in col:
+        if "f" in col and not spec.normalized_gates:
             torch.mul(dct, c_prev, out=Db["f"][t])
             dc_prev = dct * Ab["f"][t]
         if gates_if:
@@ -355,19 +414,21 @@ def _eager_sequence_backward(lay: _Layout, saved: dict[str, Tensor], grads: list
                 for g in gates_if:
                     Db[g][t].add_(dg_new[..., lay.gate[g]])
             D_if[t].mul_(F_if[t])
+            if d_shifted is not None:
+                Db["i"][t].add_(d_shifted)
             for g in gates_if:
                 if g in p:
                     dc_prev.addcmul_(Db[g][t], p[g])
-        if lay.tanh_in:
+        if g_prime is not None:
             dz.mul_(Fb["z"][t])
         # carry to step t-1
         if mask is not None:
-            ops.addmm_(dy, d, weight_hh)
+            lay.rec.add_transposed_(dy, d, weight_hh)
             dc.add_(dc_prev)
             if fgr:
                 ops.addmm_(dg, d, gg_full)
         else:
-            dy = ops.mm(d, weight_hh)
+            dy = lay.rec.transposed(d, weight_hh)
             dc = dc_prev
             if fgr:
                 dg = ops.mm(d, gg_full)
@@ -376,9 +437,9 @@ def _eager_sequence_backward(lay: _Layout, saved: dict[str, Tensor], grads: list
 
 def _weight_grads(lay: _Layout, saved: dict[str, Tensor], dpre: Tensor, weights: Weights) -> Weights:
     """dR, dpeephole and dR_g from the pre-activation gradients of every step: one reduction each."""
-    _, peephole, weight_gg = weights
+    weight_hh, peephole, weight_gg = weights
     Y, C, CN, G = saved["Y"], saved["C"], saved.get("CN"), saved.get("G")
-    d_whh = ops.sum_over_steps(dpre, Y[:-1])
+    d_whh = lay.rec.grad(dpre, Y[:-1], weight_hh)
     d_gg = lay.gg_rows(ops.sum_over_steps(dpre, G[:-1])) if weight_gg is not None else None
     d_peep = None
     if peephole is not None:

@@ -1,6 +1,7 @@
 """The tanh RNN (Elman, Keras's SimpleRNN; docs/equations.md, "tanh RNN") as the `RNN` family object:
-h_t = tanh(W x_t + R h_{t-1} + b). One block, state h. Shapes: see ops.py (one trial 2-D, stacked
-trials with K first). No Triton kernel: a step is one matmul and one tanh already."""
+h_t = tanh(W x_t + R h_{t-1} + b), R a full matrix, block-diagonal over heads, or diagonal (IndRNN,
+Li et al. 2018: h_t = tanh(W x_t + u ⊙ h_{t-1} + b)). One block, state h. Shapes: see ops.py (one
+trial 2-D, stacked trials with K first). No Triton kernel: a step is one matmul and one tanh already."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class RNNFamily(Family):
     def step(self, spec: CellSpec, x_proj: Tensor, state: list[Tensor], weights: Weights):
         """h_t = tanh(W x_t + b + R h_{t-1}). Activations by name: h."""
         (h_prev,), (weight_hh,) = state, weights
-        h = torch.tanh(ops.addmm(x_proj, h_prev, weight_hh.mT))
+        h = torch.tanh(self.recurrence(spec).add(x_proj, h_prev, weight_hh))
         return h, [h], {"h": h}
 
     def sequence_forward(self, spec: CellSpec, xp: Tensor, states: list[Tensor], weights: Weights, mask: Tensor | None):
@@ -39,10 +40,10 @@ class RNNFamily(Family):
         H[0] = h0
         A = torch.empty_like(xp) if mask is not None else None  # new h (H holds the kept state)
         out = xp.new_empty((steps, *h0.shape)) if mask is not None else None
-        w_t = weight_hh.mT
+        rec = self.recurrence(spec)
         for t in range(steps):
             new = A[t] if mask is not None else H[t + 1]
-            ops.tanh_(ops.addmm(xp[t], H[t], w_t, out=new))
+            ops.tanh_(rec.add_into(xp[t], H[t], weight_hh, out=new))
             if mask is not None:
                 torch.where(mask[t].bool(), new, H[t], out=H[t + 1])
                 torch.mul(new, mask[t], out=out[t])
@@ -57,6 +58,7 @@ class RNNFamily(Family):
         new_h = A if A is not None else H[1:]
         dxp = torch.empty_like(new_h)
         dh = grad_h.clone() if grad_h is not None else H.new_zeros(H.shape[1:])
+        rec = self.recurrence(spec)
         for t in range(H.shape[0] - 2, -1, -1):
             d, hn = dxp[t], new_h[t]
             if mask is not None:
@@ -71,10 +73,10 @@ class RNNFamily(Family):
                 d.copy_(dh)
             d.addcmul_(d * hn, hn, value=-1)  # tanh'
             if mask is not None:
-                ops.addmm_(dh, d, weight_hh)
+                rec.add_transposed_(dh, d, weight_hh)
             else:
-                dh = ops.mm(d, weight_hh)
-        return dxp, [dh], [ops.sum_over_steps(dxp, H[:-1])]
+                dh = rec.transposed(d, weight_hh)
+        return dxp, [dh], [rec.grad(dxp, H[:-1], weight_hh)]
 
 
 RNN = RNNFamily()
