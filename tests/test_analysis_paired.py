@@ -183,10 +183,10 @@ def test_one_fixed_distinguishable_style_per_cell():
     styles = plots.cell_styles(cells)
     assert list(PRESETS) == list(plots.PAPER_CELLS)
     assert len({s.colour for s in styles.values()}) == len(cells)
-    assert len({s.marker for s in styles.values() if s.colour in plots.COLOURS}) == 13
+    assert len({s.marker for s in styles.values() if s.colour in plots.COLOURS}) == len(plots.PAPER_CELLS)
     # keyed by cell: the same colour whatever else is in the figure
     assert plots.cell_styles(["gru", "vanilla"]) == {"gru": styles["gru"], "vanilla": styles["vanilla"]}
-    # distinguishable: every two of the 13 at least 20 CIE76 units apart (2.3 is a just-noticeable difference)
+    # distinguishable: every two of the presets' colours at least 20 CIE76 units apart (2.3 is a just-noticeable difference)
     assert min(np.linalg.norm(lab(a) - lab(b)) for a, b in itertools.combinations(plots.COLOURS, 2)) > 20
 
 

@@ -37,11 +37,12 @@ from .stats import (  # noqa: E402
 )
 
 # One style per cell, in the paper's order (cells.PRESETS): a colour and a marker no other cell has.
-PAPER_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr", "gru", "gru_cho", "grupp", "rnn")
+PAPER_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr", "gru", "gru_cho", "grupp", "rnn",
+               "min_gru", "min_lstm", "slstm", "indy_lstm", "indrnn", "janet")  # the paper's, then the later cells
 COLOURS = ("#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
-           "#469990", "#808000", "#000075", "#800000")
-MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "p", "h", "d")
-EXTRA_COLOURS = ("#bfef45", "#a9a9a9", "#ffe119", "#dcbeff", "#fabed4", "#aaffc3", "#ffd8b1")
+           "#469990", "#808000", "#000075", "#800000", "#bfef45", "#a9a9a9", "#ffe119", "#dcbeff", "#fabed4", "#aaffc3")
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "p", "h", "d", "H", "8", "+", "x", "1", "2")
+EXTRA_COLOURS = ("#ffd8b1", "#fffac8")
 POOLED_COLOUR = "#7f7f7f"
 MIN_BAND_RUNS = 3  # a 95 % interval over 2 runs spans the whole axis and hides every line
 DPI = 110

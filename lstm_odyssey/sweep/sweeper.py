@@ -387,9 +387,11 @@ class StudySweeper(Sweeper):
 
     # ----------------------------------------------------------------- one job
     @staticmethod
-    def _latest_trial(study: optuna.Study, k: int) -> optuna.trial.FrozenTrial | None:
+    def _latest_trial(study: optuna.Study, k: int, space: Sequence[Param] = ()) -> optuna.trial.FrozenTrial | None:
+        """The newest trial of index k that has all its parameters (a cooperating sweep, or one killed while
+        asking, can leave a trial whose parameters are not all stored yet)."""
         earlier = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("k") == k
-                   and t.state != optuna.trial.TrialState.WAITING]
+                   and t.state != optuna.trial.TrialState.WAITING and all(p.optuna_name in t.params for p in space)]
         return earlier[-1] if earlier else None
 
     def _place(self, job: Job, values: dict[str, Any], fixed: list[str], sweep_dir: Path) -> Path:
@@ -405,7 +407,7 @@ class StudySweeper(Sweeper):
         assert self.holdings is not None and self.progress is not None
         job = Job(point=point, k=k, study=study)
         rerun_failed = bool(study_cfg.get("rerun_failed"))
-        trial = self._latest_trial(study, k)
+        trial = self._latest_trial(study, k, space)
         if trial is not None:  # the common case on a rerun: a finished job needs no claim
             run_dir = self._place(job, to_values(space, trial.params) if space else {}, fixed, sweep_dir)
             record = record_status(run_dir)
@@ -418,7 +420,7 @@ class StudySweeper(Sweeper):
             self.progress.elsewhere += 1
             return None
         job.claim = self.holdings.add(claim)
-        trial = self._latest_trial(study, k)  # read again under the claim: another sweep may have moved on
+        trial = self._latest_trial(study, k, space)  # read again under the claim: another sweep may have moved on
         if trial is None:
             live = self._ask(study, space, study_cfg, job.label, k)
             number, params = live.number, live.params
