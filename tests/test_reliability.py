@@ -247,16 +247,21 @@ def test_sigkill_of_the_sweep_kills_its_workers_and_an_immediate_rerun_finishes(
 
 
 def test_a_killed_worker_fails_its_job_only_and_the_rerun_resumes_it(tmp_path):
-    # a batch of two: one worker is killed midway; both jobs resume in the same sweep (nothing is lost)
+    # a batch of two, one worker killed midway: the other job ends ok; the killed one is resumed in the same
+    # sweep (when the other was unfinished too, the batch runs again) or recorded as killed and resumed next
     args = ["cell=vanilla,gru", "sweep.n_trials=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *LONG, *ATTEMPTS]
     sweep = start(tmp_path, *args)
     wait_for(lambda: len(checkpoints(tmp_path)) == 2, "both jobs to write a checkpoint", proc=sweep)
     victim, runs = next(iter(attempts(tmp_path).items()))
     os.kill(runs[0]["pid"], signal.SIGKILL)
-    text = output(sweep)
-    assert sweep.returncode == 0, text[-3000:]
+    output(sweep)
+    status = {str(r["_path"].parent.relative_to(tmp_path)): r for r in records(tmp_path)}
+    assert len(status) == 2 and all(r["status"] == "ok" for job, r in status.items() if job != victim)
+    assert status[victim]["status"] == "ok" or "without writing a record" in status[victim]["error"]
+    assert run_sweep(tmp_path, *args).returncode == 0
     recs = {str(r["_path"].parent.relative_to(tmp_path)): r for r in assert_one_ok_record_per_job(tmp_path, 2)}
     assert recs[victim]["resumed_from_epoch"] >= 1  # from its checkpoint, not from scratch
+    assert_study_matches_records(tmp_path)
 
     # a job alone in its batch whose worker is killed: failed (killed), and the rerun resumes it and exits 0
     alone = tmp_path / "alone"
@@ -307,9 +312,10 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
     ckpt["model"] = CreatesFile(marker)
     torch.save(ckpt, last)
     cfg["trainer"].update(resume=True, epochs=2)
-    with pytest.raises(train.CheckpointError) as err:
+    with pytest.raises(Exception) as err:
         train.run(cfg, tmp_path / "run")
     assert not marker.exists()
+    assert type(err.value).__name__ == "CheckpointError"
     message = str(err.value)
     assert "\n" not in message and re.search(r"refers to (io|builtins)\.open", message) and "could run code" in message
     record = json.loads((tmp_path / "run" / "result.json").read_text())
@@ -354,14 +360,16 @@ def test_resume_with_changed_hyperparameters_is_refused(tmp_path):
     cfg = load_config([*TINY_RUN, "trainer.epochs=1", "optim.lr=0.001"])
     train.run(cfg, tmp_path)
     changed = load_config([*TINY_RUN, "trainer.epochs=2", "optim.lr=0.05", "trainer.resume=true"])
-    with pytest.raises(train.CheckpointError) as err:
+    with pytest.raises(Exception) as err:  # trained on with the old optimizer state, recorded as lr 0.05
         train.run(changed, tmp_path)
+    assert type(err.value).__name__ == "CheckpointError"
     message = str(err.value)
     assert "\n" not in message and "optim.lr 0.001 -> 0.05" in message and "trainer.resume=true" in message
     assert "trainer.epochs" not in message  # a longer budget is no other hyperparameter
     bigger = load_config([*TINY_RUN, "trainer.epochs=2", "model.hidden_size=6", "trainer.resume=true"])
-    with pytest.raises(train.CheckpointError, match=r"model.hidden_size 4 -> 6"):
+    with pytest.raises(Exception) as err:  # a multi-line size-mismatch traceback
         train.run(bigger, tmp_path)
+    assert "\n" not in str(err.value) and "model.hidden_size 4 -> 6" in str(err.value)
     longer = train.run(load_config([*TINY_RUN, "trainer.epochs=2", "trainer.resume=true"]), tmp_path)
     assert longer["status"] == "ok" and longer["resumed_from_epoch"] == 1 and longer["epochs_run"] == 2
 
@@ -469,6 +477,18 @@ def test_an_interrupted_sweep_prints_one_line_and_resumes(tmp_path, sig, code):
     run_sweep(tmp_path, *args)
     assert_one_ok_record_per_job(tmp_path, 2)
     assert_study_matches_records(tmp_path)
+
+
+def test_an_interrupted_single_run_says_how_to_resume(tmp_path):
+    run = subprocess.Popen([sys.executable, "-m", "lstm_odyssey.cli", f"paths.root={tmp_path}", *TINY_RUN, *LONG],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    wait_for(lambda: checkpoints(tmp_path), "a checkpoint", proc=run)
+    run.send_signal(signal.SIGTERM)
+    output(run)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run.returncode == 143 and "Traceback" not in run.err
+    assert run.err.strip().splitlines() == [
+        f"interrupted; resume with the same command plus trainer.resume=true hydra.run.dir={run_dir}"]
 
 
 def test_records_and_checkpoints_get_the_usual_permissions(tmp_path):
