@@ -398,21 +398,20 @@ CATALOGUE = {  # override -> the one line printed
     "trainer.epochs=0": "trainer.epochs=0 is not allowed: must be an integer >= 1",
     "trainer.patience=-1": "trainer.patience=-1 is not allowed: must be null (never stop early) or an integer >= 1",
     "model.hidden_size=abc": "model.hidden_size=abc is not allowed: must be an integer >= 1",
-    "optim.lr=abc": "optim.lr=abc is not allowed: must be a number > 0",
+    "optim.lr=abc": "optim.lr=abc is not allowed: must be a number >= 0",
     "trainer.batch_size=0": "trainer.batch_size=0 is not allowed: must be an integer >= 1",
     "+trainer.foo=1": "trainer.foo is not a key of trainer; known keys: batch_size, clip, deterministic, device, "
-                      "epochs, eval_batch_size, input_noise, max_minutes, patience, progress, resume, seed",
+                      "epochs, eval_batch_size, input_noise, max_minutes, min_improvement, patience, progress, resume, seed",
     "+optim.foo=1": "optim.foo is not a key of optim (adam); known keys: betas, lr, name, weight_decay",
     "+model.foo=1": "model.foo is not a key of model; known keys: backend, bidirectional, dropout, embedding_dim, "
                     "encoder, forget_bias, hidden_size, init, num_layers, peephole_init",
-    "+cell.foo=1": "cell.foo is not a key of cell; known keys: coupled, family, forget_gate, full_gate_recurrence, "
-                   "input_activation, input_gate, name, output_activation, output_gate, peepholes, preset, reset",
+    "+cell.foo=1": 'cell.foo is not a key of cell; known keys: coupled, coupling_shift, exponential_gates, family, forget_gate, full_gate_recurrence, heads, input_activation, input_gate, name, normalized_gates, output_activation, output_gate, peepholes, preset, recurrence, reset',
     "+data.foo=1": "data.foo is not a key of data (adding); known keys: form, length, n_test, n_train, n_val, name, "
                    "seed, tolerance",
     "+logger.foo=1": "logger.foo is not a key of logger (none); known keys: name",
     "+paths.foo=1": "paths.foo is not a key of paths; known keys: root",
     "trainer.foo=1": "trainer.foo is not a key of trainer; known keys: batch_size, clip, deterministic, device, "
-                     "epochs, eval_batch_size, input_noise, max_minutes, patience, progress, resume, seed",
+                     "epochs, eval_batch_size, input_noise, max_minutes, min_improvement, patience, progress, resume, seed",
 }
 
 
