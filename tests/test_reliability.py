@@ -110,7 +110,14 @@ def checkpoints(sweep_dir: Path) -> list[Path]:
 
 
 def loky_workers(pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(pid).children() if "popen_loky_posix" in " ".join(p.cmdline())]
+    """The joblib workers of a sweep; none once the sweep (or a worker being listed) has already exited."""
+    workers = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(pid).children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if "popen_loky_posix" in " ".join(child.cmdline()):
+                    workers.append(child)
+    return workers
 
 
 def assert_one_ok_record_per_job(sweep_dir: Path, n_jobs: int) -> list[dict]:
@@ -627,10 +634,13 @@ def test_chaos_random_kills_of_the_sweep_and_its_workers_until_it_completes(tmp_
                 with contextlib.suppress(AssertionError):  # the sweep may end first
                     wait_for(running_job, "a running job", timeout=120, proc=sweep)
             time.sleep(rng.uniform(0.0, 2.0) if when == "in a job" else rng.uniform(1.0, 6.0))
+            if sweep.poll() is not None:  # it ended (and was reaped) while we waited: nothing to kill
+                break
             victims = [psutil.Process(sweep.pid)] if whom == "main" else loky_workers(sweep.pid)
-            if victims and sweep.poll() is None:
-                rng.choice(victims).kill()
-                kills[whom] += 1
+            if victims:
+                with contextlib.suppress(psutil.NoSuchProcess):  # the victim may exit on its own first
+                    rng.choice(victims).kill()
+                    kills[whom] += 1
             if whom == "main":
                 break
         output(sweep)
