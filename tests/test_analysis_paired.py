@@ -296,7 +296,7 @@ def test_paired_report_puts_the_verdicts_first_and_regenerates_byte_for_byte(tmp
     sig = pd.read_csv(tmp_path / "a" / "tables" / "significance.csv")
     row = sig[(sig["cell"] == "nfg") & (sig["subset"] == "all")].iloc[0]
     assert row["test"] == "paired t" and row["n"] == 20 and row["verdict"] == "worse"
-    assert f"95 % CI {analysis.report._fmt(row['ci_low'])} to {analysis.report._fmt(row['ci_high'])}" in text
+    assert f"95 % CI {analysis.text.fmt(row['ci_low'])} to {analysis.text.fmt(row['ci_high'])}" in text
     assert "![paired_toy](figures/paired_toy.png)" in text and (tmp_path / "a" / "figures" / "paired_toy.png").exists()
 
 

@@ -8,7 +8,7 @@ figures, a report, a notebook and a W&B page.
 """
 
 from .hyperparams import group_hidden_sizes, hyperparameters, importance, lr_by_hidden, marginals, scale_of, transform
-from .report import main, markdown_table, significant_cells, verdict_sentence, write_report
+from .report import main, write_report
 from .stats import (
     cell_order,
     design,
@@ -23,6 +23,7 @@ from .stats import (
     top_runs,
     welch,
 )
+from .text import markdown_table, significant_cells, verdict_sentence
 
 __all__ = [
     "cell_order", "design", "group_hidden_sizes", "hedges_g", "holm", "hyperparameters", "importance", "load",

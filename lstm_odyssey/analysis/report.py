@@ -5,7 +5,6 @@ callback calls; it never raises for bad data: what it cannot compute, it says so
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import traceback
 import warnings
@@ -13,13 +12,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from . import odyssey
 from .hyperparams import (
     MIN_LRS_PER_GROUP,
     MIN_RUNS_PER_GROUP,
-    POOLED,
     hyperparameters,
     importance,
     lr_by_hidden,
@@ -27,209 +25,24 @@ from .hyperparams import (
 )
 from .stats import (
     ALPHA,
-    METRICS,
     PAIRED_TEST,
     TEST,
     TOP_FRACTION,
     VAL,
     design,
-    direction,
     load,
     prepare,
     significance,
     summarize,
-    wilcoxon_floor,
 )
+from .text import findings, grouped_sentences, markdown_table, significant_cells, verdict_sentences, wilcoxon_limits
 
 REPORT_NAME = "report.md"
 RUN_COLUMNS = ["task", "cell", "status", "metric", VAL, TEST, "ok", "stopped_by", "epochs_run", "wall_seconds",
                "num_parameters", "seed", "run_dir", "error"]
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if v == 0 or 1e-3 <= abs(v) < 1e5:
-            return f"{v:.4g}"
-        return f"{v:.3e}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
-    """A GitHub-flavoured markdown table (no tabulate dependency)."""
-    columns = [c for c in (columns or df.columns) if c in df.columns]
-    if df.empty or not columns:
-        return "_(no rows)_"
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c]) for c in columns) + " |")
-    return "\n".join(lines)
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
-def _share(value: float) -> str:
-    return "" if value is None or not np.isfinite(value) else f"{value:.0%}"
-
-
-def significant_cells(sig: pd.DataFrame) -> list[str]:
-    """One line per cell that differs from the reference after Holm correction."""
-    lines = []
-    for _, r in sig[sig["verdict"].isin(["better", "worse"])].iterrows():
-        subset = _subset_words(r)
-        n = f"{r['n']} pairs" if r.get("test") == PAIRED_TEST else f"n = {r['n']} vs {r['n_ref']}"
-        lines.append(
-            f"{r['cell']} is significantly {r['verdict']} than {r['reference']} on {r['task']} ({subset}: "
-            f"mean test {r['metric']} {_fmt(r['mean'])} vs {_fmt(r['mean_ref'])}, {_test_name(r)} Holm-adjusted "
-            f"{_p(r['p_holm'])}, Hedges' g = {_fmt(r['hedges_g'])}, {n}; share of ok runs capped by the epoch limit: "
-            f"{_share(r['epoch_capped'])} vs {_share(r['epoch_capped_ref'])})"
-        )
-    return lines
-
-
-def _test_name(r: pd.Series) -> str:
-    return "paired t-test" if r.get("test") == PAIRED_TEST else "Welch's t-test"
-
-
-def _subset_words(r: pd.Series) -> str:
-    if r.get("test") == PAIRED_TEST:
-        return "all pairs" if r["subset"] == "all" else f"pairs whose {r['reference']} run is in its top runs"
-    return "all ok runs" if r["subset"] == "all" else "top runs by validation"
-
-
-def verdict_sentence(r: pd.Series, alpha: float = ALPHA, n_tested: int | None = None) -> str:
-    """The verdict of one row of `significance` in words, with the effect, its interval and the tests; an
-    untested comparison says "cannot tell from these runs, because ..."."""
-    where = f"{r['cell']} vs {r['reference']} on {r['task']} ({_subset_words(r)})"
-    if r["verdict"] == "untested":
-        return f"{where}: cannot tell from these runs, because {r['note'] or 'no test could be computed'}."
-    unit = METRICS.get(str(r["metric"]), ("", "", None))[1]
-    ci = (f"mean difference {_fmt(r['diff'])}{' ' + unit if unit else ''} (95 % CI {_fmt(r['ci_low'])} to "
-          f"{_fmt(r['ci_high'])}, not adjusted for the number of cells)")
-    tests = f"{_test_name(r)} Holm-adjusted {_p(r['p_holm'])}"
-    paired = r.get("test") == PAIRED_TEST
-    if paired:
-        tests += (f", Wilcoxon signed-rank Holm-adjusted {_p(r['wilcoxon_p_holm'])}" if np.isfinite(r["wilcoxon_p_holm"])
-                  else f", no Wilcoxon test ({r['wilcoxon_note']})")
-        tests += f"; wins/ties/losses of {r['cell']} {int(r['wins'])}/{int(r['ties'])}/{int(r['losses'])}"
-    if r["verdict"] in ("better", "worse"):
-        text = f"{where}: {r['cell']} is {r['verdict']} than {r['reference']}: {ci}; {tests}."
-    else:
-        text = f"{where}: no significant difference at α = {alpha} after Holm correction: {ci}; {tests}."
-    if paired and np.isfinite(r["wilcoxon_p_holm"]) and wilcoxon_floor(int(r["wins"]) + int(r["losses"])) * (
-            n_tested or 1) < alpha and (r["wilcoxon_p_holm"] < alpha) != (r["verdict"] in ("better", "worse")):
-        text += f" The Wilcoxon test {'finds' if r['wilcoxon_p_holm'] < alpha else 'does not confirm'} a difference."
-    return text
-
-
-def wilcoxon_limits(sig: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
-    """Where the Wilcoxon test cannot be significant whatever the data: too few non-zero pairs for the
-    number of cells Holm corrects over (one line per task and subset)."""
-    lines = []
-    for (task, subset), s in sig[(sig["test"] == PAIRED_TEST) & np.isfinite(sig["wilcoxon_p"])].groupby(
-            ["task", "subset"], sort=False):
-        nonzero = int((s["wins"] + s["losses"]).max())
-        floor = wilcoxon_floor(nonzero) * len(s)
-        if floor >= alpha:
-            lines.append(f"{task} ({subset}): with at most {nonzero} non-zero pairs the Wilcoxon signed-rank test cannot "
-                         f"reach p < {alpha} after Holm over {len(s)} cells (smallest possible adjusted p {floor:.3g}); "
-                         "its verdict needs more trials.")
-    return lines
-
-
-def verdict_sentences(sig: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
-    """`verdict_sentence` of every row, each knowing how many cells its Holm correction covered."""
-    tested = sig.groupby(["task", "subset"])["p"].transform(lambda p: int(np.isfinite(p).sum()))
-    return [verdict_sentence(r, alpha, int(k)) for (_, r), k in zip(sig.iterrows(), tested)]
-
-
-def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, imp: pd.DataFrame | None,
-             lrh: pd.DataFrame | None, reference: str, alpha: float) -> str:
-    """The one-paragraph plain statement of what the sweep shows."""
-    parts = []
-    for task in sorted(df["task"].unique()):
-        tdf = df[df["task"] == task]
-        srow = summary[summary["task"] == task]
-        metric = srow["metric"].dropna().iloc[0] if srow["metric"].notna().any() else "metric"
-        ok = int(tdf["ok"].sum())
-        text = (f"On {task} ({_n(len(tdf), 'run')} of {_n(tdf['cell'].nunique(), 'cell')}, {ok} ok; test {metric}, "
-                f"{direction(metric)}): ")
-        if sig is None or reference not in set(tdf["cell"]):
-            text += f"no {reference} runs, so no cell could be compared with {reference}. "
-        else:
-            s = sig[sig["task"] == task]
-            hits = s[s["verdict"].isin(["better", "worse"])]
-            if len(s) and s["test"].iloc[0] == PAIRED_TEST:
-                text += (f"the study is paired, so every cell is compared with {reference} trial by trial (paired "
-                         "t-test; Wilcoxon signed-rank test alongside). ")
-            if len(hits):
-                said = []
-                for cell, g in hits.groupby("cell", sort=False):
-                    said.append(f"{cell.upper()} is significantly " + " and ".join(
-                        f"{r['verdict']} than {reference} on {'the top runs' if r['subset'] == 'top' else 'all runs'} "
-                        f"(mean difference {_fmt(r['diff'])}, 95 % CI {_fmt(r['ci_low'])} to {_fmt(r['ci_high'])}; "
-                        f"Holm-adjusted {_p(r['p_holm'])}, g = {r['hedges_g']:.2f})" for _, r in g.iterrows()
-                    ))
-                text += "; ".join(said) + ". "
-                rest = sorted(set(s.loc[s["verdict"] == "n.s.", "cell"]) - set(hits["cell"]))
-                if rest:
-                    text += f"{', '.join(c.upper() for c in rest)} show no significant difference at α = {alpha}. "
-            elif (s["verdict"] == "untested").all():
-                text += f"no cell had enough runs for a test against {reference}: cannot tell from these runs. "
-            else:
-                text += f"no cell differs significantly from {reference} at α = {alpha} after Holm correction. "
-        capped = (tdf.loc[tdf["ok"], "stopped_by"] == "epoch_cap").mean() if "stopped_by" in tdf and ok else np.nan
-        if np.isfinite(capped) and capped > 0:
-            text += (f"{capped:.0%} of ok runs stopped at the epoch cap, so these verdicts reflect learning speed "
-                     "as much as reachable performance. ")
-        if imp is not None and len(imp):
-            pooled = imp[(imp["task"] == task) & (imp["cell"] == POOLED)]
-            if len(pooled):
-                top = pooled.sort_values("importance", ascending=False).iloc[0]
-                main = pooled["variance_fraction"].sum()
-                text += (f"The most important hyperparameter (fANOVA over all cells) is {top['param']} "
-                         f"(importance {top['importance']:.2f}); main effects explain {main:.0%} of the variance "
-                         f"of the fANOVA forest, the rest is interactions and noise "
-                         f"({int(top['n_runs'])} runs). ")
-        if lrh is not None and len(lrh[lrh["task"] == task]):
-            lt = lrh[lrh["task"] == task]
-            p_shift = lt["shift_p"].iloc[0]
-            if not np.isfinite(p_shift):
-                reason = lt["note"].dropna().iloc[0] if lt["note"].notna().any() else "the F-test could not be computed"
-                text += ("Learning rate × hidden size: cannot tell from these runs whether the hidden size shifts the "
-                         f"optimal learning rate, because {reason}. ")
-            else:
-                where = ", ".join(f"{_lr_text(r)} for hidden {_range(r)}" for _, r in lt.iterrows())
-                verdict = "shifts" if p_shift < alpha else "does not significantly shift"
-                text += (f"The best learning rate is {where}; the hidden size {verdict} the optimal learning rate "
-                         f"(F-test of a quadratic in log lr per hidden-size group against a shared one, {_p(p_shift)}). ")
-        parts.append(text.strip())
-    return " ".join(parts)
-
-
 DEBUG = False  # --debug: print the traceback of every part that could not be computed
-
-
-def _range(row: pd.Series) -> str:
-    lo, hi = int(row["hidden_min"]), int(row["hidden_max"])
-    return str(lo) if lo == hi else f"{lo}–{hi}"
-
-
-def _lr_text(row: pd.Series) -> str:
-    vertex = row.get("vertex_log10_lr")
-    if vertex is not None and np.isfinite(vertex):
-        return f"about {10 ** vertex:.2g}"
-    return f"{_fmt(row['best_lr_low'])}–{_fmt(row['best_lr_high'])}"
 
 
 def _try(notes: list[str], what: str, fn: Callable[[], Any]) -> Any:
@@ -304,6 +117,7 @@ def write_report(
     for task in tasks:
         _figures(df, task, sig, imp, marg, reference, top, out, figures, notes)
 
+    lines += paper_section(df, sig, imp, lrh, reference, alpha, tables, notes)
     lines += ["## Design and tests", ""]
     for task in tasks:
         paired, why = design(df[df["task"] == task])
@@ -325,7 +139,7 @@ def write_report(
                 continue
             s = s.sort_values("subset", key=lambda c: c != "all", kind="stable")  # all pairs first
             lines += [f"### {task}", "", markdown_table(s, PAIRED_COLUMNS), ""]
-            lines += [f"- {text}" for text in _grouped_sentences(s)]
+            lines += [f"- {text}" for text in grouped_sentences(s)]
             lines += [f"- {text}" for text in wilcoxon_limits(s, alpha)] + [""]
             if f"paired_{task}" in figures:
                 lines += [f"![paired_{task}](figures/{figures[f'paired_{task}'].name})", ""]
@@ -377,26 +191,38 @@ def write_report(
     return _finish(out, lines, notes, tables, figures, paths, wandb, wandb_project, wandb_group)
 
 
-def _grouped_sentences(s: pd.DataFrame) -> list[str]:
-    """The verdict sentences, with the untested comparisons of one subset that share a reason said once."""
-    out, said = [], set()
-    for _, r in s.iterrows():
-        if r["verdict"] != "untested":
-            out.append(r["verdict_text"])
-            continue
-        key = (r["subset"], r["note"])
-        if key in said:
-            continue
-        said.add(key)
-        same = s[(s["verdict"] == "untested") & (s["subset"] == r["subset"]) & (s["note"] == r["note"])]
-        cells = ", ".join(same["cell"])
-        out.append(f"{cells} vs {r['reference']} on {r['task']} ({_subset_words(r)}): cannot tell from these runs, "
-                   f"because {r['note']}.")
-    return out
-
-
 PAIRED_COLUMNS = ["subset", "cell", "n", "diff", "ci_low", "ci_high", "p_holm", "wilcoxon_p_holm", "wins", "ties",
                   "losses", "verdict"]
+
+
+def paper_section(df: pd.DataFrame, sig, imp, lrh, reference: str, alpha: float, tables: dict[str, pd.DataFrame],
+                  notes: list[str]) -> list[str]:
+    """The paper's findings as verdicts and the best run per cell by validation, for a study of the reference
+    against at least one of the paper's variants (analysis/odyssey.py); nothing for any other study."""
+    if reference not in set(df["cell"]) or not set(odyssey.VARIANTS) & set(df["cell"]) or sig is None:
+        return []
+    found = _try(notes, "the paper's findings", lambda: odyssey.paper_findings(df, sig, imp, lrh, reference, alpha))
+    best = _try(notes, "best run per cell", lambda: odyssey.best_by_validation(df, reference))
+    if found is None or best is None:
+        return []
+    tables["paper_findings"], tables["best_by_validation"] = found, best
+    lines = ["## The paper's findings", "",
+             "Each claim of Greff et al. (2017) as *confirmed*, *not confirmed* or *cannot tell from these runs*, "
+             "with the test behind the verdict; `effect` with `low`–`high` (the interval `interval` names). The "
+             "comparisons are the paired verdicts below (all ok pairs); the fANOVA claims read the importances per "
+             f"cell: *by far* = the learning rate's median importance at least {odyssey.BY_FAR:g}x the next "
+             f"parameter's, *hardly matters* = below {odyssey.HARDLY:g}, *nearly independent* = main effects "
+             f"explain at least {odyssey.INDEPENDENT:.0%} of the variance.", ""]
+    lines += [markdown_table(found, ["task", "finding", "verdict", "test", "n", "effect", "low", "high", "interval",
+                                     "p"]), ""]
+    lines += [f"- {r['task']}, {r['finding']}: {r['detail']}" for _, r in found.iterrows()] + [""]
+    lines += ["### Best run per cell by validation", "",
+              "The test metric of each cell's run with the best validation score (`published`: results on the same "
+              "split from the literature); `capped` and `plateau` are the shares of ok runs cut off by the budget and "
+              "stopped by the plateau rule.", "", odyssey.STOPPING_BIAS, ""]
+    lines += [markdown_table(best, ["task", "cell", "ok", "best_val", "best_test", "top_median", "capped", "plateau",
+                                    "published"]), ""]
+    return lines
 
 
 def _figures(df: pd.DataFrame, task: str, sig, imp, marg, reference: str, top: float, out: Path,
