@@ -2,6 +2,7 @@
 
     lstm-odyssey-bench --threads 2 --input 32 --hidden 128 --batch 64 --steps 100 --json bench.json
     python -m lstm_odyssey.bench --device cuda --hidden 512 --cells vanilla np gru
+    lstm-odyssey-bench --study       # trials per hour of the reproduction study, packed vs one at a time
 
 For each (cell, backend) it reports the median forward (no grad) and forward+backward time over
 `--repeats` runs after `--warmup` runs, the ratio to torch.nn.LSTM measured in the same process (runs
@@ -219,7 +220,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: print the table, optionally write JSON (returns None: exit status 0)."""
+    """Console entry point: print the table, optionally write JSON (returns None: exit status 0).
+    `--study` first: trials per hour of the reproduction study instead (packed/study_bench.py)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--study"]:
+        from .packed import study_bench
+
+        return study_bench.main(argv[1:])
     args = parse_args(argv)
     result = measure(args)
     env = result["env"]

@@ -85,3 +85,10 @@ def test_the_reproduction_studies_compose_and_run_a_tiny_pack(tmp_path, study):
     assert {r["pack"]["width"] for r in records} == {2} and len({r["pack"]["id"] for r in records}) == 1
     assert records[0]["config"]["optim"]["name"] == ("sgd" if study == "odyssey_jsb" else "adam")
     assert records[0]["config"]["trainer"]["min_improvement"] == 0.001
+    # the study benchmark times the same trials: trial k's hyperparameters as this sweep drew them
+    from lstm_odyssey.packed.study_bench import paired_samples, study_config
+
+    cfg = study_config(study, "vanilla", ["sweep.params.model.hidden_size.high=24"])
+    drawn = paired_samples(cfg, 2)
+    for record, sample in zip(sorted(records, key=lambda r: r["trial"]), drawn):
+        assert {key: record["hparams"][key] for key in sample} == pytest.approx(sample)

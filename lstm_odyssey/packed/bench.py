@@ -40,7 +40,7 @@ import torch
 from .. import train
 from ..config import load_config
 from ..data.base import MULTILABEL, SequenceSplit, TaskData
-from .fit import Pack, record_head
+from .fit import Pack
 from .model import PATHS
 from .plan import plan_packs
 
@@ -96,7 +96,7 @@ class Packs:
         for j, group in enumerate(groups):
             members = [cfgs[k] for k in group]
             dirs = [folder / f"pack{j}_{k}" for k in group]
-            heads = [record_head(c, d) for c, d in zip(members, dirs)]
+            heads = [train.record_head(c, d) for c, d in zip(members, dirs)]
             self.packs.append(Pack(members, dirs, heads, folder / f"pack{j}", task=task, path=path))
 
     def epoch(self) -> None:

@@ -1,0 +1,192 @@
+"""Trials per hour of the reproduction study, packed (`sweep.pack=auto`) against one trial at a time.
+
+    lstm-odyssey-bench --study                                   # both protocols, 16 trials each
+    lstm-odyssey-bench --study --protocols adam --trials 40 --repeats 3 --json study.json
+
+For each protocol (`paper`: sweeps/odyssey_jsb.yaml, SGD with Nesterov momentum, batch 1; `adam`:
+sweeps/odyssey_jsb_adam.yaml, Adam, batch 8, clipping) it composes the study as `lstm-odyssey-train -m
++sweep=...` would, draws the study's own first `--trials` paired samples (trial k's hyperparameters are what
+the sweeper gives trial k), and trains them on JSB Chorales one epoch at a time, both ways, in this process
+with the same worker (one thread): every trial alone (`train.train_epoch`, the fastest backend), and packed
+as `packed.plan.plan_packs(..., "auto")` groups them (the sweeper's plan). The two are interleaved
+`--repeats` times, so a drifting load hits them alike; the ratio is the median of the per-repeat ratios.
+An epoch is `--steps` training batches of the real chorales (the first steps x batch of the training set),
+so that the paper's batch-1 epochs stay short; trials per hour assume `--epochs` full epochs per trial
+(229 chorales: 229 batches per epoch at batch 1, 29 at batch 8), training steps only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import build_task
+from ..data.base import SequenceSplit, TaskData
+from .bench import Packs, Singles
+from .plan import plan_packs
+
+PROTOCOLS = {"paper": "odyssey_jsb", "adam": "odyssey_jsb_adam"}  # protocol -> study (sweeps/<study>.yaml)
+
+
+def study_config(study: str, cell: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The resolved config of one job of `study` (its defaults, before the searched parameters)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from ..cli import register
+
+    register()
+    with initialize_config_module("lstm_odyssey.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"+sweep={study}", f"cell={cell}", "trainer.device=cpu", *overrides])
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return container  # type: ignore[return-value]
+
+
+def paired_samples(cfg: dict, n: int) -> list[dict[str, Any]]:
+    """Trial k's hyperparameters for k < n, as the sweeper of a paired random study draws them."""
+    import optuna
+
+    from ..sweep.space import distributions, parse_space, to_values
+    from ..sweep.sweeper import derive_seed
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = parse_space(cfg["sweep"]["params"])
+    study = optuna.create_study(direction="minimize")
+    samples = []
+    for k in range(n):
+        study.sampler = optuna.samplers.RandomSampler(seed=derive_seed(cfg["sweep"]["seed"], "paired", k))
+        trial = study.ask(distributions(space))
+        samples.append(to_values(space, trial.params))
+        study.tell(trial, 0.0)
+    return samples
+
+
+def trial_configs(cfg: dict, samples: list[dict[str, Any]]) -> list[dict]:
+    """One resolved config per sample (dotted keys set), each with its own seed."""
+    cfgs = []
+    for k, sample in enumerate(samples):
+        trial = json.loads(json.dumps(cfg))
+        for key, value in sample.items():
+            group, name = key.split(".", 1)
+            trial[group][name] = value
+        trial["trainer"]["seed"] = k
+        cfgs.append(trial)
+    return cfgs
+
+
+def first_batches(task: TaskData, batches: int, batch_size: int) -> TaskData:
+    """The task with its training split cut to `batches` batches (a short timed epoch of real data)."""
+    n = min(len(task.train), batches * batch_size)
+    train = SequenceSplit(task.train.xs[:n], task.train.ys[:n])
+    return TaskData(**{**task.__dict__, "train": train})
+
+
+def measure_protocol(protocol: str, args: argparse.Namespace, folder: Path) -> dict:
+    """Singles against the auto plan for one protocol: the JSON-able row."""
+    cfg = study_config(PROTOCOLS[protocol], args.cell)
+    cfgs = trial_configs(cfg, paired_samples(cfg, args.trials))
+    batch = int(cfg["trainer"]["batch_size"])
+    full = build_task(**cfg["data"])
+    task = first_batches(full, args.steps, batch)
+    sizes = [int(c["model"]["hidden_size"]) for c in cfgs]
+    groups = plan_packs(sizes, "auto", "cpu")
+    singles = Singles(cfgs, task)
+    packed = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder / protocol)
+    alone = [g[0] for g in groups if len(g) == 1]
+    rest = Singles([cfgs[k] for k in alone], task) if alone else None
+
+    def packed_epoch() -> None:
+        packed.epoch()
+        if rest is not None:
+            rest.epoch()
+
+    cases: dict[str, Callable[[], None]] = {"one at a time": singles.epoch, "packed (auto)": packed_epoch}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for fn in cases.values():  # warm-up
+        fn()
+    for _ in range(args.repeats):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    steps_per_epoch = math.ceil(len(full.train) / batch)
+    row: dict[str, Any] = {"protocol": protocol, "study": PROTOCOLS[protocol], "optimizer": cfg["optim"]["name"],
+                           "batch_size": batch, "trials": len(cfgs), "hidden_sizes": sizes, "packs": groups,
+                           "steps_timed": math.ceil(len(task.train) / batch), "steps_per_epoch": steps_per_epoch,
+                           "backend": singles.backend}
+    for name, seconds in times.items():
+        per_trial_step = statistics.median(seconds) / row["steps_timed"] / len(cfgs)
+        row[name] = {"seconds_all": seconds, "trials_per_hour": 3600 / (per_trial_step * steps_per_epoch * args.epochs)}
+    row["speedup"] = statistics.median(s / p for s, p in zip(times["one at a time"], times["packed (auto)"]))
+    return row
+
+
+def measure(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    folder = Path(tempfile.mkdtemp(prefix="study-bench-"))
+    load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    rows = [measure_protocol(p, args, folder) for p in args.protocols]
+    env = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_average": load_before,
+           "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+           "command": "lstm-odyssey-bench --study " + " ".join(args.argv)}
+    return {"config": {k: v for k, v in vars(args).items() if k not in ("json", "argv")}, "env": env, "rows": rows}
+
+
+def format_table(result: dict) -> str:
+    epochs = result["config"]["epochs"]
+    lines = ["| protocol | optimiser, batch | trials | packs (widths) | one at a time: trials / hour | packed: trials / hour | × |",
+             "|---|---|---:|---|---:|---:|---:|"]
+    for r in result["rows"]:
+        widths = "+".join(str(len(g)) for g in r["packs"])
+        lines.append(f"| {r['protocol']} ({r['study']}) | {r['optimizer']}, {r['batch_size']} | {r['trials']} | {widths} | "
+                     f"{r['one at a time']['trials_per_hour']:.1f} | {r['packed (auto)']['trials_per_hour']:.1f} | "
+                     f"{r['speedup']:.2f} |")
+    lines.append(f"(trials per hour at {epochs} epochs per trial, training steps only, one thread)")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="lstm-odyssey-bench --study", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    parser.add_argument("--cell", default="vanilla")
+    parser.add_argument("--trials", type=int, default=16, help="the study's first paired trials to time")
+    parser.add_argument("--steps", type=int, default=8, help="training batches per timed epoch")
+    parser.add_argument("--epochs", type=int, default=100, help="epochs per trial that trials per hour assume")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", metavar="FILE", help="also write every number here")
+    args = parser.parse_args(argv)
+    if args.trials < 1 or args.steps < 1 or args.repeats < 1:
+        parser.error("--trials, --steps and --repeats must be at least 1")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = measure(args)
+    env = result["env"]
+    print(f"# {env['command']}")
+    print(f"# torch {env['torch']}, {env['threads']} thread(s) of {env['cores']} cores, "
+          f"load {env['load_average']} before, {env['load_average_after']} after")
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The benchmarks run end to end on tiny settings and report what they claim to measure (no timing is
+asserted: the figures belong in notes, measured on a quiet machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from lstm_odyssey import bench
+from lstm_odyssey.packed import bench as packed_bench
+from lstm_odyssey.packed.plan import plan_packs
+
+
+def test_the_packed_benchmark_times_every_case(tmp_path, capsys):
+    out = tmp_path / "packed.json"
+    packed_bench.main(["--hidden", "24", "--widths", "2", "--drawn", "3", "--steps", "1", "--repeats", "1",
+                       "--paths", "fused", "--json", str(out)])
+    result = json.loads(out.read_text())
+    cases = {r["case"] for r in result["rows"]}
+    assert {"single h=24", "pack h=24 K=2 fused", "drawn singles", "drawn auto fused"} <= cases
+    assert all(r["trials_per_hour"] > 0 and len(r["seconds_all"]) == 1 for r in result["rows"])
+    assert "| drawn auto fused |" in capsys.readouterr().out
+
+
+def test_the_study_benchmark_times_the_studys_own_trials_both_ways(tmp_path, capsys):
+    data = os.environ.get("LSTM_ODYSSEY_DATA")
+    if not data or not (Path(data) / "jsb_chorales").is_dir():
+        pytest.skip("needs the JSB Chorales copy under $LSTM_ODYSSEY_DATA (CI sets it)")
+    out = tmp_path / "study.json"
+    bench.main(["--study", "--protocols", "paper", "adam", "--trials", "3", "--steps", "1", "--repeats", "1",
+                "--json", str(out)])
+    result = json.loads(out.read_text())
+    paper, adam = result["rows"]
+    assert (paper["optimizer"], paper["batch_size"], adam["optimizer"], adam["batch_size"]) == ("sgd", 1, "adam", 8)
+    for row in (paper, adam):
+        assert row["packs"] == plan_packs(row["hidden_sizes"], "auto", "cpu") and row["trials"] == 3
+        assert row["steps_timed"] == 1 and row["steps_per_epoch"] == -(-229 // row["batch_size"])
+        assert row["one at a time"]["trials_per_hour"] > 0 and row["packed (auto)"]["trials_per_hour"] > 0
+    assert "| paper (odyssey_jsb) | sgd, 1 | 3 |" in capsys.readouterr().out
