@@ -83,6 +83,37 @@ def test_wandb_offline_writes_one_run_per_job_with_group_config_metrics_and_stat
             assert record["status"] == "failed" and exit_record.exit_code == 1
 
 
+def test_a_pack_of_trials_writes_one_wandb_run_per_trial(tmp_path):
+    """Trials trained side by side in one process (sweep.pack) are W&B runs at the same time: each keeps its
+    own config, history and summary (one run finishing another's would lose the first trial's epochs)."""
+    cmd = [
+        sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=quick", f"hydra.sweep.dir={tmp_path}", "logger=wandb",
+        "hydra/launcher=basic", "cell=vanilla", "data.length=10", "sweep.n_trials=2", "sweep.pack=2",
+        "sweep.report=false", "data.n_train=64", "data.n_val=32", "data.n_test=32", "trainer.epochs=2",
+        "trainer.patience=null", "sweep.params.model.hidden_size.low=4", "sweep.params.model.hidden_size.high=8",
+    ]
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = sorted(tmp_path.rglob("result.json"))
+    assert len(results) == 2
+    for path in results:
+        record = json.loads(path.read_text())
+        assert record["pack"]["width"] == 2 and record["status"] == "ok"
+        (run_file,) = (path.parent / "wandb").glob("offline-run-*/run-*.wandb")
+        recs = wandb_records(run_file)
+        config = {item.key: json.loads(item.value_json) for item in by_type(recs, "run")[0].config.update}
+        assert config["optim"]["lr"] == record["hparams"]["optim.lr"]
+        history = [{i.key or ".".join(i.nested_key): json.loads(i.value_json) for i in h.item} for h in by_type(recs, "history")]
+        assert [h["epoch"] for h in history] == [1, 2]
+        assert [h["val_mse"] for h in history] == [e["val_mse"] for e in record["history"]]
+        summary = {}
+        for update in by_type(recs, "summary"):
+            for item in update.update:
+                summary[item.key or ".".join(item.nested_key)] = json.loads(item.value_json)
+        assert summary["objective"] == record["objective"] and by_type(recs, "exit")[0].exit_code == 0
+
+
 def test_logger_none_and_errors():
     assert isinstance(tracking.start({"logger": {"name": "none"}}, "unused"), tracking.NullTracker)
     with pytest.raises(ValueError, match="logger=none or logger=wandb"):
