@@ -4,8 +4,9 @@ One W&B run per job, so a multirun never merges into one run: group = the study'
 `logger.group`), job_type = task, tags = `cell:<name>`, `task:<name>` (and `study:<name>`), name = the job's
 directory in the sweep. It logs the config, per-epoch metrics, the parameter count and the final record
 as the run summary; the trials of a pack, trained in one process, are as many runs open at once.
-`finish()` ends a run with exit code 1 for failed jobs so W&B shows them as failed. The run folder lives in the run's own directory (`<run_dir>/wandb/offline-run-*`), offline by default: sync later
-with `wandb sync <run_dir>/wandb/offline-run-*`. The environment variable WANDB_MODE, when set, wins over
+`finish()` ends a run with exit code 1 for failed jobs so W&B shows them as failed. The run folder lives
+in the run's own directory (`<run_dir>/wandb/offline-run-*`), offline by default: sync later with
+`wandb sync <run_dir>/wandb/offline-run-*`. The environment variable WANDB_MODE, when set, wins over
 `logger.mode` (CI sets it to `disabled`).
 """
 
