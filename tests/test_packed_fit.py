@@ -78,7 +78,8 @@ def max_difference(a, b) -> float:
 
 
 @pytest.mark.parametrize(("cell", "path"), [("vanilla", "fused"), ("fgr", "fused"), ("gru", "fused"), ("gru_cho", "fused"),
-                                           ("rnn", "fused"), ("vanilla", "vmap"), ("fgr", "vmap")])
+                                           ("rnn", "fused"), ("vanilla", "vmap"), ("fgr", "vmap"),
+                                           ("min_gru", "fused"), ("slstm", "fused"), ("indrnn", "fused")])
 def test_a_pack_equals_its_trials_run_alone(tmp_path, cell, path):
     cfgs = trial_cfgs(f"cell={cell}", "optim=sgd")
     singles = [train.run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(cfgs)]

@@ -16,7 +16,7 @@ from lstm_odyssey.packed import fused
 from lstm_odyssey.packed.model import PATHS, PackedModel, embedding_index, stack_batches
 from lstm_odyssey.packed.optim import PackedAdam
 
-CELLS = ["vanilla", "fgr", "gru", "gru_cho", "rnn", "cifg"]
+CELLS = ["vanilla", "fgr", "gru", "gru_cho", "rnn", "cifg", "min_gru", "min_lstm", "slstm", "indy_lstm", "indrnn", "janet"]
 HIDDEN = [3, 5, 4]
 FORGET_BIAS = [1.0, 0.0, 2.0]
 F_IN, CLASSES, BATCH = 4, 3, 3
