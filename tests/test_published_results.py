@@ -39,3 +39,21 @@ def test_the_committed_report_tables_regenerate_from_the_committed_records(tmp_p
     write_report([copy], tmp_path / "report")
     for name in ("summary.csv", "significance.csv"):
         assert (tmp_path / "report" / "tables" / name).read_text() == (STUDY / "report" / "tables" / name).read_text(), name
+
+
+REPRODUCTION = ROOT / "results" / "odyssey_jsb"
+REPORTED = sorted(p.parent for p in REPRODUCTION.glob("*/report/report.md"))
+TABLES = ("summary.csv", "significance.csv", "paper_findings.csv", "best_by_validation.csv")
+
+
+@pytest.mark.skipif(not REPORTED, reason="no reproduction study under results/odyssey_jsb/ has a committed report yet")
+@pytest.mark.parametrize("study", REPORTED, ids=lambda p: p.name)
+def test_the_reproduction_reports_regenerate_from_their_records(tmp_path, study):
+    """`lstm-odyssey-report results/odyssey_jsb/<protocol>` on the committed records gives the committed tables."""
+    from lstm_odyssey.analysis import write_report
+
+    copy = tmp_path / study.name
+    shutil.copytree(study / "jsb_chorales", copy / "jsb_chorales")
+    write_report([copy], tmp_path / "report")
+    for name in TABLES:
+        assert (tmp_path / "report" / "tables" / name).read_text() == (study / "report" / "tables" / name).read_text(), name

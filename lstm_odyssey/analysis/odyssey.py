@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .hyperparams import POOLED, importance, lr_by_hidden
-from .stats import ALPHA, VAL, load, lower_is_better, prepare, significance, summarize, top_runs
+from .stats import ALPHA, VAL, load, lower_is_better, prepare, significance, summarize
 from .text import fmt
 
 CONFIRMED, NOT_CONFIRMED, CANNOT_TELL = "confirmed", "not confirmed", "cannot tell from these runs"
@@ -228,9 +228,7 @@ def best_by_validation(df: pd.DataFrame, reference: str = "vanilla") -> pd.DataF
                      "best_test": s["best_test"], "top_median": s["top_median"],
                      "capped": float(stopped.isin(CAPPED).mean()) if len(g) else np.nan,
                      "plateau": float((stopped == "plateau").mean()) if len(g) else np.nan,
-                     "published": False})
-        best = top_runs(g, 0.0)
-        rows[-1]["best_run"] = str(best["run_dir"].iloc[0]) if len(best) and "run_dir" in best.columns else None
+                     "published": False, "best_run": s["best_run"]})
     for task in summary["task"].unique():
         if task == "jsb_chorales":
             rows += [{"task": task, "cell": name, "best_test": nll, "published": True} for name, nll in PUBLISHED_JSB.items()]
