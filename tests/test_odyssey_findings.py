@@ -118,6 +118,10 @@ def test_without_momentum_or_with_few_trials_the_verdict_is_cannot_tell():
     for key in ("no_variant_better", "nfg_noaf_hurt_most", "cifg_np_no_difference"):
         assert small.loc[odyssey.CLAIMS[key], "verdict"] == odyssey.CANNOT_TELL
         assert f"at least {odyssey.MIN_PAIRS}" in small.loc[odyssey.CLAIMS[key], "detail"]
+    fifteen = findings(jsb_study(PAPER, n_trials=15)).set_index("finding")  # enough pairs, too few runs for fANOVA
+    assert fifteen.loc[odyssey.CLAIMS["nfg_noaf_hurt_most"], "verdict"] == odyssey.CONFIRMED
+    assert fifteen.loc[odyssey.CLAIMS["lr_most_important"], "verdict"] == odyssey.CANNOT_TELL
+    assert f"at least {odyssey.MIN_RUNS} ok runs" in fifteen.loc[odyssey.CLAIMS["lr_most_important"], "detail"]
     only_two = jsb_study({"vanilla": 0.0, "nfg": 0.5})
     assert verdicts(only_two)[odyssey.CLAIMS["nfg_noaf_hurt_most"]] == odyssey.CANNOT_TELL
 

@@ -26,7 +26,8 @@ CONFIRMED, NOT_CONFIRMED, CANNOT_TELL = "confirmed", "not confirmed", "cannot te
 VARIANTS = ("nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr")  # the paper's eight, against vanilla
 LR, MOMENTUM = "optim.lr", "optim.momentum"
 MIN_PAIRS = 10     # fewer matched trials than this: the comparison claims are not judged
-MIN_CELLS = 3      # fANOVA claims need the importances of at least this many cells
+MIN_CELLS = 3      # fANOVA claims need the importances of at least this many cells ...
+MIN_RUNS = 20      # ... each from at least this many ok runs (a forest on fewer explains anything)
 BY_FAR = 2.0       # "by far the most important": the learning rate's median importance >= 2x the next one's
 HARDLY = 0.10      # momentum "hardly matters": its median share of the main effects below 10 %
 INDEPENDENT = 0.75  # "nearly independent": main effects explain >= 75 % of the variance, so interactions <= 25 %
@@ -126,10 +127,11 @@ def importance_findings(imp: pd.DataFrame, task: str, optimiser: str | None = No
     """The claims about hyperparameters that fANOVA answers: the learning rate by far the most important,
     momentum hardly matters, hyperparameters nearly independent (per cell, then the median over cells)."""
     test = "fANOVA per cell (median over cells; interval = range over cells)"
-    per_cell = imp[(imp["task"] == task) & (imp["cell"] != POOLED)] if len(imp) else imp
+    per_cell = imp[(imp["task"] == task) & (imp["cell"] != POOLED) & (imp["n_runs"] >= MIN_RUNS)] if len(imp) else imp
     n_cells = per_cell["cell"].nunique() if len(per_cell) else 0
     if n_cells < MIN_CELLS:
-        why = f"cannot tell from these runs, because fANOVA ran on {n_cells} cells (at least {MIN_CELLS} are needed)"
+        why = (f"cannot tell from these runs, because {n_cells} cells have fANOVA importances from at least {MIN_RUNS} "
+               f"ok runs (at least {MIN_CELLS} such cells are needed)")
         return [_row(task, k, CANNOT_TELL, test, why)
                 for k in ("lr_most_important", "momentum_hardly_matters", "nearly_independent")]
     n_runs = float(per_cell.groupby("cell")["n_runs"].first().sum())
