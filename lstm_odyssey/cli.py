@@ -101,7 +101,7 @@ def main() -> None:
         container["overrides"] = list(hydra_cfg.overrides.task)
         run_dir = Path(hydra_cfg.runtime.output_dir)
         multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
-        if not multirun:  # a sweep checks every grid point in its pre-flight (lstm_odyssey/sweep/sweeper.py)
+        if not multirun:  # a sweep checks every grid point in its pre-flight (lstm_odyssey/sweep/study.py)
             _single_run["dir"] = run_dir
             try:
                 validate(container)

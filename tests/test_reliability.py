@@ -537,7 +537,7 @@ def test_the_storage_is_a_journal_file_for_slurm_and_sqlite_locally(tmp_path):
     from optuna.storages import JournalStorage
 
     from lstm_odyssey.cli import register
-    from lstm_odyssey.sweep.sweeper import study_storage
+    from lstm_odyssey.sweep.trials import study_storage
 
     register()
     from hydra import compose, initialize_config_module
