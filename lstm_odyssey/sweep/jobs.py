@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..checkpoints import CHECKPOINT_DIR, LAST
 from ..results import DIVERGED, OK, RECORD_NAME, read_record
 from .lock import RUNNING_NAME, Holder, read_holder
 from .space import format_value
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 UNKEYED_PREFIXES = ("sweep.", "+sweep", "++sweep", "hydra.", "logger", "+logger", "paths.", "trainer.device",
                     "trainer.progress", "trainer.resume")
 GRID_FIRST = ("data", "cell")  # the run directory reads task/cell/...
-CHECKPOINT = Path("checkpoints") / "last.pt"
+CHECKPOINT = Path(CHECKPOINT_DIR) / LAST  # what a failed job resumes from
 KILLED = "killed"  # a record's stopped_by when its job ended without writing one
 
 
