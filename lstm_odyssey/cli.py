@@ -31,7 +31,8 @@ from omegaconf.errors import OmegaConfBaseException
 from hydra_plugins.odyssey_sweeper.odyssey_sweeper import OdysseySweeper
 
 from .results import OK, RECORD_NAME, read_record
-from .schema import ConfigError, one_line, validate
+from .schema import one_line, validate
+from .settings import ConfigError
 from .signals import exit_code, sigterm_interrupts
 from .sweep import register_studies
 from .sweep.packs import MANIFEST_KEY, run_pack

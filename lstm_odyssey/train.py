@@ -23,7 +23,8 @@ from .data import build_task
 from .data.base import TaskData
 from .models import SequenceModel
 from .results import DIVERGED, FAILED, OK, git_commit, hparams_of, versions, write_record
-from .schema import ConfigError, validate
+from .schema import validate
+from .settings import ConfigError
 
 log = logging.getLogger("lstm_odyssey.train")
 EPOCH_LOGGER = "lstm_odyssey.train.epochs"  # one line per epoch: the job's log file only, in a sweep

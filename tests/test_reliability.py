@@ -443,7 +443,8 @@ def test_a_sweep_refuses_bad_values_before_any_job(tmp_path):
 
 
 def test_validate_checks_every_group_in_one_place():
-    from lstm_odyssey.schema import ConfigError, validate
+    from lstm_odyssey.schema import validate
+    from lstm_odyssey.settings import ConfigError
 
     good = load_config([])
     validate(good)

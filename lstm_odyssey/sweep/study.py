@@ -12,7 +12,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
-from ..schema import ConfigError, SweepConfig, check_group, one_line, settings_of, validate
+from ..schema import SweepConfig, one_line, validate
+from ..settings import ConfigError, check_group, settings_of
 from . import packs
 from .jobs import GRID_FIRST, job_overrides, point_label
 from .space import Param, SearchSpaceError, format_value, parse_space
