@@ -5,7 +5,7 @@ A study (`+sweep=<name>`, see sweeps/) declares a grid (`sweep.grid`: cell, task
 (sweep/trials.py). Jobs go to whatever launcher Hydra is configured with, in batches as wide as the
 launcher runs at once. Each job is trial k of a grid point, found again by its key when the same command
 runs on the same sweep directory (sweep/jobs.py: which jobs are kept, resumed or run again); the study is
-checked, and one job per grid point composed, before any runs (sweep/study.py).
+checked, and one job per grid point composed, before any job runs (sweep/study.py).
 
 Several processes never train one job twice: the sweep directory has a lock (one sweep at a time, unless
 `sweep.cooperate=true`), every job a claim held by the sweep that runs it, and a running job a marker
