@@ -31,7 +31,8 @@ from omegaconf.errors import OmegaConfBaseException
 from hydra_plugins.odyssey_sweeper.odyssey_sweeper import OdysseySweeper
 
 from .results import OK, RECORD_NAME, read_record
-from .schema import ConfigError, one_line, validate
+from .schema import one_line, validate
+from .settings import ConfigError
 from .signals import exit_code, sigterm_interrupts
 from .sweep import register_studies
 from .sweep.packs import MANIFEST_KEY, run_pack
@@ -101,7 +102,7 @@ def main() -> None:
         container["overrides"] = list(hydra_cfg.overrides.task)
         run_dir = Path(hydra_cfg.runtime.output_dir)
         multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
-        if not multirun:  # a sweep checks every grid point in its pre-flight (lstm_odyssey/sweep/sweeper.py)
+        if not multirun:  # a sweep checks every grid point in its pre-flight (lstm_odyssey/sweep/study.py)
             _single_run["dir"] = run_dir
             try:
                 validate(container)

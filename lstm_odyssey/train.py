@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
-import re
 import sys
 import time
 import traceback
@@ -19,30 +17,22 @@ from typing import Any
 
 import torch
 
-from . import tracking
+from . import checkpoints, tracking
 from .cells import PRESETS, get_spec
 from .data import build_task
 from .data.base import TaskData
-from .files import atomic_write
 from .models import SequenceModel
 from .results import DIVERGED, FAILED, OK, git_commit, hparams_of, versions, write_record
-from .schema import ConfigError, validate
+from .schema import validate
+from .settings import ConfigError
 
 log = logging.getLogger("lstm_odyssey.train")
 EPOCH_LOGGER = "lstm_odyssey.train.epochs"  # one line per epoch: the job's log file only, in a sweep
 epoch_log = logging.getLogger(EPOCH_LOGGER)
 
-CHECKPOINT_DIR = "checkpoints"
-# Hyperparameters a resumed run may change: they only say when to stop, not what any epoch computes.
-RESUMABLE_CHANGES = frozenset({"trainer.epochs", "trainer.max_minutes"})
-
 
 class Diverged(RuntimeError):
     """The loss or the gradient became NaN or infinite."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be resumed from: unsafe, unreadable, or from other hyperparameters."""
 
 
 def to_dict(cfg: Any) -> dict:
@@ -149,49 +139,6 @@ def _progress(batches, trainer: dict, n: int):
     from tqdm import tqdm
 
     return tqdm(batches, total=math.ceil(n / trainer["batch_size"]), leave=False, unit="batch")
-
-
-def _save(obj: dict, path: Path) -> None:
-    atomic_write(path, lambda fh: torch.save(obj, fh))
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict:
-    """A checkpoint of tensors and plain values, read with weights_only=True: a file that holds other Python
-    objects (which unpickling would let run code) is refused, and nothing of it runs."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f"it refers to {found.group(1)}" if found else "it is not a plain checkpoint"
-        raise CheckpointError(
-            f"{path} is not loaded: {what}, and loading it could run code (a checkpoint holds only tensors and "
-            "plain values); delete it, or rerun without trainer.resume=true, to start afresh"
-        ) from None
-    except (OSError, RuntimeError, EOFError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is unreadable ({first}); delete it to start afresh") from None
-    if not isinstance(ckpt, dict) or not {"model", "optimizer", "loop"} <= set(ckpt):
-        raise CheckpointError(f"{path} is not a checkpoint of lstm-odyssey; delete it to start afresh")
-    return ckpt
-
-
-def check_resumable(saved: dict | None, current: dict, path: Path) -> None:
-    """Refuse to continue a run with hyperparameters other than those its checkpoint was trained with."""
-    if saved is None:
-        log.warning("%s records no hyperparameters (an older checkpoint); resuming without checking them", path)
-        return
-    missing = object()
-    changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUMABLE_CHANGES and saved.get(k, missing) != current.get(k, missing))
-    if changed:
-        def show(value: Any) -> str:
-            return "(unset)" if value is missing else repr(value)
-
-        diffs = ", ".join(f"{k} {show(saved.get(k, missing))} -> {show(current.get(k, missing))}" for k in changed)
-        raise CheckpointError(
-            f"{path} was trained with other hyperparameters ({diffs}); rerun without trainer.resume=true, "
-            "or in a new directory, to start afresh"
-        )
 
 
 def _set_determinism(trainer: dict) -> None:
@@ -334,7 +281,7 @@ def run(cfg: Any, run_dir: str | Path) -> dict:
 
 def describe_error(err: BaseException) -> str:
     """One line for a failed run: a config or checkpoint problem says it all; others name their type."""
-    return str(err) if isinstance(err, (ConfigError, CheckpointError)) else f"{type(err).__name__}: {err}"
+    return str(err) if isinstance(err, (ConfigError, checkpoints.CheckpointError)) else f"{type(err).__name__}: {err}"
 
 
 def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> dict[str, Any]:
@@ -350,25 +297,12 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
     generator = torch.Generator().manual_seed(trainer["seed"])
     eval_batch = trainer.get("eval_batch_size") or trainer["batch_size"]
 
-    ckpt_dir = run_dir / CHECKPOINT_DIR
+    ckpt_dir = run_dir / checkpoints.CHECKPOINT_DIR
     hparams = hparams_of(cfg)
     state = new_loop()
     resumed_from = None
-    if trainer.get("resume") and (ckpt_dir / "last.pt").exists():
-        path = ckpt_dir / "last.pt"
-        ckpt = load_checkpoint(path, device)
-        check_resumable(ckpt.get("hparams"), hparams, path)
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as err:
-            first = str(err).strip().splitlines()[0]
-            raise CheckpointError(f"{path} does not fit this model ({first}); delete it to start afresh") from None
-        generator.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
-        state = ckpt["loop"]
+    if trainer.get("resume") and (ckpt_dir / checkpoints.LAST).exists():
+        state = checkpoints.resume(ckpt_dir / checkpoints.LAST, model, optimizer, generator, device, hparams)
         resumed_from = state["epoch"]
         log.info("resuming %s from epoch %d", run_dir, state["epoch"])
 
@@ -394,7 +328,8 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
             test = evaluate(model, task, "test", eval_batch, device)
             state["best"] = {"objective": objective, "epoch": epoch, "val": val, "test": test}
             state["bad_epochs"] = 0
-            _save({"model": model.state_dict(), "epoch": epoch, "cell": get_spec(cfg["cell"]).to_dict()}, ckpt_dir / "best.pt")
+            checkpoints.save({"model": model.state_dict(), "epoch": epoch, "cell": get_spec(cfg["cell"]).to_dict()},
+                             ckpt_dir / checkpoints.BEST)
         else:
             state["bad_epochs"] += 1
         end_epoch(state, entry, time.time() - started)
@@ -403,16 +338,7 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
             epoch, train_loss, task.metric, objective, state["best"]["objective"], state["best"]["epoch"],
         )
         tracker.log({**entry, "best_objective": state["best"]["objective"]}, step=epoch)
-        _save(
-            {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "loop": state,
-                "hparams": hparams,
-            },
-            ckpt_dir / "last.pt",
-        )
+        checkpoints.save_last(ckpt_dir / checkpoints.LAST, model, optimizer, generator, device, state, hparams)
         stopped_by = stop_reason(trainer, state)
 
     results.update(final_results(state, status, stopped_by, error, time.time() - started, resumed_from))

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from lstm_odyssey import analysis
-from lstm_odyssey.analysis import plots
+from lstm_odyssey.analysis import plots, style
 from lstm_odyssey.analysis.hyperparams import MIN_LRS_PER_GROUP, POOLED
 from lstm_odyssey.cells import PRESETS, get_spec
 
@@ -180,14 +180,14 @@ def lab(colour: str) -> np.ndarray:
 
 def test_one_fixed_distinguishable_style_per_cell():
     cells = list(PRESETS) + ["zeta", "alpha"]
-    styles = plots.cell_styles(cells)
-    assert list(PRESETS) == list(plots.PAPER_CELLS)
+    styles = style.cell_styles(cells)
+    assert list(PRESETS) == list(style.PAPER_CELLS)
     assert len({s.colour for s in styles.values()}) == len(cells)
-    assert len({s.marker for s in styles.values() if s.colour in plots.COLOURS}) == len(plots.PAPER_CELLS)
+    assert len({s.marker for s in styles.values() if s.colour in style.COLOURS}) == len(style.PAPER_CELLS)
     # keyed by cell: the same colour whatever else is in the figure
-    assert plots.cell_styles(["gru", "vanilla"]) == {"gru": styles["gru"], "vanilla": styles["vanilla"]}
+    assert style.cell_styles(["gru", "vanilla"]) == {"gru": styles["gru"], "vanilla": styles["vanilla"]}
     # distinguishable: every two of the presets' colours at least 20 CIE76 units apart (2.3 is a just-noticeable difference)
-    assert min(np.linalg.norm(lab(a) - lab(b)) for a, b in itertools.combinations(plots.COLOURS, 2)) > 20
+    assert min(np.linalg.norm(lab(a) - lab(b)) for a, b in itertools.combinations(style.COLOURS, 2)) > 20
 
 
 def overlaps(a, b) -> bool:

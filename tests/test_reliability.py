@@ -443,7 +443,8 @@ def test_a_sweep_refuses_bad_values_before_any_job(tmp_path):
 
 
 def test_validate_checks_every_group_in_one_place():
-    from lstm_odyssey.schema import ConfigError, validate
+    from lstm_odyssey.schema import validate
+    from lstm_odyssey.settings import ConfigError
 
     good = load_config([])
     validate(good)
@@ -537,7 +538,7 @@ def test_the_storage_is_a_journal_file_for_slurm_and_sqlite_locally(tmp_path):
     from optuna.storages import JournalStorage
 
     from lstm_odyssey.cli import register
-    from lstm_odyssey.sweep.sweeper import study_storage
+    from lstm_odyssey.sweep.trials import study_storage
 
     register()
     from hydra import compose, initialize_config_module

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from lstm_odyssey.cli import register
 from lstm_odyssey.sweep import study_names
 from lstm_odyssey.sweep.collect import summary_table
+from lstm_odyssey.sweep.jobs import job_key, launcher_width
 from lstm_odyssey.sweep.space import SearchSpaceError, parse_space, to_values
-from lstm_odyssey.sweep.sweeper import job_key, launcher_width
 
 TESTS = Path(__file__).parent
 # A tiny adding problem and one epoch: every job takes well under a second of training.

@@ -7,22 +7,10 @@ figures, a report, a notebook and a W&B page.
     write_report(["results/sweeps/2026-..."], "report/")
 """
 
+from .frame import cell_order, design, load, pairs, prepare
 from .hyperparams import group_hidden_sizes, hyperparameters, importance, lr_by_hidden, marginals, scale_of, transform
 from .report import main, write_report
-from .stats import (
-    cell_order,
-    design,
-    hedges_g,
-    holm,
-    load,
-    paired,
-    pairs,
-    prepare,
-    significance,
-    summarize,
-    top_runs,
-    welch,
-)
+from .stats import hedges_g, holm, paired, significance, summarize, top_runs, welch
 from .text import markdown_table, significant_cells, verdict_sentence
 
 __all__ = [

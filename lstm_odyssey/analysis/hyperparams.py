@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..results import is_hparam
-from .stats import TEST, VAL, canonical, cell_order, design, prepare
+from .frame import TEST, VAL, canonical, cell_order, design, prepare
 
 REPLICATE = "trainer.seed"  # a seed replicates a run; it is not a setting anyone tunes
 LOG_PARAMS = {"optim.lr", "model.hidden_size", "optim.weight_decay", "model.embedding_dim", "trainer.batch_size"}

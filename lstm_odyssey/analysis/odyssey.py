@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .frame import VAL, load, prepare
 from .hyperparams import POOLED, importance, lr_by_hidden
-from .stats import ALPHA, VAL, load, lower_is_better, prepare, significance, summarize
+from .stats import ALPHA, lower_is_better, significance, summarize
 from .text import fmt
 
 CONFIRMED, NOT_CONFIRMED, CANNOT_TELL = "confirmed", "not confirmed", "cannot tell from these runs"

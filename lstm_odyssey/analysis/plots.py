@@ -1,15 +1,13 @@
 """Figures of a sweep (matplotlib's Agg backend: files, no display). Each function draws one task and returns
-the Figure; `save` writes it as PNG. Every figure shares one style per cell (`cell_styles`: the paper's
-order, 13 distinguishable colours and markers), uses constrained layout with legends outside the axes, and
-labels its axes with the metric's unit and direction."""
+the Figure; `save` writes it as PNG. Every figure shares the look of analysis/style.py (one style per cell,
+`cell_styles`: the paper's order, distinguishable colours and markers), uses constrained layout with legends
+outside the axes, and labels its axes with the metric's unit and direction."""
 
 from __future__ import annotations
 
 import functools
 import sys
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -22,50 +20,24 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from .hyperparams import POOLED, axis_label, lr_hidden_frame, why_untestable  # noqa: E402
-from .stats import (  # noqa: E402
-    METRICS,
-    PAIRED_TEST,
-    TEST,
-    cell_order,
-    compared_runs,
-    design,
-    lower_is_better,
-    metric_label,
-    metric_range,
-    pairs,
+from .frame import TEST, cell_order, design, pairs  # noqa: E402
+from .hyperparams import POOLED, lr_hidden_frame, why_untestable  # noqa: E402
+from .stats import METRICS, PAIRED_TEST, compared_runs, lower_is_better, metric_label, metric_range  # noqa: E402
+from .style import (  # noqa: E402
+    MARKERS,
+    PARAM_NAMES,
+    boxes,
+    cell_legend,
+    cell_styles,
+    metric_of,
+    param_label,
+    plain_log_x,
+    set_value_axis,
+    value_scale,
 )
 
-# One style per cell, in the paper's order (cells.PRESETS): a colour and a marker no other cell has.
-PAPER_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr", "gru", "gru_cho", "grupp", "rnn",
-               "min_gru", "min_lstm", "slstm", "indy_lstm", "indrnn", "janet")  # the paper's, then the later cells
-COLOURS = ("#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
-           "#469990", "#808000", "#000075", "#800000", "#bfef45", "#a9a9a9", "#ffe119", "#dcbeff", "#fabed4", "#aaffc3")
-MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "p", "h", "d", "H", "8", "+", "x", "1", "2")
-EXTRA_COLOURS = ("#ffd8b1", "#fffac8")
-POOLED_COLOUR = "#7f7f7f"
 MIN_BAND_RUNS = 3  # a 95 % interval over 2 runs spans the whole axis and hides every line
 DPI = 110
-
-
-@dataclass(frozen=True)
-class Style:
-    colour: str
-    marker: str
-
-
-def cell_styles(cells: Iterable[str]) -> dict[str, Style]:
-    """The style of each cell: the presets' fixed ones, then further distinct colours for other cells (by name)."""
-    cells = list(dict.fromkeys(str(c) for c in cells))
-    styles = {c: Style(COLOURS[PAPER_CELLS.index(c)], MARKERS[PAPER_CELLS.index(c)]) for c in cells if c in PAPER_CELLS}
-    others = sorted(c for c in cells if c not in PAPER_CELLS and c != POOLED)
-    tab20 = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
-    spare = list(EXTRA_COLOURS) + [c for c in tab20 if c not in COLOURS]
-    for i, cell in enumerate(others):
-        styles[cell] = Style(spare[i % len(spare)], MARKERS[i % len(MARKERS)])
-    if POOLED in cells:
-        styles[POOLED] = Style(POOLED_COLOUR, "o")
-    return styles
 
 
 def quiet(fn):
@@ -90,42 +62,6 @@ def save(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
-def _metric(tdf: pd.DataFrame) -> str:
-    return str(tdf["metric"].dropna().iloc[0]) if tdf["metric"].notna().any() else "metric"
-
-
-def _value_scale(values: pd.Series, metric: str) -> str:
-    """"log" for a metric bounded below by 0 whose values span more than two decades, else "linear"."""
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    low = metric_range(metric)[0]
-    if low == 0 and len(v) and v.min() > 0 and v.max() / v.min() > 100:
-        return "log"
-    return "linear"
-
-
-def _set_value_axis(ax: plt.Axes, values: pd.Series, metric: str, label: str) -> None:
-    scale = _value_scale(values, metric)
-    ax.set_yscale(scale)
-    ax.set_ylabel(label + ("\n(log scale)" if scale == "log" else ""))
-
-
-def _plain_log_x(ax: plt.Axes) -> None:
-    """Ticks of a log x axis as plain numbers at 1, 2, 3, 5 × 10^k (fewer over many decades); no minor labels."""
-    low, high = sorted(ax.get_xlim())
-    decades = np.log10(high / low) if low > 0 else 3.0
-    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.5 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
-    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-
-
-def _cell_legend(fig: plt.Figure, cells: list[str], styles: dict[str, Style], line: bool = False,
-                 title: str = "cell") -> None:
-    handles = [Line2D([], [], color=styles[c].colour, marker=styles[c].marker, linestyle="-" if line else "none",
-                      markersize=7) for c in cells]
-    fig.legend(handles, cells, loc="outside right upper", title=title, frameon=False)
-
-
 def _verdict_of(sig: pd.DataFrame | None, task: str, subset: str, cell: str) -> pd.Series | None:
     if sig is None or not len(sig):
         return None
@@ -146,7 +82,7 @@ def paired_plot(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, re
     """The headline figure of a paired study: per cell, its test metric minus the reference's at the same trial
     (one dot per trial) and the mean difference with its 95 % t interval; one panel per cell, on its own scale."""
     tdf = df[df["task"] == task]
-    metric = _metric(tdf)
+    metric = metric_of(tdf)
     cells = [c for c in cell_order(tdf["cell"].unique(), reference) if c != reference and len(pairs(tdf, c, reference))]
     styles = cell_styles(cell_order(tdf["cell"].unique(), reference))
     fig, axes = plt.subplots(max(1, len(cells)), 1, figsize=(8.0, 1.0 + 0.95 * max(1, len(cells))), squeeze=False,
@@ -204,20 +140,6 @@ def _pair_summary(row: pd.Series | None, n: int) -> str:
             f"{row['verdict']}")
 
 
-def _boxes(ax: plt.Axes, data: list[np.ndarray], cells: list[str], styles: dict[str, Style]) -> None:
-    """One box per cell at x = 0, 1, ...: a light face and the edge in the cell's colour, its runs as dark markers."""
-    box = ax.boxplot([d if len(d) else [np.nan] for d in data], positions=np.arange(len(cells)), widths=0.6,
-                     patch_artist=True, showfliers=False, medianprops={"color": "black", "linewidth": 1.8})
-    for patch, cell in zip(box["boxes"], cells):
-        colour = matplotlib.colors.to_rgb(styles[cell].colour)
-        patch.set_facecolor((*colour, 0.3))
-        patch.set_edgecolor(colour)
-        patch.set_linewidth(1.6)
-    for i, (cell, values) in enumerate(zip(cells, data)):
-        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
-        ax.scatter(i + jitter, values, s=14, color=styles[cell].colour, edgecolors="0.1", linewidths=0.6, zorder=3,
-                   marker=styles[cell].marker)
-
 
 @quiet
 def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference: str = "vanilla",
@@ -226,7 +148,7 @@ def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference
     the cell's colour, the verdict against the reference under the cell's name. In a paired study the top
     runs are the pairs whose reference run is in the reference's top runs by validation."""
     tdf = df[(df["task"] == task) & df["ok"]]
-    metric = _metric(tdf)
+    metric = metric_of(tdf)
     cells = cell_order(tdf["cell"].unique(), reference)
     styles = cell_styles(cells)
     is_paired = design(df[df["task"] == task])[0]
@@ -238,14 +160,14 @@ def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference
     for ax, subset, title in zip(axes.flat, ("all", "top"), ("all ok runs", top_title)):
         data = [compared_runs(tdf, c, reference, subset, top, is_paired)[TEST].to_numpy() for c in cells]
         positions = np.arange(len(cells))
-        _boxes(ax, data, cells, styles)
+        boxes(ax, data, cells, styles)
         labels = []
         for cell in cells:
             row = None if cell == reference else _verdict_of(sig, task, subset, cell)
             labels.append(f"{cell}\n" + ("reference" if cell == reference else (row["verdict"] if row is not None else "")))
         ax.set_xticks(positions, labels, fontsize=8)
         ax.set_xlim(-0.6, len(cells) - 0.4)
-        _set_value_axis(ax, pd.Series(np.concatenate(data)), metric, metric_label(metric))
+        set_value_axis(ax, pd.Series(np.concatenate(data)), metric, metric_label(metric))
         ax.set_title(f"{task}: {title}", fontsize=10)
     fig.suptitle(_test_words(sig, task, reference), fontsize=10)
     return fig
@@ -263,7 +185,7 @@ def marginal_plot(marg: pd.DataFrame, task: str, metric: str = "metric") -> plt.
     styles = cell_styles(cells)
     low_bound, high_bound = metric_range(metric)
     means = m["mean"].dropna()
-    scale_y = _value_scale(means, metric)
+    scale_y = value_scale(means, metric)
     lo, hi = (float(means.min()), float(means.max())) if len(means) else (0.0, 1.0)
     for ax, param in zip(axes[0], params):
         p = m[m["param"] == param]
@@ -283,7 +205,7 @@ def marginal_plot(marg: pd.DataFrame, task: str, metric: str = "metric") -> plt.
                             color=style.colour, alpha=0.1, linewidth=0)
         if scale == "log":
             ax.set_xscale("log")
-            _plain_log_x(ax)
+            plain_log_x(ax)
         ax.set_xlabel(param_label(param, scale))
         ax.set_yscale(scale_y)
         if scale_y == "log":
@@ -296,28 +218,11 @@ def marginal_plot(marg: pd.DataFrame, task: str, metric: str = "metric") -> plt.
         ax.axis("off")
     axes[0][0].set_ylabel(f"mean per bin (band: 95 % CI, bins of {MIN_BAND_RUNS}+ runs)\n{metric_label(metric)}"
                           + ("\n(log scale)" if scale_y == "log" else ""))
-    _cell_legend(fig, cells, styles, line=True)
+    cell_legend(fig, cells, styles, line=True)
     fig.suptitle(f"{task}: test metric against each hyperparameter (equal-width bins on the sampling scale)",
                  fontsize=10)
     return fig
 
-
-PARAM_NAMES = {
-    "optim.lr": "learning rate", "model.hidden_size": "hidden size (units)", "optim.momentum": "momentum",
-    "trainer.input_noise": "input noise (sd)", "trainer.batch_size": "batch size (sequences)",
-    "optim.weight_decay": "weight decay", "model.num_layers": "layers", "model.dropout": "dropout (probability)",
-    "model.embedding_dim": "embedding size (units)", "trainer.clip": "gradient clip (norm)",
-}
-
-
-def param_label(param: str, scale: str) -> str:
-    """An axis label for a hyperparameter: its meaning and unit, its config key and the scale."""
-    name = PARAM_NAMES.get(param)
-    if scale == "log":
-        return f"{name or param} [{param}], log scale" if name else f"{param} (log scale)"
-    if scale == "log1m":
-        return f"{axis_label(param, scale)} [{name}]" if name else axis_label(param, scale)
-    return f"{name} [{param}]" if name else param
 
 
 @quiet
@@ -348,7 +253,7 @@ def params_plot(df: pd.DataFrame, task: str) -> plt.Figure:
     """Parameter count against the test metric per cell: does a variant win by being bigger?"""
     tdf = df[(df["task"] == task) & df["ok"]].copy()
     tdf["num_parameters"] = pd.to_numeric(tdf["num_parameters"], errors="coerce")
-    metric = _metric(tdf)
+    metric = metric_of(tdf)
     cells = cell_order(tdf["cell"].unique())
     styles = cell_styles(cells)
     fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
@@ -359,11 +264,11 @@ def params_plot(df: pd.DataFrame, task: str) -> plt.Figure:
     log_x = len(counts) and counts.min() > 0 and counts.max() / counts.min() > 5
     if log_x:
         ax.set_xscale("log")
-        _plain_log_x(ax)
+        plain_log_x(ax)
     ax.set_xlabel("trainable parameters (count" + (", log scale)" if log_x else ")"))
-    _set_value_axis(ax, tdf[TEST], metric, metric_label(metric))
+    set_value_axis(ax, tdf[TEST], metric, metric_label(metric))
     ax.set_title(f"{task}: parameter count against test metric", fontsize=10)
-    _cell_legend(fig, cells, styles)
+    cell_legend(fig, cells, styles)
     return fig
 
 
@@ -376,7 +281,7 @@ def time_plot(df: pd.DataFrame, task: str) -> plt.Figure:
     styles = cell_styles(cells)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(cells) + 1.5), 4.0), layout="constrained")
     data = [tdf.loc[tdf["cell"] == c, "wall_seconds"].dropna().to_numpy() for c in cells]
-    _boxes(ax, data, cells, styles)
+    boxes(ax, data, cells, styles)
     ax.set_xticks(np.arange(len(cells)), cells, rotation=45 if len(cells) > 7 else 0)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("cell")
@@ -392,7 +297,7 @@ def lr_hidden_plot(df: pd.DataFrame, task: str, lr: str = "optim.lr", hidden: st
     `lr_by_hidden`, labelled with their real ranges): if the valleys line up, the hidden size does not shift
     the optimal learning rate. A paired study shows one point per trial."""
     tdf = df[(df["task"] == task) & df["ok"]]
-    metric = _metric(tdf)
+    metric = metric_of(tdf)
     obs, is_paired = lr_hidden_frame(tdf, lr, hidden, groups)
     labels = obs.sort_values("group").drop_duplicates("group")["group_label"].tolist()
     colours = plt.get_cmap("viridis")(np.linspace(0.05, 0.85, max(1, len(labels))))
@@ -401,7 +306,7 @@ def lr_hidden_plot(df: pd.DataFrame, task: str, lr: str = "optim.lr", hidden: st
         g = obs[obs["group"] == code]
         ax.scatter(10 ** g["log10_lr"], g["y"], color=colour, marker=MARKERS[code % len(MARKERS)], s=30, alpha=0.85)
     ax.set_xscale("log")
-    _plain_log_x(ax)
+    plain_log_x(ax)
     ax.set_xlabel(f"learning rate [{lr}], log scale")
     what = "minus the cell's mean" + (", averaged over the cells of a trial" if is_paired else "")
     ax.set_ylabel(f"{metric_label(metric)}\n{what}")

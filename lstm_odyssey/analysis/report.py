@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from . import odyssey
+from .frame import TEST, VAL, design, load, prepare
 from .hyperparams import (
     MIN_LRS_PER_GROUP,
     MIN_RUNS_PER_GROUP,
@@ -23,18 +24,7 @@ from .hyperparams import (
     lr_by_hidden,
     marginals,
 )
-from .stats import (
-    ALPHA,
-    PAIRED_TEST,
-    TEST,
-    TOP_FRACTION,
-    VAL,
-    design,
-    load,
-    prepare,
-    significance,
-    summarize,
-)
+from .stats import ALPHA, PAIRED_TEST, TOP_FRACTION, significance, summarize
 from .text import findings, grouped_sentences, markdown_table, significant_cells, verdict_sentences, wilcoxon_limits
 
 REPORT_NAME = "report.md"

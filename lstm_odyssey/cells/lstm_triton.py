@@ -1,6 +1,6 @@
 """Triton kernels for the LSTM family: the pointwise part of one step, forward and backward, as one
 kernel each, with the cell's flags as compile-time constants; the matmuls stay with cuBLAS. The math is
-`LSTM.step` element by element (the same in-place order as lstm.eager_sequence_forward and its backward);
+`LSTM.step` element by element (the same in-place order as lstm_eager.sequence_forward and its backward);
 tests hold both equal to the reference loop, on a GPU and under Triton's CPU interpreter.
 
 One trial only ((T, B, kN) sequences); stacked trials run the eager path. Imported only where Triton
@@ -231,7 +231,7 @@ def _flags(spec, n: int, peephole: Tensor | None, fgr: bool, mask: Tensor | None
 
 
 def triton_sequence_forward(spec, lay, xp: Tensor, states: list[Tensor], weights: list, mask: Tensor | None):
-    """Same contract and saved tensors as `lstm.eager_sequence_forward`. FGR: y and g are kept side by
+    """Same contract and saved tensors as `lstm_eager.sequence_forward`. FGR: y and g are kept side by
     side ([y | g] rows), so that one matmul per step computes R y + R_g g."""
     h0, c0, *g0 = states
     weight_hh, peephole, weight_gg = weights
@@ -276,7 +276,7 @@ def triton_sequence_forward(spec, lay, xp: Tensor, states: list[Tensor], weights
 
 
 def triton_sequence_backward(spec, lay, saved: dict[str, Tensor], grads: list, weights: list, mask: Tensor | None):
-    """Same contract as lstm's eager reverse sweep: (dL/d pre-activations, [dy0, dc0(, dg0)]); the
+    """Same contract as `lstm_eager.sequence_backward`: (dL/d pre-activations, [dy0, dc0(, dg0)]); the
     weight gradients are one reduction by the caller, as for the eager sweep."""
     grad_out, grad_h, grad_c, grad_g = [g.contiguous() if g is not None else None for g in grads]  # kernels index densely
     weight_hh, peephole, weight_gg = weights

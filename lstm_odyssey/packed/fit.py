@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from .. import tracking, train
+from .. import checkpoints, tracking, train
 from ..cells import get_spec
 from ..data import build_task
 from ..data.base import TaskData
@@ -232,7 +232,8 @@ class Pack:
             t.loop["best"] = {"objective": vals[j][metric], "epoch": epoch, "val": vals[j], "test": test}
             t.loop["bad_epochs"] = 0
             cell = get_spec(t.cfg["cell"]).to_dict()
-            train._save({"model": self.model.trial_state_dict(j), "epoch": epoch, "cell": cell}, t.run_dir / train.CHECKPOINT_DIR / "best.pt")
+            checkpoints.save({"model": self.model.trial_state_dict(j), "epoch": epoch, "cell": cell},
+                             t.run_dir / checkpoints.CHECKPOINT_DIR / checkpoints.BEST)
         self.elapsed = time.time() - self.started
         for j, entry in entries.items():
             t = trials[j]
@@ -270,7 +271,7 @@ class Pack:
     # -- checkpoints ----------------------------------------------------------------------
     def save(self) -> None:
         """The pack's last epoch: tensors and plain types only (torch.load(weights_only=True) reads it)."""
-        train._save({
+        checkpoints.save({
             "run_dirs": self.run_dirs,
             "active": [t.position for t in self.active],
             "params": {n: p.detach() for n, p in self.model.params.items()},
@@ -352,7 +353,7 @@ def fit_pack(
     started = time.time()
     pack = None
     try:
-        pack = Pack(cfgs, run_dirs, heads, Path(pack_dir) if pack_dir else run_dirs[0] / train.CHECKPOINT_DIR, path=path)
+        pack = Pack(cfgs, run_dirs, heads, Path(pack_dir) if pack_dir else run_dirs[0] / checkpoints.CHECKPOINT_DIR, path=path)
         return pack.run()
     except Exception as err:
         if pack is not None:

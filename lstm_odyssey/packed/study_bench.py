@@ -60,7 +60,7 @@ def paired_samples(cfg: dict, n: int) -> list[dict[str, Any]]:
     import optuna
 
     from ..sweep.space import distributions, parse_space, to_values
-    from ..sweep.sweeper import derive_seed
+    from ..sweep.jobs import derive_seed
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = parse_space(cfg["sweep"]["params"])

@@ -1,0 +1,135 @@
+"""A study's jobs: what one is, where it runs, and whether it must run (again).
+
+Each job is trial k of a grid point. Its run directory is `<grid point>/<k>_<key>`, where the key hashes
+the job's overrides (minus bookkeeping), so the same command on the same sweep directory finds its
+earlier jobs: an `ok` or `diverged` record is kept; a failed job is resumed from its last checkpoint when it
+has one (or run again when it was killed before its first), else kept unless `sweep.rerun_failed=true`
+(which starts failed and diverged jobs afresh); a job without a record is run, resuming from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoints import CHECKPOINT_DIR, LAST
+from ..results import DIVERGED, OK, RECORD_NAME, read_record
+from .lock import RUNNING_NAME, Holder, read_holder
+from .space import format_value
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .lock import Held
+
+# Overrides that never change what a job computes, so they stay out of its key.
+UNKEYED_PREFIXES = ("sweep.", "+sweep", "++sweep", "hydra.", "logger", "+logger", "paths.", "trainer.device",
+                    "trainer.progress", "trainer.resume")
+GRID_FIRST = ("data", "cell")  # the run directory reads task/cell/...
+CHECKPOINT = Path(CHECKPOINT_DIR) / LAST  # what a failed job resumes from
+KILLED = "killed"  # a record's stopped_by when its job ended without writing one
+
+
+@dataclass
+class Job:
+    """Trial k of one grid point."""
+
+    point: tuple[tuple[str, str], ...]
+    k: int
+    study: optuna.Study
+    trial_number: int | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    subdir: str = ""
+    claim: Held | None = None
+    members: list[Job] = field(default_factory=list)  # a pack job: the trials it trains (sweep/packs.py)
+
+    @property
+    def trials(self) -> list[Job]:
+        """The jobs whose records this launch writes: the pack's members, or the job itself."""
+        return self.members or [self]
+
+    @property
+    def label(self) -> str:
+        return point_label(self.point)
+
+    def place(self, values: dict[str, Any], fixed: list[str], sweep_dir: Path) -> Path:
+        """Give the job its sampled values, its overrides and its run directory (returned)."""
+        self.values = values
+        self.overrides = job_overrides(self.point, values, fixed)
+        self.subdir = f"{self.label}/{self.k:03d}_{job_key(self.overrides)}"
+        return sweep_dir / self.subdir
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 31-bit seed from anything printable (hash() is salted per process)."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "_"
+
+
+def point_label(point: Sequence[tuple[str, str]]) -> str:
+    """`adding/vanilla` for the default axes; other axes read `key-value`."""
+    parts = [_safe(v) if k in GRID_FIRST else _safe(f"{k}-{v}") for k, v in point]
+    return "/".join(parts) or "all"
+
+
+def job_key(overrides: Sequence[str]) -> str:
+    """A stable key of what a job computes: a hash of its sorted overrides minus bookkeeping ones."""
+    keyed = sorted(o for o in overrides if not o.startswith(UNKEYED_PREFIXES))
+    return hashlib.sha1("\n".join(keyed).encode()).hexdigest()[:10]
+
+
+def job_overrides(point: Sequence[tuple[str, str]], values: Mapping[str, Any], fixed: list[str]) -> list[str]:
+    """A job's overrides: the command line's fixed ones, its grid point's, its sampled values'."""
+    return [*fixed, *(f"{k}={v}" for k, v in point), *(f"{k}={format_value(v)}" for k, v in values.items())]
+
+
+def launcher_width(launcher_cfg: Mapping | None) -> int:
+    """How many jobs the launcher runs at once: joblib n_jobs, submitit array_parallelism, else 1."""
+    cfg = launcher_cfg or {}
+    n_jobs = cfg.get("n_jobs")
+    if n_jobs is not None:
+        n_jobs = int(n_jobs)
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs if n_jobs < 0 else n_jobs)
+    if cfg.get("array_parallelism"):
+        return max(1, int(cfg["array_parallelism"]))
+    return 1
+
+
+def record_status(path: Path) -> dict | None:
+    """The record in a run directory, or None when there is none (or it is unreadable)."""
+    try:
+        record = read_record(path / RECORD_NAME)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def needs_run(record: dict | None, run_dir: Path, rerun_failed: bool) -> bool:
+    """Whether a job must run (again): no record; a failure that can resume from its checkpoint, or whose
+    job was killed before writing a checkpoint; any failed or diverged job with `rerun_failed`."""
+    if record is None:
+        return True
+    status = record.get("status")
+    if status == OK:
+        return False
+    if rerun_failed:
+        return True
+    if status == DIVERGED:
+        return False
+    return (run_dir / CHECKPOINT).exists() or record.get("stopped_by") == KILLED
+
+
+def running_elsewhere(run_dir: Path) -> Holder | None:
+    """The live process (of this sweep or another) that trains the job in `run_dir`, if any."""
+    holder, _ = read_holder(run_dir / RUNNING_NAME)
+    return holder if holder is not None and holder.is_live() else None

@@ -1,0 +1,122 @@
+"""A study's definition, read before any job runs: the `sweep` block checked, the command line's sweeps
+turned into grid axes, the search space, and one job per grid point composed and validated (the pre-flight).
+Every problem is a `StudyConfigError`: one line, and Hydra prints just that."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import CompactHydraException
+from omegaconf import DictConfig, OmegaConf
+
+from ..schema import SweepConfig, one_line, validate
+from ..settings import ConfigError, check_group, settings_of
+from . import packs
+from .jobs import GRID_FIRST, job_overrides, point_label
+from .space import Param, SearchSpaceError, format_value, parse_space
+
+log = logging.getLogger("lstm_odyssey.sweep")
+
+
+class StudyConfigError(CompactHydraException):
+    """The study configuration is wrong; raised before any job runs (Hydra prints just the message)."""
+
+
+def study_config(config: DictConfig) -> dict:
+    """The run config's `sweep` block as a plain dict, checked: its keys and values, and the settings
+    that exclude each other."""
+    if "sweep" not in config or config.sweep is None:
+        raise StudyConfigError("hydra/sweeper=odyssey needs a study: add +sweep=<name> (see sweeps/, e.g. +sweep=quick)")
+    study = OmegaConf.to_container(config.sweep, resolve=True)
+    assert isinstance(study, dict)
+    try:
+        check_group("sweep", study, settings_of(SweepConfig))
+    except ConfigError as err:
+        raise StudyConfigError(str(err)) from None
+    problem = packs.check_setting(study.get("pack", 1))
+    if problem:
+        raise StudyConfigError(problem)
+    if study.get("pack", 1) != 1 and study.get("sampler", "random") != "random":
+        raise StudyConfigError("sweep.pack packs trials known up front; use sweep.sampler=random with it, or sweep.pack=1")
+    if study.get("paired") and study.get("sampler", "random") != "random":
+        raise StudyConfigError("sweep.paired=true shares random samples across cells; use sweep.sampler=random with it")
+    if "batch_size" in study:  # renamed: it read like trainer.batch_size, the minibatch
+        old = study.pop("batch_size")
+        if study.get("jobs_per_launch") is None:
+            study["jobs_per_launch"] = old
+        if old is not None:
+            log.warning("sweep.batch_size is deprecated and read until 0.3; use sweep.jobs_per_launch")
+    return study
+
+
+def _as_list(value: Any) -> list[str]:
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, (list, tuple)):
+        return [format_value(v) for v in value]
+    if isinstance(value, str) and "," in value:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [format_value(value)]
+
+
+def split_arguments(arguments: list[str], grid_cfg: Mapping, config_loader: Any) -> tuple[dict[str, list[str]], list[str]]:
+    """(the grid axes, the fixed overrides): command-line sweeps (`cell=a,b`) become grid axes; a plain
+    override of a grid key pins that axis; the axes are ordered task, cell, then the others."""
+    parser = OverridesParser.create(config_loader=config_loader)
+    grid: dict[str, list[str]] = {str(k): _as_list(v) for k, v in (grid_cfg or {}).items()}
+    fixed: list[str] = []
+    for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise StudyConfigError(
+                    f"{override.input_line}: continuous ranges go in the study's sweep.params, not on the command line"
+                )
+            grid[key] = list(override.sweep_string_iterator())
+        elif key in grid:
+            grid[key] = [override.get_value_element_as_str()]
+        else:
+            fixed.append(override.input_line)
+    for key, values in grid.items():
+        if not values:
+            raise StudyConfigError(f"sweep.grid.{key} is empty; give it at least one value")
+    order = [k for k in GRID_FIRST if k in grid] + [k for k in grid if k not in GRID_FIRST]
+    return {k: grid[k] for k in order}, fixed
+
+
+def search_space(params: Any, grid: Mapping[str, list[str]]) -> list[Param]:
+    """The parameters of `sweep.params`; none of them may also be a grid axis."""
+    try:
+        space = parse_space(params)
+    except SearchSpaceError as err:
+        raise StudyConfigError(str(err)) from None
+    clash = {p.key for p in space} & set(grid)
+    if clash:
+        raise StudyConfigError(f"{', '.join(sorted(clash))} is both a grid axis and a searched parameter; keep one")
+    return space
+
+
+def job_container(cfg: DictConfig) -> dict:
+    """A composed job config as a plain dict, without the hydra node (which needs a Hydra runtime)."""
+    job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return OmegaConf.to_container(job_cfg, resolve=True)  # type: ignore[return-value]
+
+
+def preflight(config_loader: Any, config: DictConfig, points: list, fixed: list[str], space: list[Param]) -> None:
+    """Compose and check one job per grid point before anything runs: a wrong config fails fast."""
+    sample = {}
+    for p in space:
+        dist = p.distribution
+        sample[p.key] = p.value(dist.choices[0] if hasattr(dist, "choices") else dist.low)  # type: ignore[attr-defined]
+    for point in points:
+        overrides = job_overrides(point, sample, fixed)
+        try:
+            cfg = config_loader.load_sweep_config(config, list(overrides))
+            validate(job_container(cfg))
+        except ConfigError as err:
+            raise StudyConfigError(f"grid point {point_label(point)}: {err}") from None
+        except Exception as err:  # composition errors come in several types
+            raise StudyConfigError(f"grid point {point_label(point)}: {one_line(err)}") from None

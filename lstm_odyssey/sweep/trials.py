@@ -1,0 +1,119 @@
+"""The Optuna side of a study: its storage, one Optuna study per grid point, trial k's sample, and the
+objective of each record told back.
+
+Random sampling draws trial k from a generator seeded by (seed, grid point, k), or by (seed, k) when
+`paired: true`, so a study is reproducible and resumable and paired cells share their samples. A trial
+records its index k (user attribute `k`); a job that runs again gets a new trial with the same parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ..results import FAILED, OK
+from .jobs import derive_seed
+from .lock import STALE_S
+from .space import Param, distributions
+
+
+def study_storage(setting: str | None, launcher_cfg: Mapping | None, sweep_dir: Path) -> Any:
+    """The Optuna storage of a sweep. null: a journal file (`optuna.journal`, Optuna's JournalStorage with
+    link-based file locks, safe on NFS) when the launcher is SLURM, whose array jobs share the sweep
+    directory over a network filesystem; SQLite (`optuna.db`) for a local launcher. `journal` and `sqlite`
+    pick one; anything else is a database URL (`postgresql://...`)."""
+    if setting is None:
+        target = str((launcher_cfg or {}).get("_target_", ""))
+        setting = "journal" if "Slurm" in target else "sqlite"
+    if setting == "sqlite":
+        return f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+    if setting == "journal":
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+        path = str((sweep_dir / "optuna.journal").resolve())
+        return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path)))
+    return setting
+
+
+def storage_name(storage: Any, sweep_dir: Path) -> str:
+    return f"journal {sweep_dir / 'optuna.journal'}" if not isinstance(storage, str) else storage
+
+
+def open_study(study_name: str, label: str, storage: Any, study_cfg: Mapping, exclusive: bool) -> optuna.Study:
+    """The Optuna study of one grid point (made, or loaded to resume), its half-made trials failed."""
+    tpe = None
+    if study_cfg.get("sampler") == "tpe":
+        tpe = optuna.samplers.TPESampler(seed=derive_seed(study_cfg.get("seed"), label), constant_liar=True)
+    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, direction="minimize",
+                                sampler=tpe or optuna.samplers.RandomSampler())
+    fail_orphans(study, exclusive)
+    return study
+
+
+def fail_orphans(study: optuna.Study, exclusive: bool) -> None:
+    """Trials a killed sweep left half-made (asked, but no trial index k yet; or waiting) are failed, so
+    that they neither sit RUNNING forever nor mislead the sampler. Sweeps sharing a directory leave
+    each other's fresh ones alone."""
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False):
+        unfinished = trial.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+        age = now - trial.datetime_start.timestamp() if trial.datetime_start else math.inf
+        if unfinished and "k" not in trial.user_attrs and (exclusive or age > STALE_S):
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def latest_trial(study: optuna.Study, k: int, space: Sequence[Param] = ()) -> optuna.trial.FrozenTrial | None:
+    """The newest trial of index k that has all its parameters (a cooperating sweep, or one killed while
+    asking, can leave a trial whose parameters are not all stored yet)."""
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("k") == k
+               and t.state != optuna.trial.TrialState.WAITING and all(p.optuna_name in t.params for p in space)]
+    return earlier[-1] if earlier else None
+
+
+def ask(study: optuna.Study, space: list[Param], study_cfg: Mapping, label: str, k: int) -> optuna.Trial:
+    """A new trial of index k with its sample."""
+    if study_cfg.get("sampler", "random") == "random":
+        # Trial k's sample depends on (seed, point, k) only: reproducible, resumable, and shared when paired.
+        seed = study_cfg.get("seed")
+        trial_seed = None if seed is None else derive_seed(seed, "paired" if study_cfg.get("paired") else label, k)
+        study.sampler = optuna.samplers.RandomSampler(seed=trial_seed)
+    trial = study.ask(distributions(space))
+    trial.set_user_attr("k", k)
+    return trial
+
+
+def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, k: int) -> int:
+    """A new running trial with a finished trial's parameters (its job runs again), made in one step."""
+    template = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.RUNNING, params=trial.params, distributions=trial.distributions,
+        user_attrs={"k": k},
+    )
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return study._storage.get_trial_number_from_id(trial_id)
+
+
+def tell(study: optuna.Study, number: int, record: dict, run_dir: Path) -> None:
+    """Tell trial `number` (when still running) how its job ended: the objective of an ok record, else failed."""
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    if study._storage.get_trial(trial_id).state.is_finished():
+        return
+    status = record.get("status", FAILED)
+    objective = record.get("objective")
+    trial = optuna.trial.Trial(study, trial_id)
+    try:
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("run_dir", str(run_dir))
+        if record.get("error"):
+            trial.set_user_attr("error", str(record["error"])[:500])
+        if status == OK and isinstance(objective, (int, float)) and math.isfinite(objective):
+            study.tell(number, float(objective))
+        else:
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # told meanwhile by a cooperating sweep
+        pass
