@@ -116,7 +116,7 @@ class SweepConfig:
     paired: bool = False
     rerun_failed: bool = False
     storage: str | None = None  # null: journal file with the SLURM launcher, else sqlite; or a database URL
-    jobs_per_launch: int | None = setting(None, low=1, null="the launcher's width")
+    jobs_per_launch: int | None = setting(None, low=1, null="the launcher's width; with pack, every pack at once")
     batch_size: int | None = setting(None, low=1, null="unset")  # deprecated alias of jobs_per_launch
     report: bool = True
     cooperate: bool = False  # true: several sweep processes share the directory (claims keep jobs apart)

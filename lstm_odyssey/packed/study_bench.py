@@ -45,9 +45,9 @@ def study_config(study: str, cell: str, overrides: Sequence[str] = ()) -> dict[s
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from ..cli import register
+    from ..sweep import register_studies
 
-    register()
+    register_studies()
     with initialize_config_module("lstm_odyssey.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"+sweep={study}", f"cell={cell}", "trainer.device=cpu", *overrides])
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -59,8 +59,8 @@ def paired_samples(cfg: dict, n: int) -> list[dict[str, Any]]:
     """Trial k's hyperparameters for k < n, as the sweeper of a paired random study draws them."""
     import optuna
 
-    from ..sweep.space import distributions, parse_space, to_values
     from ..sweep.jobs import derive_seed
+    from ..sweep.space import distributions, parse_space, to_values
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = parse_space(cfg["sweep"]["params"])

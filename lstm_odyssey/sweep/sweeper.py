@@ -136,10 +136,12 @@ class StudySweeper(Sweeper):
                     if not packing and pending and (len(pending) >= width or i == len(slots) - 1):
                         self._launch(pending, sweep_dir)
                         pending = []
-                if packing:  # every job is known up front: pack them, then hand the launcher the packs
+                if packing:  # every job is known up front: pack them, then hand the launcher all the packs at
+                    # once (unless sweep.jobs_per_launch says otherwise), so no worker idles while packs remain
                     units = self._pack(pending, sweep_dir, study_cfg["pack"])
-                    for start in range(0, len(units), width):
-                        self._launch(units[start : start + width], sweep_dir)
+                    per_launch = int(study_cfg.get("jobs_per_launch") or len(units) or 1)
+                    for start in range(0, len(units), per_launch):
+                        self._launch(units[start : start + per_launch], sweep_dir)
                 self._wait_for_others(sweep_dir)
             progress = self.progress
 
