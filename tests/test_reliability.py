@@ -256,9 +256,12 @@ def test_sigkill_of_the_sweep_kills_its_workers_and_an_immediate_rerun_finishes(
 def test_a_killed_worker_fails_its_job_only_and_the_rerun_resumes_it(tmp_path):
     # a batch of two, one worker killed midway: the other job ends ok; the killed one is resumed in the same
     # sweep (when the other was unfinished too, the batch runs again) or recorded as killed and resumed next
-    args = ["cell=vanilla,gru", "sweep.n_trials=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *LONG, *ATTEMPTS]
+    # (both mid-run when the worker dies: killing the idle worker of a finished job would break the pool
+    # under the other job, a different case, so the jobs train long enough to be caught both running)
+    longer = ["trainer.epochs=30", "trainer.patience=null"]
+    args = ["cell=vanilla,gru", "sweep.n_trials=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *longer, *ATTEMPTS]
     sweep = start(tmp_path, *args)
-    wait_for(lambda: len(checkpoints(tmp_path)) == 2, "both jobs to write a checkpoint", proc=sweep)
+    wait_for(lambda: len(checkpoints(tmp_path)) == 2 and not records(tmp_path), "both jobs to be training", proc=sweep)
     victim, runs = next(iter(attempts(tmp_path).items()))
     os.kill(runs[0]["pid"], signal.SIGKILL)
     output(sweep)
@@ -272,9 +275,9 @@ def test_a_killed_worker_fails_its_job_only_and_the_rerun_resumes_it(tmp_path):
 
     # a job alone in its batch whose worker is killed: failed (killed), and the rerun resumes it and exits 0
     alone = tmp_path / "alone"
-    args = ["cell=vanilla", "sweep.n_trials=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *LONG, *ATTEMPTS]
+    args = ["cell=vanilla", "sweep.n_trials=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *longer, *ATTEMPTS]
     sweep = start(alone, *args)
-    wait_for(lambda: checkpoints(alone), "the job to write a checkpoint", proc=sweep)
+    wait_for(lambda: checkpoints(alone) and not records(alone), "the job to be training", proc=sweep)
     os.kill(next(iter(attempts(alone).values()))[0]["pid"], signal.SIGKILL)
     output(sweep)
     (rec,) = records(alone)
