@@ -151,7 +151,7 @@ def measure(args: argparse.Namespace) -> dict:
             cases[f"drawn auto {path}"] = (auto_epoch, {"kind": "drawn", "strategy": "auto", "width": "auto", "trials": len(drawn),
                                                         "hidden_sizes": drawn, "packs": groups, "path": path})
     times: dict[str, list[float]] = {name: [] for name in cases}
-    load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     for fn, _ in cases.values():  # warm-up
         fn()
     for _ in range(args.repeats):
@@ -174,14 +174,27 @@ def measure(args: argparse.Namespace) -> dict:
         vmap = by_case.get((r["kind"], r.get("hidden"), r.get("strategy"), r["width"], "vmap"))
         if r.get("path") == "fused" and vmap is not None:
             r["vs_vmap"] = relative_speed(r, vmap)
-    env = {
-        "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "load_average": load_before, "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "command": "python -m lstm_odyssey.packed.bench " + " ".join(args.argv),
-    }
+    env = environment("python -m lstm_odyssey.packed.bench " + " ".join(args.argv), load_before)
     config = {k: v for k, v in vars(args).items() if k not in ("json", "argv")}
     return {"config": config, "env": env, "rows": rows, "auto_rule": auto_rule(rows, args.paths[0])}
+
+
+def load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def environment(command: str, load_before: list[float] | None) -> dict:
+    """What a benchmark ran on, and the machine's load before and after (the figures are ratios on a shared
+    machine: the load says how much to trust them)."""
+    return {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_average": load_before,
+            "load_average_after": load_average(), "command": command}
+
+
+def print_header(env: dict) -> None:
+    print(f"# {env['command']}")
+    print(f"# torch {env['torch']}, {env['threads']} thread(s) of {env['cores']} cores, "
+          f"load {env['load_average']} before, {env['load_average_after']} after")
 
 
 def relative_speed(row: dict, base: dict) -> float:
@@ -237,10 +250,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = measure(args)
-    env = result["env"]
-    print(f"# {env['command']}")
-    print(f"# torch {env['torch']}, {env['threads']} thread(s) of {env['cores']} cores, "
-          f"load {env['load_average']} before, {env['load_average_after']} after")
+    print_header(result["env"])
     print(format_table(result))
     print("# proposed auto width by hidden size: " + ", ".join(f"h={r['hidden']}: K={r['width']} ({r['speedup']:.2f}x)" for r in result["auto_rule"]))
     if args.json:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,7 +32,7 @@ import torch
 
 from ..data import build_task
 from ..data.base import SequenceSplit, TaskData
-from .bench import Packs, Singles
+from .bench import Packs, Singles, environment, load_average, print_header
 from .plan import plan_packs
 
 PROTOCOLS = {"paper": "odyssey_jsb", "adam": "odyssey_jsb_adam"}  # protocol -> study (sweeps/<study>.yaml)
@@ -137,12 +135,9 @@ def measure_protocol(protocol: str, args: argparse.Namespace, folder: Path) -> d
 def measure(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     folder = Path(tempfile.mkdtemp(prefix="study-bench-"))
-    load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     rows = [measure_protocol(p, args, folder) for p in args.protocols]
-    env = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_average": load_before,
-           "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-           "command": "lstm-odyssey-bench --study " + " ".join(args.argv)}
+    env = environment("lstm-odyssey-bench --study " + " ".join(args.argv), load_before)
     return {"config": {k: v for k, v in vars(args).items() if k not in ("json", "argv")}, "env": env, "rows": rows}
 
 
@@ -179,10 +174,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = measure(args)
-    env = result["env"]
-    print(f"# {env['command']}")
-    print(f"# torch {env['torch']}, {env['threads']} thread(s) of {env['cores']} cores, "
-          f"load {env['load_average']} before, {env['load_average_after']} after")
+    print_header(result["env"])
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
