@@ -163,13 +163,16 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
                      "as much as reachable performance. ")
         if imp is not None and len(imp):
             pooled = imp[(imp["task"] == task) & (imp["cell"] == POOLED)]
-            if len(pooled):
-                top = pooled.sort_values("importance", ascending=False).iloc[0]
+            params = pooled[pooled["param"] != "cell"]  # the cell is a factor of the pooled forest, not a hyperparameter
+            if len(params):
+                top = params.sort_values("importance", ascending=False).iloc[0]
                 main = pooled["variance_fraction"].sum()
+                cell = pooled.loc[pooled["param"] == "cell", "importance"]
                 text += (f"The most important hyperparameter (fANOVA over all cells) is {top['param']} "
-                         f"(importance {top['importance']:.2f}); main effects explain {main:.0%} of the variance "
-                         f"of the fANOVA forest, the rest is interactions and noise "
-                         f"({int(top['n_runs'])} runs). ")
+                         f"(importance {top['importance']:.2f}"
+                         + (f"; the cell itself, a factor of the same forest, {cell.iloc[0]:.2f}" if len(cell) else "")
+                         + f"); main effects explain {main:.0%} of the variance of the fANOVA forest, the rest is "
+                         f"interactions and noise ({int(top['n_runs'])} runs). ")
         if lrh is not None and len(lrh[lrh["task"] == task]):
             lt = lrh[lrh["task"] == task]
             p_shift = lt["shift_p"].iloc[0]
