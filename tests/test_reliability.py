@@ -258,7 +258,7 @@ def test_a_killed_worker_fails_its_job_only_and_the_rerun_resumes_it(tmp_path):
     # sweep (when the other was unfinished too, the batch runs again) or recorded as killed and resumed next
     # (both mid-run when the worker dies: killing the idle worker of a finished job would break the pool
     # under the other job, a different case, so the jobs train long enough to be caught both running)
-    longer = ["trainer.epochs=30", "trainer.patience=null"]
+    longer = ["trainer.epochs=400", "trainer.patience=null"]  # a few ms per epoch: seconds of training
     args = ["cell=vanilla,gru", "sweep.n_trials=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *longer, *ATTEMPTS]
     sweep = start(tmp_path, *args)
     wait_for(lambda: len(checkpoints(tmp_path)) == 2 and not records(tmp_path), "both jobs to be training", proc=sweep)
