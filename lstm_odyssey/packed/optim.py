@@ -12,6 +12,7 @@ place only.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -40,7 +41,7 @@ def clip_grad_norms_(params: Params, max_norms: Tensor) -> Tensor:
     return total
 
 
-class PackedOptimizer:
+class PackedOptimizer(abc.ABC):
     """Shared machinery: per-trial hyperparameters (tensors of shape (K,)), per-parameter state, and
     removal of trials (`select`). Subclasses define `_update`."""
 
@@ -73,8 +74,9 @@ class PackedOptimizer:
                 new = torch.where(masks[name], new, p)
             p.copy_(new)
 
+    @abc.abstractmethod
     def _update(self, name: str, p: Tensor, grad: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Trial-wise new value of parameter `name` from its gradient (each optimiser's own rule)."""
 
     def _h(self, name: str, like: Tensor) -> Tensor:
         return per_trial(self.hyper[name], like)
