@@ -235,12 +235,15 @@ def test_every_figure_has_outside_legends_and_one_colour_per_cell(every_cell):
     colours = {c: s.colour for c, s in styles.items()}
     marg = analysis.marginals(df)
     imp = analysis.importance(df, n_trees=8, min_runs=8)
-    figures = {
-        "paired": plots.paired_plot(df, task, sig), "fig3": plots.fig3(df, task, sig),
-        "marginals": plots.marginal_plot(marg, task, "mse"), "importance": plots.importance_plot(imp, task),
-        "parameters": plots.params_plot(df, task), "time": plots.time_plot(df, task),
-        "lr_hidden": plots.lr_hidden_plot(df, task),
-    }
+    with warnings.catch_warnings(record=True) as caught:  # every cell's marker, line markers (+ x 1 2) among them
+        warnings.simplefilter("always")
+        figures = {
+            "paired": plots.paired_plot(df, task, sig), "fig3": plots.fig3(df, task, sig),
+            "marginals": plots.marginal_plot(marg, task, "mse"), "importance": plots.importance_plot(imp, task),
+            "parameters": plots.params_plot(df, task), "time": plots.time_plot(df, task),
+            "lr_hidden": plots.lr_hidden_plot(df, task),
+        }
+    assert not [str(w.message) for w in caught if "edgecolor" in str(w.message)]
     for name, fig in figures.items():
         check_layout(fig)
         labels = [ax.get_ylabel() for ax in fig.axes]

@@ -96,7 +96,7 @@ def paired_plot(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, re
         jitter = np.linspace(-0.18, 0.18, len(d)) if len(d) > 1 else np.zeros(1)
         ax.axvline(0, color="0.55", linestyle="--", linewidth=1, zorder=1)
         ax.scatter(d, jitter, color=styles[cell].colour, marker=styles[cell].marker, s=30, alpha=0.75, zorder=2,
-                   edgecolors="white", linewidths=0.4)
+                   **styles[cell].outline("white", 0.4))
         mean = float(d.mean())
         low, high = (row["ci_low"], row["ci_high"]) if row is not None else (np.nan, np.nan)
         if np.isfinite(low) and np.isfinite(high):

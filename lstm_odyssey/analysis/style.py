@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.markers import MarkerStyle
 
 from .hyperparams import POOLED, axis_label
 from .stats import metric_range
@@ -33,6 +34,13 @@ POOLED_COLOUR = "#7f7f7f"
 class Style:
     colour: str
     marker: str
+
+    def outline(self, colour: str, width: float) -> dict:
+        """`scatter`'s edge keywords: an outline for a filled marker; none for a line marker (+ x 1 2), which is
+        drawn in its own colour (matplotlib warns about an edge colour there and ignores it)."""
+        if MarkerStyle(self.marker).is_filled():
+            return {"edgecolors": colour, "linewidths": width}
+        return {}
 
 
 def cell_styles(cells: Iterable[str]) -> dict[str, Style]:
@@ -99,8 +107,8 @@ def boxes(ax: Axes, data: list[np.ndarray], cells: list[str], styles: dict[str, 
         patch.set_linewidth(1.6)
     for i, (cell, values) in enumerate(zip(cells, data)):
         jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
-        ax.scatter(i + jitter, values, s=14, color=styles[cell].colour, edgecolors="0.1", linewidths=0.6, zorder=3,
-                   marker=styles[cell].marker)
+        ax.scatter(i + jitter, values, s=14, color=styles[cell].colour, zorder=3, marker=styles[cell].marker,
+                   **styles[cell].outline("0.1", 0.6))
 
 
 PARAM_NAMES = {
