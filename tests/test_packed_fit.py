@@ -7,6 +7,7 @@ import copy
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_packed_model import float64_one_thread  # noqa: F401  (autouse: float64, one thread)
@@ -17,7 +18,7 @@ from lstm_odyssey.data import build_task
 from lstm_odyssey.packed import fit as packed_fit
 from lstm_odyssey.packed.fit import Pack, fit_pack, initial_models
 from lstm_odyssey.packed.model import PackedModel, template_for
-from lstm_odyssey.packed.plan import auto_width, check_packable, pack_key, plan_packs
+from lstm_odyssey.packed.plan import GPU_WIDTH, alone_cost, auto_width, check_packable, pack_cost, pack_key, plan_packs
 from lstm_odyssey.results import read_record
 
 TINY = ["data.length=12", "data.n_train=64", "data.n_val=32", "data.n_test=32", "trainer.batch_size=16",
@@ -203,18 +204,69 @@ def test_a_pack_on_the_gpu_equals_the_pack_on_the_cpu(tmp_path):
 
 
 def test_plan_packs_sorts_by_size_and_follows_the_width_rule():
-    sizes = [250, 20, 64, 30, 300, 25, 96, 97]  # 250 and 300: beyond the sizes where packing pays
+    sizes = [250, 20, 64, 30, 300, 25, 96, 97]  # 250 and 300: beyond the sizes where packing pays most
     assert plan_packs(sizes, 3) == [[1, 5, 3], [2, 6, 7], [0, 4]]
     packs = plan_packs(sizes, "auto")
     assert sorted(k for p in packs for k in p) == list(range(len(sizes)))
     for pack in packs:
         largest = max(sizes[k] for k in pack)
         assert len(pack) <= auto_width(largest)
-    assert [1, 5, 3, 2, 6, 7] in packs and [0] in packs and [4] in packs  # small ones together, large ones alone
+        assert [sizes[k] for k in pack] == sorted(sizes[k] for k in pack)
+    assert [1, 5, 3] in packs and [2, 6, 7] in packs and [0] in packs and [4] in packs  # small ones together, large ones alone
+    # one pack of the six would pad 20 units to 97: the model prices the two packs lower
+    assert pack_cost(3, 30) + pack_cost(3, 97) < pack_cost(6, 97)
     many = plan_packs([20] * 40, "auto")
-    assert [len(p) for p in many] == [auto_width(20)] * (40 // auto_width(20)) + ([40 % auto_width(20)] if 40 % auto_width(20) else [])
+    assert [len(p) for p in many] == [32, 8]  # the widest measured pack, then the rest
+    assert plan_packs([20] * 40, "auto", "cuda") == plan_packs([20] * 40, GPU_WIDTH)
     with pytest.raises(ValueError, match="positive integer"):
         plan_packs(sizes, 0)
+
+
+def _cuts(n: int):
+    """Every way of cutting n sorted items into runs: lists of run lengths."""
+    if n == 0:
+        yield []
+        return
+    for first in range(1, n + 1):
+        for rest in _cuts(n - first):
+            yield [first, *rest]
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 16])
+def test_auto_plan_is_the_cheapest_cut_under_its_cost_model(batch_size):
+    """The dynamic programme against brute force over every cut of the sorted sizes (2^(n-1) of them)."""
+    rng = np.random.default_rng(batch_size)
+    for _ in range(5):
+        sizes = [int(v) for v in np.exp(rng.uniform(np.log(20), np.log(260), 9)).round()]
+        order = sorted(range(len(sizes)), key=lambda k: (sizes[k], k))
+        ranked = [sizes[k] for k in order]
+
+        def price(cut, ranked=ranked):
+            total, start = 0.0, 0
+            for length in cut:
+                largest = ranked[start + length - 1]
+                if length > auto_width(largest):
+                    return float("inf")
+                total, start = total + pack_cost(length, largest, batch_size), start + length
+            return total
+
+        best = min(price(c) for c in _cuts(len(sizes)))
+        plan = plan_packs(sizes, "auto", "cpu", batch_size)
+        assert sum(pack_cost(len(p), max(sizes[k] for k in p), batch_size) for p in plan) == pytest.approx(best)
+        assert best <= sum(alone_cost(n, batch_size) for n in sizes) + 1e-9  # never worse than every trial alone
+
+
+def test_cost_model_gives_the_measured_pack_ratios():
+    """The model's ratio K alone / pack against the measured table in packed/plan.py's docstring (within the
+    spread of those runs, which moved by 10-20 %)."""
+    measured = {(24, 8): (3.5, 3.7), (24, 16): (4.2, 4.9), (48, 8): (2.6, 3.2), (96, 8): (2.4, 2.5),
+                (128, 8): (1.6, 1.9), (192, 8): (1.2, 1.5), (256, 8): (1.0, 1.0), (384, 8): (0.9, 0.9)}
+    for (n, k), (low, high) in measured.items():
+        ratio = k * alone_cost(n) / pack_cost(k, n)
+        assert low * 0.85 <= ratio <= high * 1.15, (n, k, ratio)
+    sizes = [47, 52, 256, 212, 84, 35, 199, 141, 34, 41]  # the modern study's first 10 trials
+    plan = [[sizes[k] for k in p] for p in plan_packs(sizes, "auto", "cpu", 16)]
+    assert plan == [[34, 35, 41, 47, 52], [84], [141], [199], [212], [256]]
 
 
 def test_variable_lengths_a_pack_of_temporal_order_trials_equals_single_runs(tmp_path):

@@ -57,9 +57,11 @@ def test_jobs_share_a_pack_only_within_a_grid_point_and_by_size():
     labels = ["a/vanilla"] * 4 + ["a/gru"]
     # sorted by size (20, 30, 100, 150), two at a time; the gru job never joins a vanilla pack
     assert plan(configs, labels, 2) == [[0, 3], [2, 1], [4]]
-    # auto, the measured CPU rule (packed/plan.py: <= 32 units 32 wide, <= 64 16 wide, <= 200 8 wide): all four
-    # vanilla trials fit one pack, since its largest (150) still allows 8
-    assert plan(configs, labels, "auto") == [[2, 1, 0, 3], [4]]
+    # auto, the cheapest cut under packed/plan.py's cost model: at batch 8 the 150-unit trial runs alone (padding
+    # the others to 150 would cost more than it saves); at batch 1 the per-op costs dominate and all four share
+    assert plan(configs, labels, "auto") == [[2, 1, 0], [3], [4]]
+    batch_one = [{**c, "trainer": {**c["trainer"], "batch_size": 1}} for c in configs]
+    assert plan(batch_one, labels, "auto") == [[2, 1, 0, 3], [4]]
     assert check_setting("auto") is None and check_setting(3) is None
     assert "sweep.pack=0" in check_setting(0) and check_setting("two")
 

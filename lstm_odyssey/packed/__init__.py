@@ -8,8 +8,8 @@
 * `fused`: the fused path's forward (encoder, recurrent stack, head for K trials at once).
 * `fit`: `fit_pack([(cfg, run_dir), ...])`, the epoch loop with a life cycle per trial (early stopping,
   divergence, best state), one `result.json` per trial, a checkpoint per pack and resume.
-* `plan`: which trials may share a pack (`pack_key`, `check_packable`) and the measured width rule
-  (`auto_width`, `plan_packs`).
+* `plan`: which trials may share a pack (`pack_key`, `check_packable`) and the cheapest cut into
+  packs under a measured cost model (`auto_width`, `plan_packs`).
 * `bench`: `python -m lstm_odyssey.packed.bench`, trials per hour of packs against single runs.
 
 Packing changes speed, never results: trial k of a pack reproduces `train.run(cfg_k)` (initial weights,

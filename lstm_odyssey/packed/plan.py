@@ -16,16 +16,27 @@ single runs (two runs of the full table; K=2/4 and 256/384 from shorter runs):
     384              0.8    0.9
 
 Wider pays for small trials (the per-op costs are shared); from about 100 units the step's matmuls
-(8 rows against each trial's own weights) and pointwise work cost as much per trial as alone, narrow
-packs do as well as wide ones, and beyond 200 units a pack no longer pays. Padding costs as well: packs
-of 40 drawn sizes in drawn order, each padded to its largest, were 0.9-1.0x (K=8), 0.7-1.0x (16) and
-0.6x (32); sorted by size first 1.8x, 1.5-1.6x, 1.0-1.2x. So trials are sorted by size, a pack whose
-largest trial has at most 32 units is 32 wide, at most 64 units 16 wide, at most 200 units 8 wide, and
-larger trials run alone. On 40 sizes drawn from log-U[20, 200] (seed 0: packs of 16, 8, 8, 8) this plan
-measured 1.7x over single runs at load 3-5 and 1.6-2.1x at load 2-3; the vmap path on the same plan
-1.2x; the rule it replaced (32 wide up to 64 units, 16 up to 128, larger alone) 1.4-1.6x on the fused
-path. On a GPU nothing was measured yet: `auto_width` answers `GPU_WIDTH` for every size, a placeholder
-to be replaced by a measurement.
+(8 rows against each trial's own weights) and pointwise work cost as much per trial as alone, and beyond
+200 units a pack no longer pays. Padding costs as well: packs of 40 drawn sizes in drawn order, each padded
+to its largest, were 0.9-1.0x (K=8), 0.7-1.0x (16) and 0.6x (32); sorted by size first 1.8x, 1.5-1.6x,
+1.0-1.2x.
+
+So `auto` prices every way of cutting the sorted sizes into packs and takes the cheapest (`plan_packs`, a
+dynamic programme over contiguous runs). The price of one training batch, in ms on one thread, is fitted
+to the table above and to single runs timed in the same way (vanilla, batch 8, load 3: 41, 43, 59, 68, 79
+and 120 ms per batch at 24, 48, 96, 128, 192 and 256 units):
+
+    alone:                  40 + 0.0012 n^2
+    a pack of K, padded:    36 + K (6 + 0.0015 N^2)      (N: the pack's largest size)
+
+with the n^2 terms scaled by batch / 8 (the flops grow with the batch, the per-op costs do not). The model
+gives the table's ratios to within about 10 % (K=8: 3.8x at 24 units, 1.3x at 192, 1.1x at 256, 0.9x at
+384). Wider packs of large trials measured slower than the model says (K=32 below K=16 from 96 units), so a
+pack is at most 32 wide up to 64 units, 16 up to 200 and 8 beyond (`WIDTH_CAP`). The rule it replaced (as
+wide as the largest member allowed) put 10 trials of 34-199 units into one pack of 8 padded to 199 units,
+which the model prices at 1.4x the cost of running them alone; the cheapest cut runs the 5 smallest
+together and the 3 largest alone, 0.7x. On a GPU nothing was measured yet: `auto` packs `GPU_WIDTH`
+trials at a time, a placeholder to be replaced by a measurement.
 """
 
 from __future__ import annotations
@@ -40,7 +51,10 @@ PER_TRIAL_KEYS = frozenset({
     "trainer.max_minutes", "model.hidden_size", "model.forget_bias",
 })
 PACKED_GROUPS = ("cell", "data", "model", "optim", "trainer")
-CPU_RULE = ((32, 32), (64, 16), (200, 8))  # (largest hidden size of the pack, width), measured on the CPU
+ALONE_COST = (40.0, 0.0012)  # ms per batch of 8 for a trial alone: per-op costs, flops * n^2 (fitted, see above)
+PACK_COST = (36.0, 6.0, 0.0015)  # a pack of K padded to N: shared per-op costs + K * (per-trial costs + flops * N^2)
+WIDTH_CAP = ((64, 32), (200, 16))  # (largest hidden size of the pack, widest pack measured to pay); beyond: 8
+WIDEST_BEYOND = 8
 GPU_WIDTH = 32  # not measured (no GPU was available): replace with a measured rule
 
 
@@ -73,26 +87,51 @@ def check_packable(cfgs: Sequence[Mapping]) -> None:
         raise ValueError("packed trials do not support dropout between layers yet; use model.dropout=0 or sweep.pack=1")
 
 
+def alone_cost(hidden_size: int, batch_size: int = 8) -> float:
+    """The modelled time of one training batch of a trial alone (ms, one CPU thread)."""
+    overhead, flops = ALONE_COST
+    return overhead + flops * hidden_size**2 * batch_size / 8
+
+
+def pack_cost(width: int, hidden_size: int, batch_size: int = 8) -> float:
+    """The modelled time of one training batch of `width` trials padded to `hidden_size` (a pack of one
+    runs alone)."""
+    if width == 1:
+        return alone_cost(hidden_size, batch_size)
+    shared, per_trial, flops = PACK_COST
+    return shared + width * (per_trial + flops * hidden_size**2 * batch_size / 8)
+
+
 def auto_width(hidden_size: int, device: str = "cpu") -> int:
-    """The measured width for trials of this hidden size (1: train them alone)."""
+    """The widest pack that `auto` forms of trials this large (1: they train alone)."""
     if device.startswith("cuda"):
         return GPU_WIDTH
-    return next((width for largest, width in CPU_RULE if hidden_size <= largest), 1)
+    cap = next((width for largest, width in WIDTH_CAP if hidden_size <= largest), WIDEST_BEYOND)
+    return max((k for k in range(1, cap + 1) if pack_cost(k, hidden_size) < k * alone_cost(hidden_size)), default=1)
 
 
-def plan_packs(hidden_sizes: Sequence[int], width: int | str = "auto", device: str = "cpu") -> list[list[int]]:
-    """Positions of the trials of one grid point grouped into packs: sorted by hidden size (so that a pack
-    pads little), `width` at a time, or with "auto" as wide as `auto_width` of each pack's largest size."""
+def plan_packs(hidden_sizes: Sequence[int], width: int | str = "auto", device: str = "cpu", batch_size: int = 8) -> list[list[int]]:
+    """Positions of the trials of one grid point grouped into packs, sorted by hidden size (so that a pack
+    pads little): `width` at a time, or with "auto" the cheapest cut into runs of consecutive sizes under
+    the cost model above (on a GPU, `GPU_WIDTH` at a time)."""
     order = sorted(range(len(hidden_sizes)), key=lambda k: (hidden_sizes[k], k))
+    if width == "auto" and device.startswith("cuda"):
+        width = GPU_WIDTH
     if width != "auto":
         if int(width) < 1:
             raise ValueError(f"a pack width must be a positive integer or 'auto', got {width!r}")
         return [order[j : j + int(width)] for j in range(0, len(order), int(width))]
+    sizes = [hidden_sizes[k] for k in order]
+    best = [0.0] + [float("inf")] * len(sizes)  # best[j]: the cheapest cut of the j smallest
+    cut = [0] * (len(sizes) + 1)
+    for j in range(1, len(sizes) + 1):
+        for k in range(1, min(j, auto_width(sizes[j - 1], device)) + 1):  # the last pack: sizes[j-k:j]
+            cost = best[j - k] + pack_cost(k, sizes[j - 1], batch_size)
+            if cost < best[j]:
+                best[j], cut[j] = cost, j - k
     packs: list[list[int]] = []
-    while order:
-        k = 1
-        while k < len(order) and k < auto_width(hidden_sizes[order[k]], device):
-            k += 1  # grow while the width allowed by the pack's largest size still admits one more
-        packs.append(order[:k])
-        order = order[k:]
-    return packs
+    j = len(sizes)
+    while j:
+        packs.append(order[cut[j] : j])
+        j = cut[j]
+    return packs[::-1]

@@ -100,7 +100,7 @@ def measure_protocol(protocol: str, args: argparse.Namespace, folder: Path) -> d
     full = build_task(**cfg["data"])
     task = first_batches(full, args.steps, batch)
     sizes = [int(c["model"]["hidden_size"]) for c in cfgs]
-    groups = plan_packs(sizes, "auto", "cpu")
+    groups = plan_packs(sizes, "auto", "cpu", batch)
     singles = Singles(cfgs, task)
     packed = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder / protocol)
     alone = [g[0] for g in groups if len(g) == 1]

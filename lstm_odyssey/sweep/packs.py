@@ -2,7 +2,8 @@
 
 The sweeper prepares every job as usual (claim, trial, run directory), then groups the jobs that may share a
 pack (same grid point, same `packed.plan.pack_key`: cell, task, architecture, optimiser) and splits each group
-by hidden size with `packed.plan.plan_packs` (`auto`: the measured width rule; K: K at a time). A pack of one
+by hidden size with `packed.plan.plan_packs` (`auto`: the cheapest cut by the measured cost model; K: K at a
+time). A pack of one
 is launched as the job it is. A wider pack is launched as ONE launcher job, the first member's overrides
 plus `++sweep.pack_members=<manifest>`; the manifest (`<sweep dir>/.packs/<id>.json`) lists every member's
 resolved config and run directory, and the job runs `packed.fit.fit_pack` on them (`run_pack`). Every member
@@ -57,7 +58,8 @@ def plan(configs: Sequence[dict], labels: Sequence[str], setting: int | str) -> 
     packs = []
     for members in groups.values():
         sizes = [int(configs[i]["model"]["hidden_size"]) for i in members]
-        for part in plan_packs(sizes, setting, _device(configs[members[0]])):
+        first = configs[members[0]]
+        for part in plan_packs(sizes, setting, _device(first), int(first["trainer"].get("batch_size", 8))):
             packs.append([members[j] for j in part])
     return sorted(packs, key=lambda p: p[0])
 
