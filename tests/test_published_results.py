@@ -41,6 +41,37 @@ def test_the_committed_report_tables_regenerate_from_the_committed_records(tmp_p
         assert (tmp_path / "report" / "tables" / name).read_text() == (STUDY / "report" / "tables" / name).read_text(), name
 
 
+def modern_readme_table(report: Path | str) -> str:
+    """The README's table of the modern study: each cell against vanilla over the paired trials (all pairs),
+    beside its best run by validation and the share of its runs cut off by the epoch cap."""
+    import pandas as pd
+
+    tables = Path(report) / "tables"
+    sig = pd.read_csv(tables / "significance.csv")
+    sig = sig[(sig["task"] == "jsb_chorales") & (sig["subset"] == "all")].set_index("cell")
+    best = pd.read_csv(tables / "best_by_validation.csv")
+    best = best[(best["task"] == "jsb_chorales") & ~best["published"]].set_index("cell")
+    rows = ["| cell | pairs | test NLL − vanilla (95 % CI) | paired t p (Holm) | W/T/L | verdict | best test NLL | capped |",
+            "|---|---:|---|---:|---|---|---:|---:|"]
+    for cell, b in best.iterrows():
+        if cell in sig.index:
+            r = sig.loc[cell]
+            rows.append(f"| {cell} | {int(r['n'])} | {r['diff']:+.3f} ({r['ci_low']:+.3f} to {r['ci_high']:+.3f}) | "
+                        f"{r['p_holm']:.3g} | {int(r['wins'])}/{int(r['ties'])}/{int(r['losses'])} | {r['verdict']} | "
+                        f"{b['best_test']:.3f} | {b['capped']:.0%} |")
+        else:
+            rows.append(f"| {cell} | | (the reference) | | | | {b['best_test']:.3f} | {b['capped']:.0%} |")
+    return "\n".join(rows)
+
+
+MODERN_REPORT = ROOT / "results" / "modern" / "report"
+
+
+@pytest.mark.skipif(not (MODERN_REPORT / "tables").is_dir(), reason="the modern study's report is not committed yet")
+def test_the_readme_quotes_the_committed_modern_report():
+    assert modern_readme_table(MODERN_REPORT) in (ROOT / "README.md").read_text()
+
+
 REPRODUCTION = ROOT / "results" / "odyssey_jsb"
 MODERN = ROOT / "results" / "modern"  # the modern cells' study (sweeps/modern.yaml)
 REPORTED = sorted(p.parent for p in REPRODUCTION.glob("*/report/report.md")) + sorted(p.parent for p in MODERN.glob("report/report.md"))
