@@ -74,7 +74,7 @@ def test_the_readme_quotes_the_committed_modern_report():
 
 REPRODUCTION = ROOT / "results" / "odyssey_jsb"
 MODERN = ROOT / "results" / "modern"  # the modern cells' study (sweeps/modern.yaml)
-REPORTED = sorted(p.parent for p in REPRODUCTION.glob("*/report/report.md")) + sorted(p.parent for p in MODERN.glob("report/report.md"))
+REPORTED = sorted(p.parent for p in REPRODUCTION.glob("*/report/report.md")) + sorted(p.parent.parent for p in MODERN.glob("report/report.md"))
 TABLES = ("summary.csv", "significance.csv", "paper_findings.csv", "best_by_validation.csv")
 
 
