@@ -245,7 +245,7 @@ def test_auto_plan_is_the_cheapest_cut_under_its_cost_model(batch_size):
             total, start = 0.0, 0
             for length in cut:
                 largest = ranked[start + length - 1]
-                if length > auto_width(largest):
+                if length > auto_width(largest, "cpu", batch_size):
                     return float("inf")
                 total, start = total + pack_cost(length, largest, batch_size), start + length
             return total

@@ -30,7 +30,7 @@ and 120 ms per batch at 24, 48, 96, 128, 192 and 256 units):
     a pack of K, padded:    36 + K (6 + 0.0015 N^2)      (N: the pack's largest size)
 
 with the n^2 terms scaled by batch / 8 (the flops grow with the batch, the per-op costs do not). The model
-gives the table's ratios to within about 10 % (K=8: 3.8x at 24 units, 1.3x at 192, 1.1x at 256, 0.9x at
+gives the table's ratios to within about 15 % (K=8: 3.6x at 24 units, 1.3x at 192, 1.1x at 256, 0.9x at
 384). Wider packs of large trials measured slower than the model says (K=32 below K=16 from 96 units), so a
 pack is at most 32 wide up to 64 units, 16 up to 200 and 8 beyond (`WIDTH_CAP`). The rule it replaced (as
 wide as the largest member allowed) put 10 trials of 34-199 units into one pack of 8 padded to 199 units,
@@ -102,12 +102,13 @@ def pack_cost(width: int, hidden_size: int, batch_size: int = 8) -> float:
     return shared + width * (per_trial + flops * hidden_size**2 * batch_size / 8)
 
 
-def auto_width(hidden_size: int, device: str = "cpu") -> int:
+def auto_width(hidden_size: int, device: str = "cpu", batch_size: int = 8) -> int:
     """The widest pack that `auto` forms of trials this large (1: they train alone)."""
     if device.startswith("cuda"):
         return GPU_WIDTH
     cap = next((width for largest, width in WIDTH_CAP if hidden_size <= largest), WIDEST_BEYOND)
-    return max((k for k in range(1, cap + 1) if pack_cost(k, hidden_size) < k * alone_cost(hidden_size)), default=1)
+    pays = [k for k in range(1, cap + 1) if pack_cost(k, hidden_size, batch_size) < k * alone_cost(hidden_size, batch_size)]
+    return max(pays, default=1)
 
 
 def plan_packs(hidden_sizes: Sequence[int], width: int | str = "auto", device: str = "cpu", batch_size: int = 8) -> list[list[int]]:
@@ -125,7 +126,7 @@ def plan_packs(hidden_sizes: Sequence[int], width: int | str = "auto", device: s
     best = [0.0] + [float("inf")] * len(sizes)  # best[j]: the cheapest cut of the j smallest
     cut = [0] * (len(sizes) + 1)
     for j in range(1, len(sizes) + 1):
-        for k in range(1, min(j, auto_width(sizes[j - 1], device)) + 1):  # the last pack: sizes[j-k:j]
+        for k in range(1, min(j, auto_width(sizes[j - 1], device, batch_size)) + 1):  # the last pack: sizes[j-k:j]
             cost = best[j - k] + pack_cost(k, sizes[j - 1], batch_size)
             if cost < best[j]:
                 best[j], cut[j] = cost, j - k

@@ -3,8 +3,7 @@
 The sweeper prepares every job as usual (claim, trial, run directory), then groups the jobs that may share a
 pack (same grid point, same `packed.plan.pack_key`: cell, task, architecture, optimiser) and splits each group
 by hidden size with `packed.plan.plan_packs` (`auto`: the cheapest cut by the measured cost model; K: K at a
-time). A pack of one
-is launched as the job it is. A wider pack is launched as ONE launcher job, the first member's overrides
+time). A pack of one is launched as the job it is. A wider pack is launched as ONE launcher job, the first member's overrides
 plus `++sweep.pack_members=<manifest>`; the manifest (`<sweep dir>/.packs/<id>.json`) lists every member's
 resolved config and run directory, and the job runs `packed.fit.fit_pack` on them (`run_pack`). Every member
 writes its own `result.json`, so the sweeper reads, counts and tells Optuna about each trial as before.
