@@ -86,7 +86,8 @@ def rnn_outputs(pack: PackedModel, x: torch.Tensor, lengths):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("setup", list(SETUPS))
 @pytest.mark.parametrize("cell", CELLS)
-def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, path):
+def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, path, monkeypatch):
+    monkeypatch.setattr(fused, "SEGMENT_COST", 0)  # a segment per trial length: each trial stops at its own
     torch.manual_seed(0)
     singles = [make(setup, cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
     width = max(HIDDEN)
@@ -95,6 +96,8 @@ def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, path):
     batches = [batch_of(setup, k) for k in range(len(singles))]
     x, lengths = stack_batches(batches, [b.x for b in batches])
     assert lengths is not None  # variable lengths and different padded lengths per trial
+    steps = lengths.amax(dim=1).tolist()
+    assert steps != sorted(steps, reverse=True) and len(fused.segments(sorted(steps, reverse=True))) > 1  # permuted, cut
 
     prediction, final = pack(x, lengths)
     pack.losses(prediction, batches).sum().backward()
@@ -103,7 +106,7 @@ def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, path):
         out, own_final = model(batch.x, batch.lengths)
         model.loss(out, batch).backward()
         assert (pack.own_steps(prediction[k], batch) - out).abs().max() < 1e-12
-        if not per_step:  # per-step tasks run past a trial's own padding: their final state is not compared
+        if not per_step or path == "fused":  # vmap runs per-step tasks past a trial's own padded length
             finals = final if isinstance(final, tuple) else (final,)
             own = own_final if isinstance(own_final, tuple) else (own_final,)
             n = HIDDEN[k]
@@ -240,3 +243,37 @@ def test_a_pack_on_the_gpu_equals_the_pack_on_the_cpu(cell):
     assert (predictions[0] - predictions[1]).abs().max() < 1e-10
     for name, p in on_cpu.params.items():
         assert (p.grad - on_gpu.params[name].grad.cpu()).abs().max() < 1e-10, name
+
+
+@pytest.mark.parametrize("cost", [0, 3, 8, 50])
+@pytest.mark.parametrize("seed", range(6))
+def test_segments_are_the_cheapest_cut_of_the_sweep(cost, seed, monkeypatch):
+    """Against brute force over every subset of the trials' stops: the same cost, and a valid cut (it covers
+    every step once, and each segment runs exactly the trials still running at its start, a prefix)."""
+    import itertools
+
+    monkeypatch.setattr(fused, "SEGMENT_COST", cost)
+    g = torch.Generator().manual_seed(seed)
+    steps = sorted(torch.randint(1, 30, (int(torch.randint(1, 8, (), generator=g)),), generator=g).tolist(), reverse=True)
+
+    def price(cut):
+        return sum((stop - start) * running + cost for start, stop, running in cut)
+
+    def cut_at(ends):
+        bounds = [0, *ends]
+        return [(a, b, sum(1 for n in steps if n > a)) for a, b in zip(bounds, bounds[1:])]
+
+    stops = sorted(set(steps))
+    cheapest = min(price(cut_at([*inner, stops[-1]])) for r in range(len(stops)) for inner in itertools.combinations(stops[:-1], r))
+    got = fused.segments(steps)
+    assert price(got) == cheapest
+    assert got[0][0] == 0 and got[-1][1] == steps[0]
+    assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
+    assert got == cut_at([stop for _, stop, _ in got])
+    if cost == 0:  # every stop is a cut: each trial stops at its own length
+        assert [stop for _, stop, _ in got] == stops
+
+
+def test_segments_want_the_trials_longest_first():
+    with pytest.raises(ValueError, match="longest first"):
+        fused.segments([3, 5])
