@@ -39,4 +39,5 @@ def test_the_study_benchmark_times_the_studys_own_trials_both_ways(tmp_path, cap
         assert row["packs"] == plan_packs(row["hidden_sizes"], "auto", "cpu", row["batch_size"]) and row["trials"] == 3
         assert row["steps_timed"] == 1 and row["steps_per_epoch"] == -(-229 // row["batch_size"])
         assert row["one at a time"]["trials_per_hour"] > 0 and row["packed (auto)"]["trials_per_hour"] > 0
+        assert row["packed, uncut"]["trials_per_hour"] > 0 and row["speedup_uncut"] > 0
     assert "| paper (odyssey_jsb) | sgd, 1 | 3 |" in capsys.readouterr().out

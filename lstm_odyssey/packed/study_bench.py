@@ -7,8 +7,9 @@ For each protocol (`paper`: sweeps/odyssey_jsb.yaml, SGD with Nesterov momentum,
 sweeps/odyssey_jsb_adam.yaml, Adam, batch 8, clipping) it composes the study as `lstm-odyssey-train -m
 +sweep=...` would, draws the study's own first `--trials` paired samples (trial k's hyperparameters are what
 the sweeper gives trial k), and trains them on JSB Chorales one epoch at a time, both ways, in this process
-with the same worker (one thread): every trial alone (`train.train_epoch`, the fastest backend), and packed
-as `packed.plan.plan_packs(..., "auto")` groups them (the sweeper's plan). The two are interleaved
+with the same worker (one thread): every trial alone (`train.train_epoch`, the fastest backend), packed
+as `packed.plan.plan_packs(..., "auto")` groups them (the sweeper's plan), and packed with every trial run
+to its pack's longest batch (no time cuts, `fused.segments`: the reference for them). They are interleaved
 `--repeats` times, so a drifting load hits them alike; the ratio is the median of the per-repeat ratios.
 An epoch is `--steps` training batches of the real chorales (the first steps x batch of the training set),
 so that the paper's batch-1 epochs stay short; trials per hour assume `--epochs` full epochs per trial
@@ -18,13 +19,14 @@ so that the paper's batch-1 epochs stay short; trials per hour assume `--epochs`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ import torch
 
 from ..data import build_task
 from ..data.base import SequenceSplit, TaskData
+from . import fused
 from .bench import Packs, Singles, environment, load_average, print_header
 from .plan import plan_packs
 
@@ -111,7 +114,12 @@ def measure_protocol(protocol: str, args: argparse.Namespace, folder: Path) -> d
         if rest is not None:
             rest.epoch()
 
-    cases: dict[str, Callable[[], None]] = {"one at a time": singles.epoch, "packed (auto)": packed_epoch}
+    def packed_uncut_epoch() -> None:
+        with whole_sweeps():
+            packed_epoch()
+
+    cases: dict[str, Callable[[], None]] = {"one at a time": singles.epoch, "packed (auto)": packed_epoch,
+                                            "packed, uncut": packed_uncut_epoch}
     times: dict[str, list[float]] = {name: [] for name in cases}
     for fn in cases.values():  # warm-up
         fn()
@@ -129,7 +137,20 @@ def measure_protocol(protocol: str, args: argparse.Namespace, folder: Path) -> d
         per_trial_step = statistics.median(seconds) / row["steps_timed"] / len(cfgs)
         row[name] = {"seconds_all": seconds, "trials_per_hour": 3600 / (per_trial_step * steps_per_epoch * args.epochs)}
     row["speedup"] = statistics.median(s / p for s, p in zip(times["one at a time"], times["packed (auto)"]))
+    row["speedup_uncut"] = statistics.median(s / p for s, p in zip(times["one at a time"], times["packed, uncut"]))
     return row
+
+
+@contextlib.contextmanager
+def whole_sweeps() -> Iterator[None]:
+    """Packs run every trial to the pack's longest batch (one segment, `fused.segments` off): the reference
+    that shows what stopping each trial at its own length gains."""
+    cut = fused.segments
+    fused.segments = lambda steps: [(0, steps[0], len(steps))]
+    try:
+        yield
+    finally:
+        fused.segments = cut
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -143,13 +164,13 @@ def measure(args: argparse.Namespace) -> dict:
 
 def format_table(result: dict) -> str:
     epochs = result["config"]["epochs"]
-    lines = ["| protocol | optimiser, batch | trials | packs (widths) | one at a time: trials / hour | packed: trials / hour | × |",
-             "|---|---|---:|---|---:|---:|---:|"]
+    lines = ["| protocol | optimiser, batch | trials | packs (widths) | one at a time: trials / hour | packed: trials / hour | × "
+             "| × without time cuts |", "|---|---|---:|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
         widths = "+".join(str(len(g)) for g in r["packs"])
         lines.append(f"| {r['protocol']} ({r['study']}) | {r['optimizer']}, {r['batch_size']} | {r['trials']} | {widths} | "
                      f"{r['one at a time']['trials_per_hour']:.1f} | {r['packed (auto)']['trials_per_hour']:.1f} | "
-                     f"{r['speedup']:.2f} |")
+                     f"{r['speedup']:.2f} | {r['speedup_uncut']:.2f} |")
     lines.append(f"(trials per hour at {epochs} epochs per trial, training steps only, one thread)")
     return "\n".join(lines)
 
