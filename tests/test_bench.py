@@ -40,4 +40,6 @@ def test_the_study_benchmark_times_the_studys_own_trials_both_ways(tmp_path, cap
         assert row["steps_timed"] == 1 and row["steps_per_epoch"] == -(-229 // row["batch_size"])
         assert row["one at a time"]["trials_per_hour"] > 0 and row["packed (auto)"]["trials_per_hour"] > 0
         assert row["packed, uncut"]["trials_per_hour"] > 0 and row["speedup_uncut"] > 0
+        assert [g["hidden_sizes"] for g in row["per_pack"]] == [[row["hidden_sizes"][k] for k in p] for p in row["packs"]]
+        assert abs(sum(g["share_alone"] for g in row["per_pack"]) - 1) < 0.5  # medians of parts: near, not equal to, 1
     assert "| paper (odyssey_jsb) | sgd, 1 | 3 |" in capsys.readouterr().out

@@ -13,7 +13,9 @@ to its pack's longest batch (no time cuts, `fused.segments`: the reference for t
 `--repeats` times, so a drifting load hits them alike; the ratio is the median of the per-repeat ratios.
 An epoch is `--steps` training batches of the real chorales (the first steps x batch of the training set),
 so that the paper's batch-1 epochs stay short; trials per hour assume `--epochs` full epochs per trial
-(229 chorales: 229 batches per epoch at batch 1, 29 at batch 8), training steps only.
+(229 chorales: 229 batches per epoch at batch 1, 29 at batch 8), training steps only. Each group of the
+plan is timed on its own (its trials one at a time, then as the plan runs them), so the second table says
+which packs the gain comes from.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .bench import Packs, Singles, environment, load_average, print_header
 from .plan import plan_packs
 
 PROTOCOLS = {"paper": "odyssey_jsb", "adam": "odyssey_jsb_adam"}  # protocol -> study (sweeps/<study>.yaml)
+CASES = ("one at a time", "packed (auto)", "packed, uncut")
 
 
 def study_config(study: str, cell: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -104,41 +107,54 @@ def measure_protocol(protocol: str, args: argparse.Namespace, folder: Path) -> d
     task = first_batches(full, args.steps, batch)
     sizes = [int(c["model"]["hidden_size"]) for c in cfgs]
     groups = plan_packs(sizes, "auto", "cpu", batch)
-    singles = Singles(cfgs, task)
-    packed = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder / protocol)
-    alone = [g[0] for g in groups if len(g) == 1]
-    rest = Singles([cfgs[k] for k in alone], task) if alone else None
-
-    def packed_epoch() -> None:
-        packed.epoch()
-        if rest is not None:
-            rest.epoch()
-
-    def packed_uncut_epoch() -> None:
-        with whole_sweeps():
-            packed_epoch()
-
-    cases: dict[str, Callable[[], None]] = {"one at a time": singles.epoch, "packed (auto)": packed_epoch,
-                                            "packed, uncut": packed_uncut_epoch}
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for fn in cases.values():  # warm-up
-        fn()
-    for _ in range(args.repeats):
-        for name, fn in cases.items():
-            start = time.perf_counter()
+    # per group of the plan: its trials one at a time, and as the plan runs them (a pack, or alone: a group
+    # of one is a single run both ways), cut and uncut; each timed alone, so the row can say where the gain is
+    units = []
+    for j, group in enumerate(groups):
+        members = [cfgs[k] for k in group]
+        planned = Packs(cfgs, task, [group], folder / protocol / f"pack{j}").epoch if len(group) > 1 else Singles(members, task).epoch
+        units.append({"one at a time": Singles(members, task).epoch, "packed (auto)": planned, "packed, uncut": uncut(planned)})
+    times = {name: [[] for _ in units] for name in CASES}  # case -> group -> seconds per repeat
+    for unit in units:  # warm-up
+        for fn in unit.values():
             fn()
-            times[name].append(time.perf_counter() - start)
+    for _ in range(args.repeats):
+        for j, unit in enumerate(units):
+            for name, fn in unit.items():
+                start = time.perf_counter()
+                fn()
+                times[name][j].append(time.perf_counter() - start)
+    totals = {name: [sum(per[r] for per in times[name]) for r in range(args.repeats)] for name in CASES}
     steps_per_epoch = math.ceil(len(full.train) / batch)
     row: dict[str, Any] = {"protocol": protocol, "study": PROTOCOLS[protocol], "optimizer": cfg["optim"]["name"],
                            "batch_size": batch, "trials": len(cfgs), "hidden_sizes": sizes, "packs": groups,
                            "steps_timed": math.ceil(len(task.train) / batch), "steps_per_epoch": steps_per_epoch,
-                           "backend": singles.backend}
-    for name, seconds in times.items():
+                           "backend": Singles(cfgs[:1], task).backend}
+    for name, seconds in totals.items():
         per_trial_step = statistics.median(seconds) / row["steps_timed"] / len(cfgs)
         row[name] = {"seconds_all": seconds, "trials_per_hour": 3600 / (per_trial_step * steps_per_epoch * args.epochs)}
-    row["speedup"] = statistics.median(s / p for s, p in zip(times["one at a time"], times["packed (auto)"]))
-    row["speedup_uncut"] = statistics.median(s / p for s, p in zip(times["one at a time"], times["packed, uncut"]))
+    row["speedup"] = median_ratio(totals["one at a time"], totals["packed (auto)"])
+    row["speedup_uncut"] = median_ratio(totals["one at a time"], totals["packed, uncut"])
+    row["per_pack"] = [{"hidden_sizes": [sizes[k] for k in group], "share_alone": statistics.median(times["one at a time"][j]) / statistics.median(totals["one at a time"]),
+                        "speedup": median_ratio(times["one at a time"][j], times["packed (auto)"][j]),
+                        "speedup_uncut": median_ratio(times["one at a time"][j], times["packed, uncut"][j])}
+                       for j, group in enumerate(groups)]
     return row
+
+
+def median_ratio(reference: list[float], case: list[float]) -> float:
+    """The median over repeats of reference / case (within a repeat, so a drifting load hits both alike)."""
+    return statistics.median(a / b for a, b in zip(reference, case))
+
+
+def uncut(epoch: Callable[[], None]) -> Callable[[], None]:
+    """`epoch` with every trial of a pack run to the pack's longest batch (`whole_sweeps`)."""
+
+    def run() -> None:
+        with whole_sweeps():
+            epoch()
+
+    return run
 
 
 @contextlib.contextmanager
@@ -172,6 +188,12 @@ def format_table(result: dict) -> str:
                      f"{r['one at a time']['trials_per_hour']:.1f} | {r['packed (auto)']['trials_per_hour']:.1f} | "
                      f"{r['speedup']:.2f} | {r['speedup_uncut']:.2f} |")
     lines.append(f"(trials per hour at {epochs} epochs per trial, training steps only, one thread)")
+    for r in result["rows"]:
+        lines += ["", f"{r['protocol']}, by group of the plan (share: of the time one at a time):", "",
+                  "| trials | hidden sizes | share | × | × without time cuts |", "|---:|---|---:|---:|---:|"]
+        for g in r["per_pack"]:
+            lines.append(f"| {len(g['hidden_sizes'])} | {min(g['hidden_sizes'])}-{max(g['hidden_sizes'])} | {g['share_alone']:.0%} | "
+                         f"{g['speedup']:.2f} | {g['speedup_uncut']:.2f} |")
     return "\n".join(lines)
 
 
