@@ -43,3 +43,16 @@ def test_the_study_benchmark_times_the_studys_own_trials_both_ways(tmp_path, cap
         assert [g["hidden_sizes"] for g in row["per_pack"]] == [[row["hidden_sizes"][k] for k in p] for p in row["packs"]]
         assert abs(sum(g["share_alone"] for g in row["per_pack"]) - 1) < 0.5  # medians of parts: near, not equal to, 1
     assert "| paper (odyssey_jsb) | sgd, 1 | 3 |" in capsys.readouterr().out
+
+
+def test_the_cut_benchmark_fits_the_prices_it_times(capsys):
+    from lstm_odyssey.packed import bench_cuts, fused
+
+    bench_cuts.main(["--trials", "2", "--hidden", "4", "6", "--steps", "4", "--segments", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "| 2 | 4 |" in out and "| 2 | 6 |" in out and "STEP_SHARED_US = " in out
+    assert fused.segments.__name__ == "segments"  # the timed cuts are undone
+    rows = [{"hidden": n, "trial_step_us": 3.0 + 0.5 * n * n, "shared_step_us": 7.0, "segment_us": 11.0} for n in (2, 4, 8)]
+    prices = bench_cuts.fit(rows)  # an exact line is recovered
+    assert prices["STEP_SHARED_US"] == 7.0 and prices["SEGMENT_US"] == 11.0
+    assert all(abs(a - b) < 1e-9 for a, b in zip(prices["TRIAL_STEP_US"], (3.0, 0.5)))

@@ -87,7 +87,7 @@ def rnn_outputs(pack: PackedModel, x: torch.Tensor, lengths):
 @pytest.mark.parametrize("setup", list(SETUPS))
 @pytest.mark.parametrize("cell", CELLS)
 def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, path, monkeypatch):
-    monkeypatch.setattr(fused, "SEGMENT_COST", 0)  # a segment per trial length: each trial stops at its own
+    monkeypatch.setattr(fused, "cut_prices", lambda hidden, batch: (0.0, 0.0))  # a segment per trial length
     torch.manual_seed(0)
     singles = [make(setup, cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
     width = max(HIDDEN)
@@ -97,7 +97,7 @@ def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, path, monkeypatch):
     x, lengths = stack_batches(batches, [b.x for b in batches])
     assert lengths is not None  # variable lengths and different padded lengths per trial
     steps = lengths.amax(dim=1).tolist()
-    assert steps != sorted(steps, reverse=True) and len(fused.segments(sorted(steps, reverse=True))) > 1  # permuted, cut
+    assert steps != sorted(steps, reverse=True) and len(set(steps)) > 1  # permuted, then cut at each length
 
     prediction, final = pack(x, lengths)
     pack.losses(prediction, batches).sum().backward()
@@ -245,19 +245,18 @@ def test_a_pack_on_the_gpu_equals_the_pack_on_the_cpu(cell):
         assert (p.grad - on_gpu.params[name].grad.cpu()).abs().max() < 1e-10, name
 
 
-@pytest.mark.parametrize("cost", [0, 3, 8, 50])
+@pytest.mark.parametrize("shared, segment", [(0, 0), (0, 8), (2.5, 3), (40, 50)])
 @pytest.mark.parametrize("seed", range(6))
-def test_segments_are_the_cheapest_cut_of_the_sweep(cost, seed, monkeypatch):
+def test_segments_are_the_cheapest_cut_of_the_sweep(shared, segment, seed):
     """Against brute force over every subset of the trials' stops: the same cost, and a valid cut (it covers
     every step once, and each segment runs exactly the trials still running at its start, a prefix)."""
     import itertools
 
-    monkeypatch.setattr(fused, "SEGMENT_COST", cost)
     g = torch.Generator().manual_seed(seed)
     steps = sorted(torch.randint(1, 30, (int(torch.randint(1, 8, (), generator=g)),), generator=g).tolist(), reverse=True)
 
     def price(cut):
-        return sum((stop - start) * running + cost for start, stop, running in cut)
+        return sum((stop - start) * (shared + running) + segment for start, stop, running in cut)
 
     def cut_at(ends):
         bounds = [0, *ends]
@@ -265,13 +264,20 @@ def test_segments_are_the_cheapest_cut_of_the_sweep(cost, seed, monkeypatch):
 
     stops = sorted(set(steps))
     cheapest = min(price(cut_at([*inner, stops[-1]])) for r in range(len(stops)) for inner in itertools.combinations(stops[:-1], r))
-    got = fused.segments(steps)
-    assert price(got) == cheapest
+    got = fused.segments(steps, shared, segment)
+    assert abs(price(got) - cheapest) < 1e-9
     assert got[0][0] == 0 and got[-1][1] == steps[0]
     assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
     assert got == cut_at([stop for _, stop, _ in got])
-    if cost == 0:  # every stop is a cut: each trial stops at its own length
+    if segment == 0:  # cuts are free: every stop is one, and each trial stops at its own length
         assert [stop for _, stop, _ in got] == stops
+
+
+def test_cuts_pay_sooner_for_large_trials():
+    """The same lengths cut into more segments at 200 units than at 20 (a large trial's step is its own work)."""
+    steps = [120, 110, 100, 90, 80, 70, 60, 50]
+    small, large = (fused.segments(steps, *fused.cut_prices(n, 8)) for n in (20, 200))
+    assert len(large) > len(small)
 
 
 def test_segments_want_the_trials_longest_first():

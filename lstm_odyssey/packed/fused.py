@@ -68,14 +68,28 @@ def encode(encoder: nn.Module, params: Params, x: Tensor) -> Tensor:
     return x
 
 
-SEGMENT_COST = 8  # trial-steps that one more segment costs (its calls and allocations): see `segments`
+# The price of a step of the sweep, in microseconds on one CPU thread (vanilla, forward + backward; fitted
+# to `python -m lstm_odyssey.packed.bench_cuts`, see `cut_prices`): a part every running trial
+# shares (the ops' own costs) and a part per running trial (its flops and memory), plus one segment's calls.
+STEP_SHARED_US = 400.0
+TRIAL_STEP_US = (5.0, 0.004)  # a running trial's step: constant + per (hidden units)^2 at batch 8
+SEGMENT_US = 2000.0
 
 
-def segments(steps: list[int]) -> list[tuple[int, int, int]]:
+def cut_prices(hidden_size: int, batch_size: int) -> tuple[float, float]:
+    """(shared, segment): a step's shared cost and one segment's cost, in running-trial steps of this pack
+    (hidden size, batch), the units `segments` prices in. Small trials' steps cost by the number of ops, so
+    dropping a few of them saves little and a cut must save many steps; large trials' steps cost by their
+    work, so a cut pays sooner."""
+    trial = TRIAL_STEP_US[0] + TRIAL_STEP_US[1] * hidden_size**2 * batch_size / 8
+    return STEP_SHARED_US / trial, SEGMENT_US / trial
+
+
+def segments(steps: list[int], shared: float = 0.0, segment: float = 0.0) -> list[tuple[int, int, int]]:
     """How to cut the sweep of trials with `steps` own steps each, longest first: (start, stop, trials
-    running), the running trials a prefix. The cheapest cut by a dynamic programme over the trials' stops:
-    a segment costs its steps times its trials plus `SEGMENT_COST`, so a stop shared by few trials near
-    the end is not worth a cut of its own."""
+    running), the running trials a prefix. The cheapest cut by a dynamic programme over the trials' stops,
+    a segment costing (stop - start) * (shared + running) + segment: with `cut_prices`, a stop shared by few
+    trials near the end is not worth a cut of its own."""
     if any(a < b for a, b in zip(steps, steps[1:])):
         raise ValueError(f"segments takes the trials longest first, got steps {steps}")
     stops = sorted(set(steps))  # candidate segment ends; the last is the longest trial's
@@ -84,7 +98,7 @@ def segments(steps: list[int]) -> list[tuple[int, int, int]]:
         choices = []
         for start in [0, *stops[:j]]:
             running = sum(1 for n in steps if n > start)
-            choices.append((best[start][0] + (stop - start) * running + SEGMENT_COST, start))
+            choices.append((best[start][0] + (stop - start) * (shared + running) + segment, start))
         best[stop] = min(choices)
     cuts, stop = [], stops[-1]
     while stop:
@@ -102,7 +116,7 @@ def recurrent(rnn: RecurrentLayer, params: Params, x: Tensor, lengths: Tensor | 
     is the one at its own last step. Returns (outputs (T, K, B, D*N), final state parts)."""
     family, spec = rnn.family, rnn.spec
     trials, batch, total = x.shape[:3]
-    cuts = segments(steps) if steps is not None else [(0, total, trials)]
+    cuts = segments(steps, *cut_prices(rnn.hidden_size, batch)) if steps is not None else [(0, total, trials)]
     valid = None
     if lengths is not None:
         lengths = lengths.cpu()  # as RecurrentLayer keeps them (reverse_padded builds its index on the CPU)
