@@ -25,24 +25,29 @@ def test_the_packed_benchmark_times_every_case(tmp_path, capsys):
     assert "| drawn auto fused |" in capsys.readouterr().out
 
 
-def test_the_study_benchmark_times_the_studys_own_trials_both_ways(tmp_path, capsys):
+def test_the_study_benchmark_times_the_studys_own_trials_both_ways(tmp_path, capsys, monkeypatch):
     data = os.environ.get("LSTM_ODYSSEY_DATA")
     if not data or not (Path(data) / "jsb_chorales").is_dir():
         pytest.skip("needs the JSB Chorales copy under $LSTM_ODYSSEY_DATA (CI sets it)")
+    from lstm_odyssey.packed import fused
+
+    cut, calls = fused.segments, []
+    monkeypatch.setattr(fused, "segments", lambda steps, *prices: calls.append(steps) or cut(steps, *prices))
     out = tmp_path / "study.json"
-    bench.main(["--study", "--protocols", "paper", "adam", "--trials", "3", "--steps", "1", "--repeats", "1",
+    bench.main(["--study", "--protocols", "paper", "adam", "--trials", "3", "--steps", "2", "--repeats", "1",
                 "--json", str(out)])
     result = json.loads(out.read_text())
     paper, adam = result["rows"]
     assert (paper["optimizer"], paper["batch_size"], adam["optimizer"], adam["batch_size"]) == ("sgd", 1, "adam", 8)
     for row in (paper, adam):
         assert row["packs"] == plan_packs(row["hidden_sizes"], "auto", "cpu", row["batch_size"]) and row["trials"] == 3
-        assert row["steps_timed"] == 1 and row["steps_per_epoch"] == -(-229 // row["batch_size"])
+        assert row["steps_timed"] == 2 and row["steps_per_epoch"] == -(-229 // row["batch_size"])
         assert row["one at a time"]["trials_per_hour"] > 0 and row["packed (auto)"]["trials_per_hour"] > 0
         assert row["packed, uncut"]["trials_per_hour"] > 0 and row["speedup_uncut"] > 0
         assert [g["hidden_sizes"] for g in row["per_pack"]] == [[row["hidden_sizes"][k] for k in p] for p in row["packs"]]
         assert abs(sum(g["share_alone"] for g in row["per_pack"]) - 1) < 0.5  # medians of parts: near, not equal to, 1
     assert "| paper (odyssey_jsb) | sgd, 1 | 3 |" in capsys.readouterr().out
+    assert calls, "the packs' trials had equal lengths: the time cuts were not timed"
 
 
 def test_the_cut_benchmark_fits_the_prices_it_times(capsys):

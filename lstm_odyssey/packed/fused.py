@@ -68,19 +68,20 @@ def encode(encoder: nn.Module, params: Params, x: Tensor) -> Tensor:
     return x
 
 
-# The price of a step of the sweep, in microseconds on one CPU thread (vanilla, forward + backward; fitted
-# to `python -m lstm_odyssey.packed.bench_cuts`, see `cut_prices`): a part every running trial
-# shares (the ops' own costs) and a part per running trial (its flops and memory), plus one segment's calls.
-STEP_SHARED_US = 400.0
-TRIAL_STEP_US = (5.0, 0.004)  # a running trial's step: constant + per (hidden units)^2 at batch 8
-SEGMENT_US = 2000.0
+# The price of a step of the sweep, in microseconds on one CPU thread (vanilla, batch 8, forward + backward),
+# from `python -m lstm_odyssey.packed.bench_cuts` on the idle 2-core machine: a running trial's step cost
+# 23-52 us at 32 units, 134-230 at 100, 500-970 at 200 (least squares: 12-35 + 0.017 n^2); what every running
+# trial shares was within the noise (-400 to +340 us per step); a segment cost 0.7-1.8 ms (20 segments of 5
+# steps against one). So a cut pays once it saves a few dozen trial-steps.
+STEP_SHARED_US = 50.0
+TRIAL_STEP_US = (30.0, 0.017)  # a running trial's step: constant + per (hidden units)^2, at batch 8
+SEGMENT_US = 1000.0
 
 
 def cut_prices(hidden_size: int, batch_size: int) -> tuple[float, float]:
     """(shared, segment): a step's shared cost and one segment's cost, in running-trial steps of this pack
-    (hidden size, batch), the units `segments` prices in. Small trials' steps cost by the number of ops, so
-    dropping a few of them saves little and a cut must save many steps; large trials' steps cost by their
-    work, so a cut pays sooner."""
+    (hidden size, batch), the units `segments` prices in: a small trial's step is cheap, so a cut must save
+    more of them than a large trial's."""
     trial = TRIAL_STEP_US[0] + TRIAL_STEP_US[1] * hidden_size**2 * batch_size / 8
     return STEP_SHARED_US / trial, SEGMENT_US / trial
 
