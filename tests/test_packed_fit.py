@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from lstm_odyssey import train
 from lstm_odyssey.config import load_config
 from lstm_odyssey.data import build_task
 from lstm_odyssey.packed import fit as packed_fit
+from lstm_odyssey.packed import fused
 from lstm_odyssey.packed.fit import Pack, fit_pack, initial_models
 from lstm_odyssey.packed.model import PackedModel, template_for
 from lstm_odyssey.packed.plan import GPU_WIDTH, alone_cost, auto_width, check_packable, pack_cost, pack_key, plan_packs
@@ -269,10 +271,14 @@ def test_cost_model_gives_the_measured_pack_ratios():
     assert plan == [[34, 35, 41, 47, 52], [84], [141], [199], [212], [256]]
 
 
-def test_variable_lengths_a_pack_of_temporal_order_trials_equals_single_runs(tmp_path):
-    """Sequences of 100-110 steps: each trial's batches have their own padded length inside the pack. The
-    task's data are float32 whatever the default dtype, so this one runs in float32 (to 1e-4)."""
+@pytest.mark.parametrize("cuts", ["priced", "free"])
+def test_variable_lengths_a_pack_of_temporal_order_trials_equals_single_runs(tmp_path, cuts, monkeypatch):
+    """Sequences of 100-110 steps: each trial's batches have their own padded length inside the pack, and
+    the pack cuts its sweep where they end (`free`: at every length). The task's data are float32 whatever
+    the default dtype, so this one runs in float32 (to 1e-4)."""
     torch.set_default_dtype(torch.float32)  # the fixture restores the default afterwards
+    if cuts == "free":
+        monkeypatch.setattr(fused, "cut_prices", lambda hidden, batch: (0.0, 0.0))
     overrides = ["data=temporal_order", "data.n_train=32", "data.n_val=16", "data.n_test=16", "trainer.batch_size=8",
                  "trainer.epochs=2", "trainer.patience=null", "trainer.progress=false", "cell=cifg", "optim=adam"]
     base = load_config(overrides)
@@ -280,6 +286,29 @@ def test_variable_lengths_a_pack_of_temporal_order_trials_equals_single_runs(tmp
             for h, s, lr in ((4, 0, 0.01), (6, 1, 0.03))]
     singles = [train.run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(cfgs)]
     packed = fit_pack([(cfg, tmp_path / f"packed{k}") for k, cfg in enumerate(cfgs)])
+    for single, pack in zip(singles, packed):
+        assert single["status"] == "ok"
+        assert_close(pack, single, tol=1e-4)
+
+
+def test_a_pack_of_jsb_trials_with_time_cuts_equals_single_runs(tmp_path, monkeypatch):
+    """The reproduction's own task, per-step and unmasked: each trial's batches have their own length, and
+    with a cut at every length each trial's sweep stops where its batch does, as its single run."""
+    data = os.environ.get("LSTM_ODYSSEY_DATA")
+    if not data or not (Path(data) / "jsb_chorales").is_dir():
+        pytest.skip("needs the JSB Chorales copy under $LSTM_ODYSSEY_DATA (CI sets it)")
+    torch.set_default_dtype(torch.float32)  # the chorales are float32; the fixture restores the default
+    monkeypatch.setattr(fused, "cut_prices", lambda hidden, batch: (0.0, 0.0))
+    seen = []
+    cut = fused.segments
+    monkeypatch.setattr(fused, "segments", lambda steps, *prices: seen.append(cut(steps, *prices)) or seen[-1])
+    base = load_config(["data=jsb_chorales", "data.max_chorales=24", "trainer.batch_size=4", "trainer.epochs=2",
+                        "trainer.patience=null", "trainer.progress=false", "cell=vanilla", "optim=adam"])
+    cfgs = [with_keys(base, {"model.hidden_size": h, "trainer.seed": s, "optim.lr": lr, "trainer.input_noise": noise})
+            for h, s, lr, noise in ((5, 0, 0.01, 0.0), (8, 1, 0.03, 0.2), (3, 2, 0.02, 0.1))]
+    singles = [train.run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(cfgs)]
+    packed = fit_pack([(cfg, tmp_path / f"packed{k}") for k, cfg in enumerate(cfgs)])
+    assert any(len(cuts) > 1 for cuts in seen), "no batch of the pack was cut"
     for single, pack in zip(singles, packed):
         assert single["status"] == "ok"
         assert_close(pack, single, tol=1e-4)
