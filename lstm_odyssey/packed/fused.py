@@ -163,20 +163,8 @@ def forward(template: SequenceModel, params: Params, x: Tensor, lengths: Tensor 
     model takes it with K first. Returns (predictions (K, B, out) or (K, B, T, out), final states)."""
     rnn = template.rnn
     steps = None if lengths is None else lengths.amax(dim=1).tolist()  # each trial's own padded length
-    order = None
-    if steps is not None and len(set(steps)) > 1:
-        order = sorted(range(len(steps)), key=lambda k: -steps[k])  # longest first (stable)
-    if order is not None and order != sorted(order):
-        perm = torch.tensor(order, device=x.device)
-        params = {name: p.index_select(0, perm) for name, p in params.items()}
-        x, lengths, steps = x[perm], lengths[perm.to(lengths.device)], [steps[k] for k in order]
-        if state is not None:
-            state = state[perm] if isinstance(state, Tensor) else type(state)(s[perm] for s in state)
-        prediction, final = forward(template, params, x, lengths, state)
-        back = torch.empty_like(perm)
-        back[perm] = torch.arange(len(order), device=perm.device)
-        final = final[back] if isinstance(final, Tensor) else type(final)(f[back] for f in final)
-        return prediction[back], final
+    if steps is not None and steps != sorted(steps, reverse=True):
+        return longest_first(template, params, x, lengths, state, steps)
     if template.task_type not in SEQUENCE_TASKS and not rnn.bidirectional:
         lengths = None  # as SequenceModel.forward: padding follows each sequence
     if steps is not None and len(set(steps)) == 1:
@@ -190,3 +178,20 @@ def forward(template: SequenceModel, params: Params, x: Tensor, lengths: Tensor 
     else:
         features = out.movedim(0, 2)
     return per_trial_linear(features, params["head.weight"], params["head.bias"]), final
+
+
+def longest_first(template: SequenceModel, params: Params, x: Tensor, lengths: Tensor, state, steps: list[int]):
+    """`forward` with the trials reordered longest first (so that the trials still running are a prefix, which
+    `recurrent` cuts by), the predictions and final states put back in the pack's order. The reordering is
+    an `index_select` of every parameter, so autograd puts the gradients back too."""
+    order = sorted(range(len(steps)), key=lambda k: -steps[k])  # stable: equal lengths keep their order
+    perm = torch.tensor(order, device=x.device)
+    back = torch.empty_like(perm)
+    back[perm] = torch.arange(len(order), device=perm.device)
+
+    def take(t: Tensor | tuple | None, index: Tensor):
+        return None if t is None else t[index] if isinstance(t, Tensor) else type(t)(part[index] for part in t)
+
+    params = {name: p.index_select(0, perm) for name, p in params.items()}
+    prediction, final = forward(template, params, x[perm], lengths[perm.to(lengths.device)], take(state, perm))
+    return prediction[back], take(final, back)
