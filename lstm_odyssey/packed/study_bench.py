@@ -9,7 +9,7 @@ sweeps/odyssey_jsb_adam.yaml, Adam, batch 8, clipping) it composes the study as 
 the sweeper gives trial k), and trains them on JSB Chorales one epoch at a time, both ways, in this process
 with the same worker (one thread): every trial alone (`train.train_epoch`, the fastest backend), packed
 as `packed.plan.plan_packs(..., "auto")` groups them (the sweeper's plan), and packed with every trial run
-to its pack's longest batch (no time cuts, `fused.segments`: the reference for them). They are interleaved
+to its pack's longest batch (no time cuts: the reference for them). They are interleaved
 `--repeats` times, so a drifting load hits them alike; the ratio is the median of the per-repeat ratios.
 An epoch is `--steps` training batches of the real chorales (the first steps x batch of the training set),
 so that the paper's batch-1 epochs stay short; trials per hour assume `--epochs` full epochs per trial
@@ -21,14 +21,13 @@ which packs the gain comes from.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,8 @@ import torch
 
 from ..data import build_task
 from ..data.base import SequenceSplit, TaskData
-from . import fused
 from .bench import Packs, Singles, environment, load_average, print_header
+from .bench_cuts import fixed_cuts
 from .plan import plan_packs
 
 PROTOCOLS = {"paper": "odyssey_jsb", "adam": "odyssey_jsb_adam"}  # protocol -> study (sweeps/<study>.yaml)
@@ -148,25 +147,14 @@ def median_ratio(reference: list[float], case: list[float]) -> float:
 
 
 def uncut(epoch: Callable[[], None]) -> Callable[[], None]:
-    """`epoch` with every trial of a pack run to the pack's longest batch (`whole_sweeps`)."""
+    """`epoch` with every trial of a pack run to the pack's longest batch (one segment: the reference that
+    shows what stopping each trial at its own length gains)."""
 
     def run() -> None:
-        with whole_sweeps():
+        with fixed_cuts(lambda steps: [(0, steps[0], len(steps))]):
             epoch()
 
     return run
-
-
-@contextlib.contextmanager
-def whole_sweeps() -> Iterator[None]:
-    """Packs run every trial to the pack's longest batch (one segment, `fused.segments` off): the reference
-    that shows what stopping each trial at its own length gains."""
-    cut = fused.segments
-    fused.segments = lambda steps, *prices: [(0, steps[0], len(steps))]
-    try:
-        yield
-    finally:
-        fused.segments = cut
 
 
 def measure(args: argparse.Namespace) -> dict:
