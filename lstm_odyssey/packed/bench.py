@@ -104,7 +104,7 @@ class Packs:
             pack.train_epoch()
 
 
-def _time_into(fn: Callable[[], None], times: list[float]) -> None:
+def time_into(fn: Callable[[], None], times: list[float]) -> None:
     start = time.perf_counter()
     fn()
     times.append(time.perf_counter() - start)
@@ -156,7 +156,7 @@ def measure(args: argparse.Namespace) -> dict:
         fn()
     for _ in range(args.repeats):
         for name, (fn, _) in cases.items():
-            _time_into(fn, times[name])
+            time_into(fn, times[name])
     rows = []
     for name, (_, info) in cases.items():
         seconds = statistics.median(times[name])

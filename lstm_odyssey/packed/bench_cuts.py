@@ -14,9 +14,9 @@ segment's cost, in microseconds: the constants of `fused.py`.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -25,6 +25,7 @@ import torch
 from ..data.base import MULTILABEL
 from ..models import SequenceModel
 from . import fused
+from .bench import time_into
 
 FEATURES, BATCH = 88, 8
 
@@ -70,9 +71,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
                 run(cuts)  # warm-up
             for _ in range(args.repeats):
                 for name, cuts in cases.items():
-                    start = time.perf_counter()
-                    run(cuts)
-                    times[name].append(time.perf_counter() - start)
+                    time_into(functools.partial(run, cuts), times[name])
             us = {name: statistics.median(v) * 1e6 for name, v in times.items()}
             trial_step = (us["one"] - us["half"]) / ((t - t // 2) * (k // 2))
             rows.append({"trials": k, "hidden": n, "steps": t, **{f"{name}_us": v for name, v in us.items()},

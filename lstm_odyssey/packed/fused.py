@@ -167,8 +167,6 @@ def forward(template: SequenceModel, params: Params, x: Tensor, lengths: Tensor 
         return longest_first(template, params, x, lengths, state, steps)
     if template.task_type not in SEQUENCE_TASKS and not rnn.bidirectional:
         lengths = None  # as SequenceModel.forward: padding follows each sequence
-    if steps is not None and len(set(steps)) == 1:
-        steps = None
     parts = None if state is None else [state] if isinstance(state, Tensor) else list(state)
     inputs = encode(template.encoder, params, x)
     out, finals = recurrent(rnn, {n.removeprefix("rnn."): p for n, p in params.items() if n.startswith("rnn.")}, inputs, lengths, parts, steps)

@@ -26,7 +26,6 @@ import math
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import torch
 
 from ..data import build_task
 from ..data.base import SequenceSplit, TaskData
-from .bench import Packs, Singles, environment, load_average, print_header
+from .bench import Packs, Singles, environment, load_average, print_header, time_into
 from .bench_cuts import fixed_cuts
 from .plan import plan_packs
 
@@ -120,9 +119,7 @@ def measure_protocol(protocol: str, args: argparse.Namespace, folder: Path) -> d
     for _ in range(args.repeats):
         for j, unit in enumerate(units):
             for name, fn in unit.items():
-                start = time.perf_counter()
-                fn()
-                times[name][j].append(time.perf_counter() - start)
+                time_into(fn, times[name][j])
     totals = {name: [sum(per[r] for per in times[name]) for r in range(args.repeats)] for name in CASES}
     steps_per_epoch = math.ceil(len(full.train) / batch)
     row: dict[str, Any] = {"protocol": protocol, "study": PROTOCOLS[protocol], "optimizer": cfg["optim"]["name"],
