@@ -550,8 +550,40 @@ def test_the_storage_is_a_journal_file_for_slurm_and_sqlite_locally(tmp_path):
         slurm = compose("train", overrides=["+sweep=quick", "hydra/launcher=slurm"], return_hydra_config=True)
         local = compose("train", overrides=["+sweep=quick"], return_hydra_config=True)
     assert isinstance(study_storage(None, slurm.hydra.launcher, tmp_path), JournalStorage)
-    assert study_storage(None, local.hydra.launcher, tmp_path) == f"sqlite:///{(tmp_path / 'optuna.db').resolve()}"
+    assert study_storage(None, local.hydra.launcher, tmp_path).url == f"sqlite:///{(tmp_path / 'optuna.db').resolve()}"
     assert study_storage("postgresql://db/x", slurm.hydra.launcher, tmp_path) == "postgresql://db/x"
+
+
+def _open_storages(dirs: list[str], barrier, results) -> None:
+    """One of several processes opening each fresh sweep directory's SQLite storage at the same moment."""
+    from lstm_odyssey.sweep.trials import open_study, study_storage
+
+    for d in dirs:
+        barrier.wait(timeout=120)
+        try:
+            open_study("study/cell=vanilla", "cell=vanilla", study_storage("sqlite", None, Path(d)), {}, exclusive=False)
+            results.put("ok")
+        except Exception as error:  # noqa: BLE001 - the test reports what went wrong
+            results.put(f"{type(error).__name__}: {error}"[:300])
+
+
+def test_sweeps_starting_together_on_a_fresh_sqlite_storage_all_open_it(tmp_path):
+    # Without the lock around making the tables, about one round in three loses a process to an
+    # IntegrityError or OperationalError (two processes creating the same tables).
+    dirs = [str(tmp_path / f"round{i}") for i in range(8)]
+    for d in dirs:
+        Path(d).mkdir()
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open_storages, args=(dirs, barrier, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=300) for _ in range(4 * len(dirs))]
+    for p in procs:
+        p.join(60)
+    assert outcomes == ["ok"] * len(outcomes), [o for o in outcomes if o != "ok"]
+    for d in dirs:  # one study per directory, made once
+        assert [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{d}/optuna.db")] == ["study/cell=vanilla"]
 
 
 def test_a_sweep_on_the_journal_storage_completes_and_reloads(tmp_path):

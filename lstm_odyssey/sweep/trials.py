@@ -8,6 +8,7 @@ records its index k (user attribute `k`); a job that runs again gets a new trial
 
 from __future__ import annotations
 
+import fcntl
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ def study_storage(setting: str | None, launcher_cfg: Mapping | None, sweep_dir: 
         target = str((launcher_cfg or {}).get("_target_", ""))
         setting = "journal" if "Slurm" in target else "sqlite"
     if setting == "sqlite":
-        return f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        return sqlite_storage(sweep_dir)
     if setting == "journal":
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
@@ -41,7 +42,18 @@ def study_storage(setting: str | None, launcher_cfg: Mapping | None, sweep_dir: 
     return setting
 
 
+def sqlite_storage(sweep_dir: Path) -> optuna.storages.RDBStorage:
+    """The sweep's SQLite storage, its tables made under an exclusive lock: cooperating sweeps that start
+    together would otherwise both create them, and one dies of an IntegrityError (or "table exists")."""
+    url = f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+    with open(sweep_dir / "optuna.db.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return optuna.storages.RDBStorage(url)
+
+
 def storage_name(storage: Any, sweep_dir: Path) -> str:
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return storage.url
     return f"journal {sweep_dir / 'optuna.journal'}" if not isinstance(storage, str) else storage
 
 
