@@ -98,6 +98,8 @@ def record_row(record: dict) -> dict[str, Any]:
     """One DataFrame row: scalars at the top, `val_*`/`test_*` metrics, hyperparameters as dotted columns."""
     row = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
     row.update(flat_metrics(record))
+    row["pack_id"] = (record.get("pack") or {}).get("id")  # runs trained side by side share one process's time
+    row["torch"] = (record.get("versions") or {}).get("torch")
     row.update(record.get("hparams") or {})
     for name, value in (record.get("info") or {}).items():
         if not isinstance(value, (dict, list)):

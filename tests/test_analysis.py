@@ -270,12 +270,31 @@ def test_report_cli_end_to_end(sweep, tmp_path):
     assert set(imp["cell"]) == {POOLED} and {"optim.lr", "model.hidden_size", "cell"} <= set(imp["param"])
     assert "fANOVA needs at least 8" in report  # per-cell importance with 3 runs each
     assert len(pd.read_csv(out / "tables" / "runs.csv")) == 10
+    cost = pd.read_csv(out / "tables" / "compute.csv").iloc[0]  # ten single runs: ten processes
+    assert (cost["runs"], cost["packs"], cost["single_runs"]) == (10, 0, 10) and "## Compute" in report
+    assert cost["process_hours"] == pytest.approx(records["wall_seconds"].sum() / 3600)
     figures = {p.name for p in (out / "figures").glob("*.png")}
     assert {"fig3_adding.png", "marginals_adding.png", "importance_adding.png", "time_adding.png",
             "lr_hidden_adding.png"} <= figures
     for name in figures:
         assert (out / "figures" / name).stat().st_size > 5000
         assert f"figures/{name}" in report
+
+
+def test_compute_counts_a_pack_once_by_its_longest_trial():
+    from lstm_odyssey.analysis.stats import compute
+
+    runs = pd.DataFrame({
+        "task": ["a"] * 5 + ["b"],
+        "pack_id": ["p", "p", "q", None, None, None],
+        "wall_seconds": [3600.0, 1800.0, 900.0, 360.0, 36.0, 7200.0],
+        "device": ["cpu"] * 5 + ["cuda"],
+        "torch": ["2.13.0+cpu"] * 6,
+    })
+    cost = compute(runs).set_index("task")
+    assert cost.loc["a", ["runs", "packed_runs", "packs", "single_runs"]].tolist() == [5, 3, 2, 2]
+    assert cost.loc["a", "process_hours"] == pytest.approx((3600 + 900 + 360 + 36) / 3600)
+    assert cost.loc["b", "process_hours"] == pytest.approx(2.0) and cost.loc["b", "devices"] == "cuda"
 
 
 def test_write_report_on_bad_input(tmp_path, sweep):

@@ -24,12 +24,12 @@ from .hyperparams import (
     lr_by_hidden,
     marginals,
 )
-from .stats import ALPHA, PAIRED_TEST, TOP_FRACTION, significance, summarize
+from .stats import ALPHA, PAIRED_TEST, TOP_FRACTION, compute, significance, summarize
 from .text import findings, grouped_sentences, markdown_table, significant_cells, verdict_sentences, wilcoxon_limits
 
 REPORT_NAME = "report.md"
 RUN_COLUMNS = ["task", "cell", "status", "metric", VAL, TEST, "ok", "stopped_by", "epochs_run", "wall_seconds",
-               "num_parameters", "seed", "run_dir", "error"]
+               "pack_id", "device", "torch", "num_parameters", "seed", "run_dir", "error"]
 
 
 DEBUG = False  # --debug: print the traceback of every part that could not be computed
@@ -144,6 +144,10 @@ def write_report(
         else:
             lines += [f"- none: no cell differs from {reference} after Holm correction at α = {alpha}"]
         lines.append("")
+    tables["compute"] = compute(df)
+    lines += ["## Compute", "", "Processes: a pack trains its trials in one process, a single run in its own; "
+              "`process_hours` sums their wall time (a pack's is its longest trial's); with W workers side by side the study "
+              "took about process_hours / W.", "", markdown_table(tables["compute"], list(tables["compute"].columns)), ""]
     lines += ["## Summary per task and cell", "",
               "Test metric at the best validation epoch; `top_*` over the best runs by validation; `epoch_capped` is "
               "the share of ok runs stopped by the epoch cap rather than early stopping.", ""]

@@ -124,6 +124,24 @@ def summarize(df: pd.DataFrame, top: float = TOP_FRACTION, reference: str | None
 
 
 # -- tests -----------------------------------------------------------------------------------------------------
+def compute(df: pd.DataFrame) -> pd.DataFrame:
+    """What a study cost, per task: its runs, the processes that trained them (a pack is one process for
+    all its trials, a single run one of its own) and their wall time summed in hours. A pack's time is its
+    longest finished trial's `wall_seconds`, which counts from the pack's start (and carries over a resume)."""
+    df = df.assign(**{name: None for name in ("wall_seconds", "pack_id", "device", "torch") if name not in df})
+    rows = []
+    for task, tdf in df.groupby("task", sort=True):
+        seconds, pack = pd.to_numeric(tdf["wall_seconds"], errors="coerce"), tdf["pack_id"]
+        per_pack = seconds[pack.notna()].groupby(pack[pack.notna()]).max()
+        rows.append({
+            "task": task, "runs": len(tdf), "packed_runs": int(pack.notna().sum()), "packs": len(per_pack),
+            "single_runs": int(pack.isna().sum()), "process_hours": (per_pack.sum() + seconds[pack.isna()].sum()) / 3600,
+            "devices": ", ".join(sorted(tdf["device"].dropna().astype(str).unique())),
+            "torch": ", ".join(sorted(tdf["torch"].dropna().astype(str).unique())),
+        })
+    return pd.DataFrame(rows)
+
+
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN and is not counted."""
     p = np.asarray(pvalues, dtype=float)
