@@ -123,7 +123,6 @@ def summarize(df: pd.DataFrame, top: float = TOP_FRACTION, reference: str | None
     return pd.DataFrame(rows)
 
 
-# -- tests -----------------------------------------------------------------------------------------------------
 def compute(df: pd.DataFrame) -> pd.DataFrame:
     """What a study cost, per task: its runs, the processes that trained them (a pack is one process for
     all its trials, a single run one of its own) and their wall time summed in hours. A pack's time is its
@@ -142,6 +141,7 @@ def compute(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# -- tests -----------------------------------------------------------------------------------------------------
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN and is not counted."""
     p = np.asarray(pvalues, dtype=float)
