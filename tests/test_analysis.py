@@ -282,7 +282,7 @@ def test_report_cli_end_to_end(sweep, tmp_path):
 
 
 def test_compute_counts_a_pack_once_by_its_longest_trial():
-    from lstm_odyssey.analysis.stats import compute
+    from lstm_odyssey.analysis.stats import study_cost
 
     runs = pd.DataFrame({
         "task": ["a"] * 5 + ["b"],
@@ -291,7 +291,7 @@ def test_compute_counts_a_pack_once_by_its_longest_trial():
         "device": ["cpu"] * 5 + ["cuda"],
         "torch": ["2.13.0+cpu"] * 6,
     })
-    cost = compute(runs).set_index("task")
+    cost = study_cost(runs).set_index("task")
     assert cost.loc["a", ["runs", "packed_runs", "packs", "single_runs"]].tolist() == [5, 3, 2, 2]
     assert cost.loc["a", "process_hours"] == pytest.approx((3600 + 900 + 360 + 36) / 3600)
     assert cost.loc["b", "process_hours"] == pytest.approx(2.0) and cost.loc["b", "devices"] == "cuda"

@@ -24,7 +24,7 @@ from .hyperparams import (
     lr_by_hidden,
     marginals,
 )
-from .stats import ALPHA, PAIRED_TEST, TOP_FRACTION, compute, significance, summarize
+from .stats import ALPHA, PAIRED_TEST, TOP_FRACTION, significance, study_cost, summarize
 from .text import findings, grouped_sentences, markdown_table, significant_cells, verdict_sentences, wilcoxon_limits
 
 REPORT_NAME = "report.md"
@@ -144,7 +144,7 @@ def write_report(
         else:
             lines += [f"- none: no cell differs from {reference} after Holm correction at α = {alpha}"]
         lines.append("")
-    tables["compute"] = compute(df)
+    tables["compute"] = study_cost(df)
     lines += ["## Compute", "", "Processes: a pack trains its trials in one process, a single run in its own; "
               "`process_hours` sums their wall time (a pack's is its longest trial's); with W workers side by side the study "
               "took about process_hours / W.", "", markdown_table(tables["compute"], list(tables["compute"].columns)), ""]

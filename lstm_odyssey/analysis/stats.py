@@ -123,7 +123,7 @@ def summarize(df: pd.DataFrame, top: float = TOP_FRACTION, reference: str | None
     return pd.DataFrame(rows)
 
 
-def compute(df: pd.DataFrame) -> pd.DataFrame:
+def study_cost(df: pd.DataFrame) -> pd.DataFrame:
     """What a study cost, per task: its runs, the processes that trained them (a pack is one process for
     all its trials, a single run one of its own) and their wall time summed in hours. A pack's time is its
     longest finished trial's `wall_seconds`, which counts from the pack's start (and carries over a resume)."""
