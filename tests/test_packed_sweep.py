@@ -94,3 +94,55 @@ def test_the_reproduction_studies_compose_and_run_a_tiny_pack(tmp_path, study):
     drawn = paired_samples(cfg, 2)
     for record, sample in zip(sorted(records, key=lambda r: r["trial"]), drawn):
         assert {key: record["hparams"][key] for key in sample} == pytest.approx(sample)
+
+
+def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A study stopped while a pack trains, after one of its trials had left: the rerun's plan relaunches that
+    pack's manifest (not a new pack of the trials still pending), which resumes from its last epoch to the
+    records of an uninterrupted pack, keeping its id, width and the departed trial's record."""
+    from test_packed_fit import VARIANTS, trial_cfgs
+
+    from lstm_odyssey.packed.fit import Pack, fit_pack
+    from lstm_odyssey.sweep.packs import launch_plan, run_pack, write_manifest
+
+    cfgs = trial_cfgs("cell=gru", "optim=adam", "trainer.deterministic=true", "trainer.resume=true", variants=VARIANTS[:3])
+    straight = fit_pack([(cfg, tmp_path / f"straight{k}") for k, cfg in enumerate(cfgs)])
+    sweep_dir = tmp_path / "sweep"
+    dirs = [str(sweep_dir / "point" / f"{k:03d}") for k in range(4)]
+    manifest = write_manifest(sweep_dir, [(cfg, Path(d)) for cfg, d in zip(cfgs, dirs)])
+
+    real_epoch, calls = Pack.train_epoch, {"n": 0, "kill_at": 3}
+
+    def killed(self):
+        calls["n"] += 1
+        if calls["n"] == calls["kill_at"]:
+            raise KeyboardInterrupt  # the study is stopped during this epoch
+        return real_epoch(self)
+
+    monkeypatch.setattr(Pack, "train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_pack(manifest)  # trial 2 stops early at epoch 2, the others are killed in epoch 3
+    departed = (Path(dirs[2]) / "result.json").read_text()
+    assert json.loads(departed)["stopped_by"] == "early_stopping"
+    # the old code's rerun: the two pending trials as a new pack, stopped after one epoch of its own
+    calls.update(n=0, kill_at=2)
+    newer = write_manifest(sweep_dir, [(cfgs[0], Path(dirs[0])), (cfgs[1], Path(dirs[1]))])
+    with pytest.raises(KeyboardInterrupt):
+        run_pack(newer)
+    monkeypatch.setattr(Pack, "train_epoch", real_epoch)
+
+    extra = cfgs[2]  # a new pending job of the same grid point, planned with the rest
+    configs, labels = [cfgs[1], extra, cfgs[0]], ["point"] * 3
+    units = launch_plan(sweep_dir, [dirs[1], dirs[3], dirs[0]], configs, labels, 4)
+    assert units == [([2, 0], manifest), ([1], None)]  # the pack with more trained epochs, then the rest
+    # a trial of the old pack that is not pending (another sweep holds it): neither checkpoint applies
+    (fresh_members, fresh_manifest), = launch_plan(sweep_dir, [dirs[0], dirs[3]], [cfgs[0], extra], ["point"] * 2, 4)
+    assert sorted(fresh_members) == [0, 1] and fresh_manifest not in (manifest, newer)
+
+    resumed = run_pack(manifest)
+    assert (Path(dirs[2]) / "result.json").read_text() == departed
+    for a, b in zip(straight, resumed, strict=True):
+        assert a["history"] == b["history"] and (a["objective"], a["test"]) == (b["objective"], b["test"])
+        assert (a["status"], a["stopped_by"], a["epochs_run"]) == (b["status"], b["stopped_by"], b["epochs_run"])
+        assert b["pack"]["id"] == json.loads(manifest.read_text())["id"] and b["pack"]["width"] == 3
+    assert [r["resumed_from_epoch"] for r in resumed] == [2, 2, None]

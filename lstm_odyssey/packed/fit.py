@@ -293,9 +293,12 @@ class Pack:
             log.warning("%s belongs to another pack (%d trials); starting this pack from scratch", path, len(ckpt["run_dirs"]))
             return
         active = set(ckpt["active"])
-        for t in self.trials:
-            if t.position not in active:
-                self.records[t.position] = read_record(t.run_dir)
+        left = [t for t in self.trials if t.position not in active]
+        if not all(_finished(t.run_dir) for t in left):
+            log.warning("%s: a trial that had left the pack has lost its record; starting this pack from scratch", path)
+            return
+        for t in left:
+            self.records[t.position] = read_record(t.run_dir)
         keep = [j for j, t in enumerate(self.trials) if t.position in active]
         self.model.select(keep)
         self.optimizer.select(keep)
@@ -325,6 +328,13 @@ def _select_state(state, keep: list[int]):
     if state is None:
         return None
     return state[keep] if isinstance(state, torch.Tensor) else tuple(s[keep] for s in state)
+
+
+def _finished(run_dir: Path) -> bool:
+    try:
+        return read_record(run_dir).get("status") in (OK, DIVERGED)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def default_pack_id(run_dirs: Sequence[Path]) -> str:
@@ -360,6 +370,8 @@ def fit_pack(
             pack.fail(err)
         else:
             for head, d in zip(heads, run_dirs):
+                if _finished(d):  # a member that had left a resumed pack keeps its record
+                    continue
                 write_record(d, {**head, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
                                  "wall_seconds": time.time() - started})
         raise

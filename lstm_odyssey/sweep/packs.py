@@ -8,9 +8,12 @@ plus `++sweep.pack_members=<manifest>`; the manifest (`<sweep dir>/.packs/<id>.j
 resolved config and run directory, and the job runs `packed.fit.fit_pack` on them (`run_pack`). Every member
 writes its own `result.json`, so the sweeper reads, counts and tells Optuna about each trial as before.
 
-A pack's id hashes its members' run directories, and its checkpoint lives in `.packs/<id>/`, so rerunning
-the same command after a kill finds the same pack and resumes it; if some members finished meanwhile, the
-rest form a new pack and start afresh. When a worker dies, the unfinished members are rerun one by one.
+A pack's id hashes its members' run directories, and its checkpoint lives in `.packs/<id>/`. Rerunning the
+same command after a kill resumes it: before planning, the sweeper looks for earlier packs whose checkpoint
+holds exactly the pending jobs that were still training in it (the others having left with their records)
+and relaunches each such manifest as it is (`launch_plan`, `resumable`), so a pack whose members finish at
+different times still resumes from its last epoch instead of starting over. When a worker dies, the
+unfinished members are rerun one by one.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_text
-from ..packed.fit import fit_pack
+from ..packed.fit import CHECKPOINT, fit_pack
 from ..packed.plan import pack_key, plan_packs
-from ..results import OK, RECORD_NAME, read_record
+from ..results import DIVERGED, OK, RECORD_NAME, read_record
 from .worker import running
+
+log = logging.getLogger("lstm_odyssey.sweep")
 
 PACKS_DIR = ".packs"
 MANIFEST_KEY = "pack_members"  # sweep.pack_members: the manifest a pack job reads
@@ -63,6 +70,82 @@ def plan(configs: Sequence[dict], labels: Sequence[str], setting: int | str) -> 
     return sorted(packs, key=lambda p: p[0])
 
 
+def launch_plan(sweep_dir: Path, run_dirs: Sequence[str], configs: Sequence[dict], labels: Sequence[str],
+                setting: int | str) -> list[tuple[list[int], Path | None]]:
+    """The launch units of a batch of pending jobs, as (positions, manifest): first the earlier packs that
+    resume from their checkpoints (`resumable`), then `plan` over the rest, each wider pack with a new
+    manifest; a job that runs alone has no manifest."""
+    position = {d: i for i, d in enumerate(run_dirs)}
+    units: list[tuple[list[int], Path | None]] = []
+    for manifest, active in resumable(sweep_dir, position):
+        units.append(([position[d] for d in active], manifest))
+    taken = {i for members, _ in units for i in members}
+    rest = [i for i in range(len(run_dirs)) if i not in taken]
+    for members in plan([configs[i] for i in rest], [labels[i] for i in rest], setting):
+        members = [rest[j] for j in members]
+        if len(members) == 1:
+            units.append((members, None))
+        else:
+            units.append((members, write_manifest(sweep_dir, [(configs[i], Path(run_dirs[i])) for i in members])))
+    return units
+
+
+@dataclass
+class SavedPack:
+    """What a pack's checkpoint says of its members: the run directories still training at its last epoch,
+    those that had left, and the epochs the training ones had run."""
+
+    active: list[str]
+    left: list[str]
+    epochs: int
+
+
+def saved_pack(manifest: Path) -> SavedPack | None:
+    """The checkpoint of the manifest's pack, when there is one and it belongs to all of the manifest's members
+    (a pack formed again from some of them writes its own); None otherwise, or when it cannot be read."""
+    try:
+        spec = json.loads(manifest.read_text())
+        path = manifest.parent / spec["id"] / CHECKPOINT
+        if not path.exists():
+            return None
+        import torch
+
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        dirs = [str(m["run_dir"]) for m in spec["members"]]
+        if ckpt["run_dirs"] != dirs:
+            return None
+        active = set(ckpt["active"])
+        return SavedPack([d for k, d in enumerate(dirs) if k in active], [d for k, d in enumerate(dirs) if k not in active],
+                         sum(int(loop["epoch"]) for loop in ckpt["loops"]))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as err:
+        log.warning("ignoring the pack checkpoint of %s (%s: %s); its members start afresh", manifest, type(err).__name__, err)
+        return None
+
+
+def resumable(sweep_dir: Path, pending: Collection[str]) -> list[tuple[Path, list[str]]]:
+    """Earlier packs that can go on from their checkpoints: every member still training there is pending
+    now, and none that had left is. Returns (manifest, the members still training); where two packs share a
+    pending job (a pack formed again after an earlier resume failed), the one with more trained epochs wins."""
+    pending = set(pending)
+    candidates = []
+    for manifest in sorted((sweep_dir / PACKS_DIR).glob("*.json")):
+        try:
+            members = {str(m["run_dir"]) for m in json.loads(manifest.read_text())["members"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pending.isdisjoint(members):
+            continue
+        saved = saved_pack(manifest)
+        if saved and saved.active and pending.issuperset(saved.active) and pending.isdisjoint(saved.left):
+            candidates.append((saved.epochs, manifest, saved.active))
+    chosen, used = [], set()
+    for _, manifest, active in sorted(candidates, key=lambda c: -c[0]):
+        if used.isdisjoint(active):
+            chosen.append((manifest, active))
+            used.update(active)
+    return chosen
+
+
 def pack_id(run_dirs: Sequence[Path]) -> str:
     """A stable id of a pack from its members' run directories."""
     return hashlib.sha1("\n".join(str(d) for d in run_dirs).encode()).hexdigest()[:12]
@@ -77,26 +160,34 @@ def write_manifest(sweep_dir: Path, members: Sequence[tuple[dict, Path]]) -> Pat
     return path
 
 
+def _record(run_dir: Path) -> dict | None:
+    try:
+        record = read_record(run_dir / RECORD_NAME)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def run_pack(manifest: str | Path, guard: Callable[[Path], Any] = running) -> list[dict]:
-    """A pack job (in the worker): train the manifest's members that have no ok record yet, as one pack,
-    each holding its run directory's `.running` marker meanwhile. Returns the members' records."""
+    """A pack job (in the worker), each training member holding its run directory's `.running` marker.
+    When the pack's checkpoint is of all its members and those that had left kept their records, the pack
+    resumes from it as a whole (the same id, width and records as if never stopped); otherwise the members
+    without an ok record train as a new pack. Returns the members' records."""
     manifest = Path(manifest)
     spec = json.loads(manifest.read_text())
-    todo, done = [], []
-    for member in spec["members"]:
-        run_dir = Path(member["run_dir"])
-        try:
-            record = read_record(run_dir / RECORD_NAME)
-        except (OSError, ValueError):
-            record = None
-        if isinstance(record, dict) and record.get("status") == OK:
-            done.append(record)
-        else:
-            todo.append((member["config"], run_dir))
-    if not todo:
+    members = [(member["config"], Path(member["run_dir"])) for member in spec["members"]]
+    pack_dir = manifest.parent / spec["id"]
+    saved = saved_pack(manifest)
+    if saved and saved.active and all((_record(Path(d)) or {}).get("status") in (OK, DIVERGED) for d in saved.left):
+        to_fit, done = members, []
+        held = [Path(d) for d in saved.active]
+    else:
+        to_fit = [(cfg, d) for cfg, d in members if (_record(d) or {}).get("status") != OK]
+        done = [r for _, d in members if (r := _record(d)) and r.get("status") == OK]
+        held = [d for _, d in to_fit]
+    if not to_fit:
         return done
     with contextlib.ExitStack() as stack:
-        for _, run_dir in todo:
+        for run_dir in held:
             stack.enter_context(guard(run_dir))
-        pack_dir = manifest.parent / spec["id"]
-        return done + fit_pack(todo, pack_id=spec["id"], pack_dir=pack_dir)
+        return done + fit_pack(to_fit, pack_id=spec["id"], pack_dir=pack_dir)

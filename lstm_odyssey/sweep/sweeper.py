@@ -224,12 +224,12 @@ class StudySweeper(Sweeper):
             cfg["overrides"] = list(job.overrides)
             configs.append(cfg)
         units = []
-        for members in packs.plan(configs, [job.label for job in jobs], setting):
-            if len(members) == 1:
+        run_dirs = [str(sweep_dir / job.subdir) for job in jobs]
+        for members, manifest in packs.launch_plan(sweep_dir, run_dirs, configs, [job.label for job in jobs], setting):
+            if manifest is None:
                 units.append(jobs[members[0]])
                 continue
             first = jobs[members[0]]
-            manifest = packs.write_manifest(sweep_dir, [(configs[i], sweep_dir / jobs[i].subdir) for i in members])
             units.append(Job(point=first.point, k=first.k, study=first.study, subdir=first.subdir,
                              overrides=[*first.overrides, f"++sweep.{packs.MANIFEST_KEY}={manifest}"],
                              members=[jobs[i] for i in members]))
