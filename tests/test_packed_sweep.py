@@ -96,6 +96,30 @@ def test_the_reproduction_studies_compose_and_run_a_tiny_pack(tmp_path, study):
         assert {key: record["hparams"][key] for key in sample} == pytest.approx(sample)
 
 
+
+@pytest.mark.slow
+def test_the_tuned_best_study_composes_and_runs_tpe_trials_of_the_chosen_cell(tmp_path):
+    """`odyssey_jsb_tune`: TPE on the cell given on the command line, with the modern protocol's training."""
+    import os
+
+    data = os.environ.get("LSTM_ODYSSEY_DATA")
+    if not data or not (Path(data) / "jsb_chorales").is_dir():
+        pytest.skip("needs the JSB Chorales copy under $LSTM_ODYSSEY_DATA (CI sets it)")
+    env = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "LSTM_ODYSSEY_DATA": data,
+           "LSTM_ODYSSEY_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=odyssey_jsb_tune", f"hydra.sweep.dir={tmp_path}",
+                           "cell=cifg", "sweep.n_trials=2", "sweep.report=false", "data.max_chorales=3", "trainer.epochs=1",
+                           "hydra/launcher=basic"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("result.json"))]
+    assert [(r["status"], r["cell"]) for r in records] == [("ok", "cifg"), ("ok", "cifg")]
+    for r in records:
+        cfg = r["config"]
+        assert (cfg["optim"]["name"], cfg["trainer"]["batch_size"], cfg["trainer"]["clip"]) == ("adam", 8, 1.0)
+        assert 64 <= r["hparams"]["model.hidden_size"] <= 384 and 3e-4 <= r["hparams"]["optim.lr"] <= 1e-2
+        assert "pack" not in r  # TPE's trials run one at a time
+    assert (tmp_path / "optuna.journal").exists()
+
 def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """A study stopped while a pack trains, after one of its trials had left: the rerun's plan relaunches that
     pack's manifest (not a new pack of the trials still pending), which resumes from its last epoch to the
