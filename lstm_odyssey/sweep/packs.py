@@ -30,7 +30,8 @@ from typing import Any
 from ..files import atomic_write_text
 from ..packed.fit import CHECKPOINT, fit_pack
 from ..packed.plan import pack_key, plan_packs
-from ..results import DIVERGED, OK, RECORD_NAME, read_record
+from ..results import DIVERGED, OK
+from .jobs import record_status
 from .worker import running
 
 log = logging.getLogger("lstm_odyssey.sweep")
@@ -160,14 +161,6 @@ def write_manifest(sweep_dir: Path, members: Sequence[tuple[dict, Path]]) -> Pat
     return path
 
 
-def _record(run_dir: Path) -> dict | None:
-    try:
-        record = read_record(run_dir / RECORD_NAME)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def run_pack(manifest: str | Path, guard: Callable[[Path], Any] = running) -> list[dict]:
     """A pack job (in the worker), each training member holding its run directory's `.running` marker.
     When the pack's checkpoint is of all its members and those that had left kept their records, the pack
@@ -178,12 +171,12 @@ def run_pack(manifest: str | Path, guard: Callable[[Path], Any] = running) -> li
     members = [(member["config"], Path(member["run_dir"])) for member in spec["members"]]
     pack_dir = manifest.parent / spec["id"]
     saved = saved_pack(manifest)
-    if saved and saved.active and all((_record(Path(d)) or {}).get("status") in (OK, DIVERGED) for d in saved.left):
+    if saved and saved.active and all((record_status(Path(d)) or {}).get("status") in (OK, DIVERGED) for d in saved.left):
         to_fit, done = members, []
         held = [Path(d) for d in saved.active]
     else:
-        to_fit = [(cfg, d) for cfg, d in members if (_record(d) or {}).get("status") != OK]
-        done = [r for _, d in members if (r := _record(d)) and r.get("status") == OK]
+        to_fit = [(cfg, d) for cfg, d in members if (record_status(d) or {}).get("status") != OK]
+        done = [r for _, d in members if (r := record_status(d)) and r.get("status") == OK]
         held = [d for _, d in to_fit]
     if not to_fit:
         return done
