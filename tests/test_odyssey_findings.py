@@ -13,6 +13,7 @@ from scipy import stats
 
 from lstm_odyssey import analysis
 from lstm_odyssey.analysis import odyssey
+from lstm_odyssey.analysis.text import fmt
 from lstm_odyssey.cells import get_spec
 
 CELLS = ("vanilla", *odyssey.VARIANTS)
@@ -151,6 +152,11 @@ def test_the_markdown_tables_quote_every_protocol(paper_like, paper_like_found):
     assert lines[0] == "| finding | paper | adam |" and len(lines) == 2 + len(odyssey.CLAIMS)
     momentum = next(line for line in lines if line.startswith("| momentum"))
     assert momentum.count(odyssey.CONFIRMED) == 1 and odyssey.CANNOT_TELL in momentum
+    # each effect's interval is named: a 95 % CI for the comparisons, the range over cells for fANOVA
+    row = found[found["finding"] == odyssey.CLAIMS["cifg_np_no_difference"]].iloc[0]
+    cifg = next(line for line in lines if line.startswith("| CIFG and NP"))
+    assert f"({row['interval']} {fmt(row['low'])} to {fmt(row['high'])})" in cifg and row["interval"] == "95 % CI"
+    assert "(range over cells " in next(line for line in lines if line.startswith("| the learning rate"))
     best = odyssey.best_markdown({"paper": odyssey.best_by_validation(paper_like)})
     assert "| LSTM (Bai et al. 2018) | 8.45 |" in best and best.count("\n") == 1 + len(CELLS) + len(odyssey.PUBLISHED_JSB)
 

@@ -93,3 +93,23 @@ def test_the_published_reports_regenerate_from_their_records(tmp_path, study):
     assert {"summary.csv", "significance.csv"} <= set(committed)
     for name in committed:
         assert (tmp_path / "report" / "tables" / name).read_text() == (study / "report" / "tables" / name).read_text(), name
+
+
+PROTOCOLS = [name for name in ("adam", "paper") if (REPRODUCTION / name / "report" / "tables").is_dir()]
+
+
+@pytest.mark.skipif(not PROTOCOLS, reason="no reproduction study under results/odyssey_jsb/ has a committed report yet")
+def test_the_readme_quotes_the_verdicts_of_the_committed_reproduction_reports():
+    """The README's verdict and best-NLL tables are what `python -m lstm_odyssey.analysis.odyssey` prints for the
+    committed studies, here rebuilt from their committed tables (which the test above regenerates)."""
+    import pandas as pd
+
+    from lstm_odyssey.analysis.odyssey import best_markdown, findings_markdown
+
+    findings, best = {}, {}
+    for name in PROTOCOLS:
+        tables = REPRODUCTION / name / "report" / "tables"
+        f, b = pd.read_csv(tables / "paper_findings.csv"), pd.read_csv(tables / "best_by_validation.csv")
+        findings[name], best[name] = f[f["task"] == "jsb_chorales"], b[b["task"] == "jsb_chorales"]
+    readme = (ROOT / "README.md").read_text()
+    assert findings_markdown(findings) in readme and best_markdown(best) in readme

@@ -264,8 +264,9 @@ def findings_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
                 continue
             r = r.iloc[0]
             numbers = []
-            if np.isfinite(r["effect"]):
-                numbers.append(f"{fmt(r['effect'])} [{fmt(r['low'])}, {fmt(r['high'])}]")
+            if np.isfinite(r["effect"]):  # the interval says what it is: a 95 % CI, a range over cells, ...
+                label = r["interval"] if isinstance(r["interval"], str) and r["interval"] else "interval"
+                numbers.append(f"{fmt(r['effect'])} ({label} {fmt(r['low'])} to {fmt(r['high'])})")
             if np.isfinite(r["n"]):
                 numbers.append(f"n = {int(r['n'])}")
             if np.isfinite(r["p"]):
