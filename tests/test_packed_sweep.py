@@ -162,6 +162,12 @@ def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path
     # a trial of the old pack that is not pending (another sweep holds it): neither checkpoint applies
     (fresh_members, fresh_manifest), = launch_plan(sweep_dir, [dirs[0], dirs[3]], [cfgs[0], extra], ["point"] * 2, 4)
     assert sorted(fresh_members) == [0, 1] and fresh_manifest not in (manifest, newer)
+    # the command changed a training setting of a trial still in the pack: not resumed with the old config, but
+    # planned afresh with the new one (what rerunning the same pending trials did before)
+    longer = {**cfgs[1], "trainer": {**cfgs[1]["trainer"], "epochs": cfgs[1]["trainer"]["epochs"] + 1}}
+    ((members, planned),) = launch_plan(sweep_dir, [dirs[0], dirs[1]], [cfgs[0], longer], ["point"] * 2, 4)
+    stored = {m["run_dir"]: m["config"] for m in json.loads(planned.read_text())["members"]}
+    assert sorted(members) == [0, 1] and planned != manifest and stored[dirs[1]]["trainer"]["epochs"] == longer["trainer"]["epochs"]
 
     resumed = run_pack(manifest)
     assert (Path(dirs[2]) / "result.json").read_text() == departed

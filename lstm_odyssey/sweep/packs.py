@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ def launch_plan(sweep_dir: Path, run_dirs: Sequence[str], configs: Sequence[dict
     manifest; a job that runs alone has no manifest."""
     position = {d: i for i, d in enumerate(run_dirs)}
     units: list[tuple[list[int], Path | None]] = []
-    for manifest, active in resumable(sweep_dir, position):
+    for manifest, active in resumable(sweep_dir, dict(zip(run_dirs, configs))):
         units.append(([position[d] for d in active], manifest))
     taken = {i for members, _ in units for i in members}
     rest = [i for i in range(len(run_dirs)) if i not in taken]
@@ -123,21 +123,23 @@ def saved_pack(manifest: Path) -> SavedPack | None:
         return None
 
 
-def resumable(sweep_dir: Path, pending: Collection[str]) -> list[tuple[Path, list[str]]]:
+def resumable(sweep_dir: Path, pending: Mapping[str, dict]) -> list[tuple[Path, list[str]]]:
     """Earlier packs that can go on from their checkpoints: every member still training there is pending
-    now, and none that had left is. Returns (manifest, the members still training); where two packs share a
-    pending job (a pack formed again after an earlier resume failed), the one with more trained epochs wins."""
-    pending = set(pending)
+    now (`pending`: run directory -> its config now) with the config it had, and none that had left is
+    pending. Returns (manifest, the members still training); where two packs share a pending job (a pack
+    formed again after an earlier resume failed), the one with more trained epochs wins."""
     candidates = []
     for manifest in sorted((sweep_dir / PACKS_DIR).glob("*.json")):
         try:
-            members = {str(m["run_dir"]) for m in json.loads(manifest.read_text())["members"]}
+            stored = {str(m["run_dir"]): m["config"] for m in json.loads(manifest.read_text())["members"]}
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if pending.isdisjoint(members):
+        if pending.keys().isdisjoint(stored):
             continue
         saved = saved_pack(manifest)
-        if saved and saved.active and pending.issuperset(saved.active) and pending.isdisjoint(saved.left):
+        if not saved or not saved.active or not pending.keys().isdisjoint(saved.left):
+            continue
+        if all(d in pending and _as_stored(pending[d]) == stored[d] for d in saved.active):  # else the command changed
             candidates.append((saved.epochs, manifest, saved.active))
     chosen, used = [], set()
     for _, manifest, active in sorted(candidates, key=lambda c: -c[0]):
@@ -145,6 +147,11 @@ def resumable(sweep_dir: Path, pending: Collection[str]) -> list[tuple[Path, lis
             chosen.append((manifest, active))
             used.update(active)
     return chosen
+
+
+def _as_stored(cfg: dict) -> Any:
+    """A config as `write_manifest` stores it (JSON), to compare with a stored one."""
+    return json.loads(json.dumps(cfg, default=str))
 
 
 def pack_id(run_dirs: Sequence[Path]) -> str:
