@@ -175,3 +175,34 @@ def test_the_report_of_an_odyssey_study_leads_with_the_findings(tmp_path, paper_
     other = paper_like[paper_like["cell"].isin(["vanilla"])].assign(cell=lambda d: d["cell"].where(d["trial"] < 20, "gru"))
     other.to_csv(runs, index=False)
     assert "## The paper's findings" not in write_report([runs], tmp_path / "other").read_text()
+
+
+def capped_advantage_study() -> pd.DataFrame:
+    """NOAF equals vanilla wherever both converge; on every third trial vanilla is cut off by the cap while
+    NOAF converges 1.0 nats lower (a fast learner judged against a slow one at the budget)."""
+    df = jsb_study({**PAPER, "noaf": 0.0}, n_trials=60)
+    rows = (df["cell"] == "noaf") & (df["trial"] % 3 == 2)
+    df.loc[rows, "stopped_by"] = "plateau"
+    df.loc[rows, ["test_nll", "val_nll", "objective"]] -= 1.0
+    return analysis.prepare(df.drop(columns=["test", "val"], errors="ignore"))
+
+
+def test_the_converged_subset_keeps_the_pairs_where_neither_run_was_capped():
+    df = capped_advantage_study()
+    sig = analysis.significance(df, subsets=("converged", "all"))
+    noaf = sig[sig["cell"] == "noaf"].set_index("subset")
+    keep = [k for k in range(60) if k % 3 != 2]  # vanilla's capped trials drop out, whatever NOAF did
+    own = df[df["cell"] == "noaf"].set_index("trial")["test_nll"] - df[df["cell"] == "vanilla"].set_index("trial")["test_nll"]
+    assert noaf.loc["converged", "n"] == len(keep) and noaf.loc["all", "n"] == 60
+    assert noaf.loc["converged", "diff"] == pytest.approx(own.loc[keep].mean())
+    assert noaf.loc["all", "diff"] == pytest.approx(own.mean())
+    assert noaf.loc["all", "verdict"] == "better" and noaf.loc["converged", "verdict"] == "n.s."
+
+
+def test_the_findings_say_whether_a_verdict_survives_without_the_capped_runs():
+    found = odyssey.paper_findings(capped_advantage_study(), imp=pd.DataFrame())
+    row = found[found["finding"] == odyssey.CLAIMS["no_variant_better"]].iloc[0]
+    assert row["verdict"] == odyssey.NOT_CONFIRMED  # the verdict stays on all pairs ...
+    head, converged = row["detail"].split("; on the pairs where neither run hit the cap: ")
+    assert head.startswith("better than vanilla: NOAF") and "n = 60" in head
+    assert converged.startswith("NOAF ") and "n = 40" in converged and converged.endswith("n.s.)")  # ... and says this

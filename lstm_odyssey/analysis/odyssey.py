@@ -20,7 +20,7 @@ import pandas as pd
 
 from .frame import VAL, load, prepare
 from .hyperparams import POOLED, importance, lr_by_hidden
-from .stats import ALPHA, lower_is_better, significance, summarize
+from .stats import ALPHA, CAPPED, lower_is_better, significance, summarize
 from .text import fmt
 
 CONFIRMED, NOT_CONFIRMED, CANNOT_TELL = "confirmed", "not confirmed", "cannot tell from these runs"
@@ -32,7 +32,6 @@ MIN_RUNS = 20      # ... each from at least this many ok runs (a forest on fewer
 BY_FAR = 2.0       # "by far the most important": the learning rate's median importance >= 2x the next one's
 HARDLY = 0.10      # momentum "hardly matters": its median share of the main effects below 10 %
 INDEPENDENT = 0.75  # "nearly independent": main effects explain >= 75 % of the variance, so interactions <= 25 %
-CAPPED = ("epoch_cap", "time_cap")  # a run cut off by the budget, not stopped by convergence
 
 # Published test NLL per frame on JSB Chorales (same split): Bai et al. 2018, ~300K parameters each
 PUBLISHED_JSB = {"LSTM (Bai et al. 2018)": 8.45, "GRU (Bai et al. 2018)": 8.43,
@@ -73,8 +72,24 @@ def _comparisons(sig: pd.DataFrame, task: str, reference: str) -> tuple[pd.DataF
     return tested, None
 
 
-def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: str = "vanilla") -> list[dict]:
-    """The three claims about cells: no variant better; NFG and NOAF hurt most; CIFG and NP no different."""
+def _converged(converged: pd.DataFrame | None, task: str, reference: str, cells: Sequence[str]) -> str:
+    """The same comparisons on the pairs in which neither run was cut off by the budget (the "converged"
+    subset of `significance`): whether a verdict survives without the capped runs."""
+    if converged is None or converged.empty:
+        return ""
+    c = converged[(converged["task"] == task) & (converged["reference"] == reference)]
+    parts = []
+    for cell in cells:
+        for _, r in c[c["cell"] == cell].iterrows():
+            parts.append(_cmp(r) if r["verdict"] != "untested" else f"{cell.upper()} untested ({r['note']})")
+    return f"; on the pairs where neither run hit the cap: {'; '.join(parts)}" if parts else ""
+
+
+def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: str = "vanilla",
+                        converged: pd.DataFrame | None = None) -> list[dict]:
+    """The three claims about cells: no variant better; NFG and NOAF hurt most; CIFG and NP no different.
+    The verdicts are on all ok pairs; `converged` (significance on the "converged" subset) adds to each
+    detail how the deciding cells compare where neither run was capped."""
     test = "paired t-test, Holm-corrected (all ok pairs)"
     tested, why = _comparisons(sig, task, reference)
     if why is not None:
@@ -88,8 +103,9 @@ def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: st
     better = tested[tested["verdict"] == "better"]
     out.append(_row(
         task, "no_variant_better", NOT_CONFIRMED if len(better) else CONFIRMED, test,
-        (f"better than {reference}: " + "; ".join(_cmp(r) for _, r in better.iterrows())) if len(better)
-        else f"{len(tested)} cells tested; the most favourable: {_cmp(best)}",
+        ((f"better than {reference}: " + "; ".join(_cmp(r) for _, r in better.iterrows())) if len(better)
+         else f"{len(tested)} cells tested; the most favourable: {_cmp(best)}")
+        + _converged(converged, task, reference, list(better["cell"]) if len(better) else [best["cell"]]),
         best["n"], best["diff"], best["ci_low"], best["ci_high"], "95 % CI", best["p_holm"],
     ))
 
@@ -104,7 +120,7 @@ def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: st
         out.append(_row(
             task, "nfg_noaf_hurt_most", CONFIRMED if hurt else NOT_CONFIRMED, test,
             "; ".join(_cmp(r) for _, r in by_cell.loc[pair].reset_index().iterrows())
-            + f"; the two largest harms: {', '.join(c.upper() for c in worst_two)}",
+            + f"; the two largest harms: {', '.join(c.upper() for c in worst_two)}" + _converged(converged, task, reference, pair),
             weaker["n"], weaker["diff"], weaker["ci_low"], weaker["ci_high"], "95 % CI", weaker["p_holm"],
         ))
 
@@ -118,7 +134,8 @@ def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: st
         out.append(_row(
             task, "cifg_np_no_difference", NOT_CONFIRMED if differs else CONFIRMED, test,
             "; ".join(_cmp(r) for _, r in rows.iterrows()) + (
-                "" if differs else " (no significant difference is not equivalence: read the intervals)"),
+                "" if differs else " (no significant difference is not equivalence: read the intervals)")
+            + _converged(converged, task, reference, pair),
             larger["n"], larger["diff"], larger["ci_low"], larger["ci_high"], "95 % CI", larger["p_holm"],
         ))
     return out
@@ -200,6 +217,7 @@ def paper_findings(df: pd.DataFrame, sig: pd.DataFrame | None = None, imp: pd.Da
     """One row per task × claim of the paper; computes what is not given (the report passes its own)."""
     df = prepare(df) if VAL not in df.columns else df
     sig = significance(df, reference=reference, alpha=alpha) if sig is None else sig
+    converged = significance(df, reference=reference, alpha=alpha, subsets=("converged",))
     imp = importance(df) if imp is None else imp
     lrh = lr_by_hidden(df) if lrh is None else lrh
     rows = []
@@ -207,7 +225,7 @@ def paper_findings(df: pd.DataFrame, sig: pd.DataFrame | None = None, imp: pd.Da
         tdf = df[df["task"] == task]
         metric = str(tdf["metric"].dropna().iloc[0]) if tdf["metric"].notna().any() else "metric"
         optimiser = _config_value(tdf, "optim.name")
-        rows += comparison_findings(sig, task, metric, reference)
+        rows += comparison_findings(sig, task, metric, reference, converged)
         rows += importance_findings(imp, task, optimiser)
         rows.append(shift_finding(lrh, task, alpha))
     return pd.DataFrame(rows, columns=FINDING_COLUMNS)
@@ -245,7 +263,8 @@ STOPPING_BIAS = (
     "plateau rule judges a slow learner where it stalled, not where it would end: a cell that learns slowly at "
     "a given learning rate looks worse than it is, one that learns fast (NOAF's unbounded output early on) "
     "better. `plateau` and `capped` give the share of ok runs each rule stopped; a verdict carried by runs cut "
-    "off by the budget is about learning speed, not reachable performance."
+    "off by the budget is about learning speed, not reachable performance. The comparisons' details therefore "
+    "repeat each deciding comparison on the pairs where neither run hit the cap (the `converged` subset)."
 )
 
 

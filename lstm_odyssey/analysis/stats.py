@@ -22,6 +22,7 @@ from .frame import TEST, VAL, cell_order, design, pairs, prepare
 
 TOP_FRACTION = 0.1
 ALPHA = 0.05
+CAPPED = ("epoch_cap", "time_cap")  # a run cut off by the budget, not stopped by convergence
 CONFIDENCE = 0.95
 # Metrics where a larger value is better; every primary metric the trainer minimises is "lower is better".
 HIGHER_IS_BETTER = {"accuracy", "solved", "f1", "auc"}
@@ -229,8 +230,8 @@ def significance(
     df: pd.DataFrame, reference: str = "vanilla", top: float = TOP_FRACTION, alpha: float = ALPHA,
     subsets: Sequence[str] = ("top", "all"), paired_design: bool | None = None, confidence: float = CONFIDENCE,
 ) -> pd.DataFrame:
-    """Every cell against `reference` per task, on the top runs and on all ok runs, one row per task × subset
-    × cell. A paired task (`design`, or `paired_design=True`) is tested over its pairs: the mean difference
+    """Every cell against `reference` per task, on the top runs and on all ok runs (and, when `subsets` asks,
+    on the runs that converged), one row per task × subset × cell. A paired task (`design`, or `paired_design=True`) is tested over its pairs: the mean difference
     cell − reference with a t interval, the paired t-test (the verdict) and the Wilcoxon signed-rank test,
     wins / ties / losses; the top subset is the pairs whose reference run is in the reference's top runs by
     validation. An unpaired task gets Welch's t-test and its interval. p-values are Holm-corrected across the
@@ -302,9 +303,19 @@ def _welch_row(tdf: pd.DataFrame, cell: str, reference: str, subset: str, top: f
 
 
 def select(tdf: pd.DataFrame, cell: str, subset: str, top: float = TOP_FRACTION) -> pd.DataFrame:
-    """The runs of one cell an unpaired comparison uses: its top runs by validation, or all its ok runs."""
+    """The runs of one cell an unpaired comparison uses: its top runs by validation, its ok runs that
+    converged (subset "converged": not cut off by the budget), or all its ok runs."""
     g = tdf[tdf["cell"] == cell]
-    return top_runs(g, top) if subset == "top" else g[g["ok"]]
+    if subset == "top":
+        return top_runs(g, top)
+    return g[g["ok"] & ~capped_runs(g)] if subset == "converged" else g[g["ok"]]
+
+
+def capped_runs(tdf: pd.DataFrame) -> pd.Series:
+    """Which runs the budget cut off (the epoch or time cap) rather than a stopping rule."""
+    if "stopped_by" not in tdf.columns:
+        return pd.Series(False, index=tdf.index)
+    return tdf["stopped_by"].isin(CAPPED)
 
 
 def compared_runs(tdf: pd.DataFrame, cell: str, reference: str, subset: str, top: float = TOP_FRACTION,
@@ -317,10 +328,14 @@ def compared_runs(tdf: pd.DataFrame, cell: str, reference: str, subset: str, top
 
 
 def _subset_pairs(tdf: pd.DataFrame, cell: str, reference: str, subset: str, top: float) -> pd.DataFrame:
-    """All pairs, or (subset "top") the pairs whose reference run is in the reference's top runs by validation."""
+    """All pairs; (subset "top") the pairs whose reference run is in the reference's top runs by validation;
+    (subset "converged") the pairs in which neither run was cut off by the budget."""
     p = pairs(tdf, cell, reference)
     if subset == "top":
         p = p[p["ref_index"].isin(top_runs(tdf[tdf["cell"] == reference], top).index)]
+    if subset == "converged":
+        capped = capped_runs(tdf)
+        p = p[~capped.loc[p["run_index"]].to_numpy() & ~capped.loc[p["ref_index"]].to_numpy()]
     return p
 
 
