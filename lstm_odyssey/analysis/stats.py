@@ -232,9 +232,9 @@ def significance(
 ) -> pd.DataFrame:
     """Every cell against `reference` per task, on the top runs and on all ok runs (and, when `subsets` asks,
     on the runs that converged), one row per task × subset × cell. A paired task (`design`, or
-    `paired_design=True`) is tested over its pairs: the mean difference cell − reference with a t interval, the paired t-test (the verdict) and the Wilcoxon signed-rank test,
-    wins / ties / losses; the top subset is the pairs whose reference run is in the reference's top runs by
-    validation. An unpaired task gets Welch's t-test and its interval. p-values are Holm-corrected across the
+    `paired_design=True`) is tested over its pairs: the mean difference cell − reference with a t interval,
+    the paired t-test (the verdict) and the Wilcoxon signed-rank test, wins / ties / losses; the top subset
+    is the pairs whose reference run is in the reference's top runs by validation. An unpaired task gets Welch's t-test and its interval. p-values are Holm-corrected across the
     cells of one task and subset. `verdict` is better / worse (adjusted p < alpha, in the metric's direction),
     n.s., or untested with the reason in `note`."""
     df = prepare(df) if VAL not in df.columns else df
