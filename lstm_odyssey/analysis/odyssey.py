@@ -20,7 +20,7 @@ import pandas as pd
 
 from .frame import VAL, load, prepare
 from .hyperparams import POOLED, importance, lr_by_hidden
-from .stats import ALPHA, CAPPED, lower_is_better, significance, summarize
+from .stats import ALPHA, capped_runs, lower_is_better, significance, summarize
 from .text import fmt
 
 CONFIRMED, NOT_CONFIRMED, CANNOT_TELL = "confirmed", "not confirmed", "cannot tell from these runs"
@@ -247,7 +247,7 @@ def best_by_validation(df: pd.DataFrame, reference: str = "vanilla") -> pd.DataF
         stopped = g["stopped_by"] if "stopped_by" in g.columns else pd.Series(dtype=object)
         rows.append({"task": s["task"], "cell": s["cell"], "ok": s["ok"], "best_val": s["best_val"],
                      "best_test": s["best_test"], "top_median": s["top_median"],
-                     "capped": float(stopped.isin(CAPPED).mean()) if len(g) else np.nan,
+                     "capped": float(capped_runs(g).mean()) if len(g) and len(stopped) else np.nan,
                      "plateau": float((stopped == "plateau").mean()) if len(g) else np.nan,
                      "published": False, "best_run": s["best_run"]})
     for task in summary["task"].unique():
