@@ -74,7 +74,7 @@ def test_the_readme_quotes_the_committed_modern_report():
 
 
 REPRODUCTION = ROOT / "results" / "odyssey_jsb"
-REPORTED = sorted(p.parent for p in REPRODUCTION.glob("*/report/report.md")) + ([MODERN] if (MODERN_REPORT / "report.md").exists() else [])
+REPORTED = sorted(p.parent.parent for p in REPRODUCTION.glob("*/report/report.md")) + ([MODERN] if (MODERN_REPORT / "report.md").exists() else [])
 TABLES = ("summary.csv", "significance.csv", "paper_findings.csv", "best_by_validation.csv")
 
 
