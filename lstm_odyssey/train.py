@@ -203,8 +203,13 @@ def improves(loop: dict, objective: float) -> bool:
     return loop["best"] is None or objective < loop["best"]["objective"]
 
 
-def end_epoch(loop: dict, entry: dict, elapsed: float) -> None:
-    """Book one finished epoch into the loop state (after `best`/`bad_epochs` were updated)."""
+def end_epoch(loop: dict, entry: dict, elapsed: float, best: dict | None = None) -> None:
+    """Book one finished epoch into the loop state: `best` is the epoch's results when `improves` said it beat
+    the best so far (it resets the patience count), else None (one more epoch without improvement)."""
+    if best is None:
+        loop["bad_epochs"] += 1
+    else:
+        loop["best"], loop["bad_epochs"] = best, 0
     loop["history"].append(entry)
     loop["epoch"] = entry["epoch"]
     loop["elapsed"] = elapsed
@@ -324,15 +329,13 @@ def fit(cfg: dict, run_dir: Path, tracker: tracking.Tracker | None = None) -> di
         if not math.isfinite(objective):
             status, stopped_by, error = DIVERGED, "diverged", f"validation {task.metric} is {objective}"
             break
+        best = None
         if improves(state, objective):
             test = evaluate(model, task, "test", eval_batch, device)
-            state["best"] = {"objective": objective, "epoch": epoch, "val": val, "test": test}
-            state["bad_epochs"] = 0
+            best = {"objective": objective, "epoch": epoch, "val": val, "test": test}
             checkpoints.save({"model": model.state_dict(), "epoch": epoch, "cell": get_spec(cfg["cell"]).to_dict()},
                              ckpt_dir / checkpoints.BEST)
-        else:
-            state["bad_epochs"] += 1
-        end_epoch(state, entry, time.time() - started)
+        end_epoch(state, entry, time.time() - started, best)
         epoch_log.info(
             "epoch %d  train_loss %.4f  val_%s %.4f  best %.4f (epoch %d)",
             epoch, train_loss, task.metric, objective, state["best"]["objective"], state["best"]["epoch"],

@@ -44,11 +44,8 @@ def replay(record: dict, **rule: float | int | None) -> tuple[str, int, float]:
     loop = train.new_loop()
     for entry in record["history"]:
         objective = entry[metric]
-        if train.improves(loop, objective):
-            loop["best"], loop["bad_epochs"] = {"objective": objective, "epoch": entry["epoch"]}, 0
-        else:
-            loop["bad_epochs"] += 1
-        train.end_epoch(loop, entry, 0.0)
+        best = {"objective": objective, "epoch": entry["epoch"]} if train.improves(loop, objective) else None
+        train.end_epoch(loop, entry, 0.0, best)
         reason = train.stop_reason(trainer, loop)
         if reason:
             return reason, loop["epoch"], loop["best"]["objective"]

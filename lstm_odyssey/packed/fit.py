@@ -225,19 +225,17 @@ class Pack:
             entries[j] = {"epoch": epoch, "train_loss": t.total / max(t.count, 1), **{f"val_{k}": v for k, v in val.items()}}
             if train.improves(t.loop, objective):
                 improved.append(j)
-            else:
-                t.loop["bad_epochs"] += 1
+        bests = {}
         for j, test in zip(improved, self.evaluate("test", improved)):
             t, epoch = trials[j], entries[j]["epoch"]
-            t.loop["best"] = {"objective": vals[j][metric], "epoch": epoch, "val": vals[j], "test": test}
-            t.loop["bad_epochs"] = 0
+            bests[j] = {"objective": vals[j][metric], "epoch": epoch, "val": vals[j], "test": test}
             cell = get_spec(t.cfg["cell"]).to_dict()
             checkpoints.save({"model": self.model.trial_state_dict(j), "epoch": epoch, "cell": cell},
                              t.run_dir / checkpoints.CHECKPOINT_DIR / checkpoints.BEST)
         self.elapsed = time.time() - self.started
         for j, entry in entries.items():
             t = trials[j]
-            train.end_epoch(t.loop, entry, self.elapsed)
+            train.end_epoch(t.loop, entry, self.elapsed, bests.get(j))
             best = t.loop["best"]
             log.info("%s: epoch %d  train_loss %.4f  val_%s %.4f  best %.4f (epoch %d)", t.run_dir, entry["epoch"],
                      entry["train_loss"], metric, vals[j][metric], best["objective"], best["epoch"])
