@@ -177,6 +177,24 @@ def test_the_report_of_an_odyssey_study_leads_with_the_findings(tmp_path, paper_
     assert "## The paper's findings" not in write_report([runs], tmp_path / "other").read_text()
 
 
+def test_a_tuned_jsb_study_of_one_cell_reports_its_best_run_beside_the_published_results(tmp_path, paper_like):
+    from lstm_odyssey.analysis import write_report
+
+    runs = tmp_path / "runs.csv"
+    tuned = paper_like[paper_like["cell"] == "cifg"]
+    tuned.to_csv(runs, index=False)
+    text = write_report([runs], tmp_path / "tuned").read_text()
+    assert "## The paper's findings" not in text and "## Best run per cell by validation" in text
+    best = pd.read_csv(tmp_path / "tuned" / "tables" / "best_by_validation.csv")
+    ours = best[~best["published"]]
+    assert list(ours["cell"]) == ["cifg"]
+    assert ours["best_test"].iloc[0] == pytest.approx(tuned.loc[tuned["val_nll"].idxmin(), "test_nll"])
+    assert dict(best.loc[best["published"], ["cell", "best_test"]].values) == odyssey.PUBLISHED_JSB
+    # on another task there is nothing published to stand beside, and no such section
+    tuned.assign(task="adding").to_csv(runs, index=False)
+    assert "## Best run per cell by validation" not in write_report([runs], tmp_path / "adding").read_text()
+
+
 def capped_advantage_study() -> pd.DataFrame:
     """NOAF equals vanilla wherever both converge; on every third trial vanilla is cut off by the cap while
     NOAF converges 1.0 nats lower (a fast learner judged against a slow one at the budget)."""

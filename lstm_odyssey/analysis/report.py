@@ -191,26 +191,33 @@ PAIRED_COLUMNS = ["subset", "cell", "n", "diff", "ci_low", "ci_high", "p_holm", 
 
 def paper_section(df: pd.DataFrame, sig, imp, lrh, reference: str, alpha: float, tables: dict[str, pd.DataFrame],
                   notes: list[str]) -> list[str]:
-    """The paper's findings as verdicts and the best run per cell by validation, for a study of the reference
-    against at least one of the paper's variants (analysis/odyssey.py); nothing for any other study."""
-    if reference not in set(df["cell"]) or not set(odyssey.VARIANTS) & set(df["cell"]) or sig is None:
+    """The paper's findings as verdicts, for a study of the reference against at least one of the paper's
+    variants (analysis/odyssey.py), and the best run per cell by validation beside the published results, for
+    that study or any on JSB Chorales (a tuned one, say); nothing for any other study."""
+    compares = reference in set(df["cell"]) and bool(set(odyssey.VARIANTS) & set(df["cell"])) and sig is not None
+    if not compares and odyssey.JSB not in set(df["task"]):
         return []
-    found = _try(notes, "the paper's findings", lambda: odyssey.paper_findings(df, sig, imp, lrh, reference, alpha))
+    lines = []
+    if compares:
+        found = _try(notes, "the paper's findings", lambda: odyssey.paper_findings(df, sig, imp, lrh, reference, alpha))
+        if found is None:
+            return []
+        tables["paper_findings"] = found
+        lines += ["## The paper's findings", "",
+                  "Each claim of Greff et al. (2017) as *confirmed*, *not confirmed* or *cannot tell from these runs*, "
+                  "with the test behind the verdict; `effect` with `low`–`high` (the interval `interval` names). The "
+                  "comparisons are the paired verdicts below (all ok pairs); the fANOVA claims read the importances "
+                  f"per cell: *by far* = the learning rate's median importance at least {odyssey.BY_FAR:g}x the next "
+                  f"parameter's, *hardly matters* = below {odyssey.HARDLY:g}, *nearly independent* = main effects "
+                  f"explain at least {odyssey.INDEPENDENT:.0%} of the variance.", ""]
+        lines += [markdown_table(found, ["task", "finding", "verdict", "test", "n", "effect", "low", "high",
+                                         "interval", "p"]), ""]
+        lines += [f"- {r['task']}, {r['finding']}: {r['detail']}" for _, r in found.iterrows()] + [""]
     best = _try(notes, "best run per cell", lambda: odyssey.best_by_validation(df, reference))
-    if found is None or best is None:
-        return []
-    tables["paper_findings"], tables["best_by_validation"] = found, best
-    lines = ["## The paper's findings", "",
-             "Each claim of Greff et al. (2017) as *confirmed*, *not confirmed* or *cannot tell from these runs*, "
-             "with the test behind the verdict; `effect` with `low`–`high` (the interval `interval` names). The "
-             "comparisons are the paired verdicts below (all ok pairs); the fANOVA claims read the importances per "
-             f"cell: *by far* = the learning rate's median importance at least {odyssey.BY_FAR:g}x the next "
-             f"parameter's, *hardly matters* = below {odyssey.HARDLY:g}, *nearly independent* = main effects "
-             f"explain at least {odyssey.INDEPENDENT:.0%} of the variance.", ""]
-    lines += [markdown_table(found, ["task", "finding", "verdict", "test", "n", "effect", "low", "high", "interval",
-                                     "p"]), ""]
-    lines += [f"- {r['task']}, {r['finding']}: {r['detail']}" for _, r in found.iterrows()] + [""]
-    lines += ["### Best run per cell by validation", "",
+    if best is None:
+        return lines
+    tables["best_by_validation"] = best
+    lines += [("### " if compares else "## ") + "Best run per cell by validation", "",
               "The test metric of each cell's run with the best validation score (`published`: results on the same "
               "split from the literature); `capped` and `plateau` are the shares of ok runs cut off by the budget and "
               "stopped by the plateau rule.", "", odyssey.STOPPING_BIAS, ""]
