@@ -84,7 +84,7 @@ def test_the_comparison_numbers_are_the_paired_t_test_with_holm(paper_like, pape
     b = paper_like[paper_like["cell"] == "vanilla"].sort_values("trial")["test_nll"].to_numpy()
     expected = stats.ttest_rel(a, b)
     ci = expected.confidence_interval(0.95)
-    assert row["effect"] == pytest.approx((a - b).mean()) and row["n"] == 40
+    assert row["effect"] == pytest.approx((a - b).mean()) and row["n"] == 40 and row["measure"] == "NOAF − vanilla"
     assert (row["low"], row["high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
     raw = analysis.significance(paper_like, subsets=("all",))
     assert row["p"] == pytest.approx(raw.set_index("cell").loc["noaf", "p_holm"]) and row["p"] >= expected.pvalue
@@ -155,7 +155,8 @@ def test_the_markdown_tables_quote_every_protocol(paper_like, paper_like_found):
     # each effect's interval is named: a 95 % CI for the comparisons, the range over cells for fANOVA
     row = found[found["finding"] == odyssey.CLAIMS["cifg_np_no_difference"]].iloc[0]
     cifg = next(line for line in lines if line.startswith("| CIFG and NP"))
-    assert f"({row['interval']} {fmt(row['low'])} to {fmt(row['high'])})" in cifg and row["interval"] == "95 % CI"
+    assert f"{row['measure']} {fmt(row['effect'])} ({row['interval']} {fmt(row['low'])} to {fmt(row['high'])})" in cifg
+    assert row["interval"] == "95 % CI" and row["measure"] in ("CIFG − vanilla", "NP − vanilla")
     assert "(range over cells " in next(line for line in lines if line.startswith("| the learning rate"))
     best = odyssey.best_markdown({"paper": odyssey.best_by_validation(paper_like)})
     assert "| LSTM (Bai et al. 2018) | 8.45 |" in best and best.count("\n") == 1 + len(CELLS) + len(odyssey.PUBLISHED_JSB)

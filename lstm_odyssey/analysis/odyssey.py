@@ -38,7 +38,7 @@ JSB = "jsb_chorales"  # the task whose published results stand beside the best r
 PUBLISHED_JSB = {"LSTM (Bai et al. 2018)": 8.45, "GRU (Bai et al. 2018)": 8.43,
                  "tanh RNN (Bai et al. 2018)": 8.91, "TCN (Bai et al. 2018)": 8.10}
 
-FINDING_COLUMNS = ["task", "finding", "verdict", "test", "n", "effect", "low", "high", "interval", "p", "detail"]
+FINDING_COLUMNS = ["task", "finding", "verdict", "test", "n", "measure", "effect", "low", "high", "interval", "p", "detail"]
 CLAIMS = {
     "no_variant_better": "no variant beats vanilla significantly",
     "nfg_noaf_hurt_most": "NFG and NOAF hurt most",
@@ -51,9 +51,15 @@ CLAIMS = {
 
 
 def _row(task: str, key: str, verdict: str, test: str, detail: str, n: float = np.nan, effect: float = np.nan,
-         low: float = np.nan, high: float = np.nan, interval: str = "", p: float = np.nan) -> dict:
-    return {"task": task, "finding": CLAIMS[key], "verdict": verdict, "test": test, "n": n, "effect": effect,
+         low: float = np.nan, high: float = np.nan, interval: str = "", p: float = np.nan, measure: str = "") -> dict:
+    """One claim's verdict; `measure` names what `effect` is (NOAF − vanilla, the lr's importance, ...)."""
+    return {"task": task, "finding": CLAIMS[key], "verdict": verdict, "test": test, "n": n, "measure": measure,
+            "effect": effect,
             "low": low, "high": high, "interval": interval, "p": p, "detail": detail}
+
+
+def _minus(cell: str, reference: str) -> str:
+    return f"{cell.upper()} − {reference}"
 
 
 def _cmp(r: pd.Series) -> str:
@@ -108,6 +114,7 @@ def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: st
          else f"{len(tested)} cells tested; the most favourable: {_cmp(best)}")
         + _converged(converged, task, reference, list(better["cell"]) if len(better) else [best["cell"]]),
         best["n"], best["diff"], best["ci_low"], best["ci_high"], "95 % CI", best["p_holm"],
+        _minus(best["cell"], reference),
     ))
 
     by_cell = tested.set_index("cell")
@@ -123,6 +130,7 @@ def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: st
             "; ".join(_cmp(r) for _, r in by_cell.loc[pair].reset_index().iterrows())
             + f"; the two largest harms: {', '.join(c.upper() for c in worst_two)}" + _converged(converged, task, reference, pair),
             weaker["n"], weaker["diff"], weaker["ci_low"], weaker["ci_high"], "95 % CI", weaker["p_holm"],
+            _minus(weaker.name, reference),
         ))
 
     pair = [c for c in ("cifg", "np") if c in by_cell.index]
@@ -138,6 +146,7 @@ def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: st
                 "" if differs else " (no significant difference is not equivalence: read the intervals)")
             + _converged(converged, task, reference, pair),
             larger["n"], larger["diff"], larger["ci_low"], larger["ci_high"], "95 % CI", larger["p_holm"],
+            _minus(larger["cell"], reference),
         ))
     return out
 
@@ -170,7 +179,7 @@ def importance_findings(imp: pd.DataFrame, task: str, optimiser: str | None = No
             task, "lr_most_important", CONFIRMED if median.index[0] == LR and ratio >= BY_FAR else NOT_CONFIRMED,
             test, f"median importance {median[LR]:.2f}, {ratio:.1f}x the next ({runner}, {others.iloc[0]:.2f}); "
                   f"the most important in {top_in} of {n_cells} cells", n_runs, float(median[LR]), *spread(LR),
-            "range over cells",
+            "range over cells", measure="the learning rate's importance",
         ))
 
     if MOMENTUM not in median.index:
@@ -181,7 +190,7 @@ def importance_findings(imp: pd.DataFrame, task: str, optimiser: str | None = No
         out.append(_row(
             task, "momentum_hardly_matters", CONFIRMED if hardly else NOT_CONFIRMED, test,
             f"median importance {median[MOMENTUM]:.2f} ({'below' if hardly else 'not below'} {HARDLY:.2f})",
-            n_runs, float(median[MOMENTUM]), *spread(MOMENTUM), "range over cells",
+            n_runs, float(median[MOMENTUM]), *spread(MOMENTUM), "range over cells", measure="momentum's importance",
         ))
 
     main = per_cell.groupby("cell")["variance_fraction"].sum()
@@ -191,7 +200,7 @@ def importance_findings(imp: pd.DataFrame, task: str, optimiser: str | None = No
         f"main effects explain a median {share:.0%} of the forest's variance, so interactions explain at most "
         f"{1 - share:.0%}" + ("" if share >= INDEPENDENT else
                               f"; above {1 - INDEPENDENT:.0%} this fANOVA cannot tell interactions from noise"),
-        n_runs, share, float(main.min()), float(main.max()), "range over cells",
+        n_runs, share, float(main.min()), float(main.max()), "range over cells", measure="main effects' share",
     ))
     return out
 
@@ -210,7 +219,8 @@ def shift_finding(lrh: pd.DataFrame, task: str, alpha: float = ALPHA) -> dict:
                       for v, a, b in zip(vertices, lt["hidden_min"], lt["hidden_max"]))
     return _row(task, "hidden_does_not_shift_lr", CONFIRMED if p >= alpha else NOT_CONFIRMED, test,
                 f"best learning rate (vertex) {where}", float(lt["n"].sum()), float(vertices.max() - vertices.min()),
-                float(vertices.min()), float(vertices.max()), "vertices, log10 lr", p)
+                float(vertices.min()), float(vertices.max()), "vertices, log10 lr", p,
+                "spread of the best log10 lr")
 
 
 def paper_findings(df: pd.DataFrame, sig: pd.DataFrame | None = None, imp: pd.DataFrame | None = None,
@@ -286,7 +296,9 @@ def findings_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
             numbers = []
             if np.isfinite(r["effect"]):  # the interval says what it is: a 95 % CI, a range over cells, ...
                 label = r["interval"] if isinstance(r["interval"], str) and r["interval"] else "interval"
-                numbers.append(f"{fmt(r['effect'])} ({label} {fmt(r['low'])} to {fmt(r['high'])})")
+                measure = r.get("measure")
+                measure = f"{measure} " if isinstance(measure, str) and measure else ""
+                numbers.append(f"{measure}{fmt(r['effect'])} ({label} {fmt(r['low'])} to {fmt(r['high'])})")
             if np.isfinite(r["n"]):
                 numbers.append(f"n = {int(r['n'])}")
             if np.isfinite(r["p"]):
