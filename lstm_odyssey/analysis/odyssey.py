@@ -54,8 +54,7 @@ def _row(task: str, key: str, verdict: str, test: str, detail: str, n: float = n
          low: float = np.nan, high: float = np.nan, interval: str = "", p: float = np.nan, measure: str = "") -> dict:
     """One claim's verdict; `measure` names what `effect` is (NOAF − vanilla, the lr's importance, ...)."""
     return {"task": task, "finding": CLAIMS[key], "verdict": verdict, "test": test, "n": n, "measure": measure,
-            "effect": effect,
-            "low": low, "high": high, "interval": interval, "p": p, "detail": detail}
+            "effect": effect, "low": low, "high": high, "interval": interval, "p": p, "detail": detail}
 
 
 def _minus(cell: str, reference: str) -> str:
