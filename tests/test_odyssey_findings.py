@@ -152,11 +152,15 @@ def test_the_markdown_tables_quote_every_protocol(paper_like, paper_like_found):
     assert lines[0] == "| finding | paper | adam |" and len(lines) == 2 + len(odyssey.CLAIMS)
     momentum = next(line for line in lines if line.startswith("| momentum"))
     assert momentum.count(odyssey.CONFIRMED) == 1 and odyssey.CANNOT_TELL in momentum
-    # each effect's interval is named: a 95 % CI for the comparisons, the range over cells for fANOVA
+    # each effect's interval is named: the comparison's own 95 % CI, the range over cells for fANOVA
     row = found[found["finding"] == odyssey.CLAIMS["cifg_np_no_difference"]].iloc[0]
     cifg = next(line for line in lines if line.startswith("| CIFG and NP"))
     assert f"{row['measure']} {fmt(row['effect'])} ({row['interval']} {fmt(row['low'])} to {fmt(row['high'])})" in cifg
-    assert row["interval"] == "95 % CI" and row["measure"] in ("CIFG − vanilla", "NP − vanilla")
+    assert row["interval"] == "unadjusted 95 % CI" and row["measure"] in ("CIFG − vanilla", "NP − vanilla")
+    # ... and each p what it is: Holm-corrected for the comparisons, the plain F-test p for the hidden-size shift
+    assert f"Holm p = {fmt(row['p'])}" in cifg
+    shift = found[found["finding"] == odyssey.CLAIMS["hidden_does_not_shift_lr"]].iloc[0]
+    assert f", p = {fmt(shift['p'])})" in next(line for line in lines if line.startswith("| the hidden size"))
     assert "(range over cells " in next(line for line in lines if line.startswith("| the learning rate"))
     best = odyssey.best_markdown({"paper": odyssey.best_by_validation(paper_like)})
     assert "| LSTM (Bai et al. 2018) | 8.45 |" in best and best.count("\n") == 1 + len(CELLS) + len(odyssey.PUBLISHED_JSB)

@@ -38,7 +38,12 @@ JSB = "jsb_chorales"  # the task whose published results stand beside the best r
 PUBLISHED_JSB = {"LSTM (Bai et al. 2018)": 8.45, "GRU (Bai et al. 2018)": 8.43,
                  "tanh RNN (Bai et al. 2018)": 8.91, "TCN (Bai et al. 2018)": 8.10}
 
-FINDING_COLUMNS = ["task", "finding", "verdict", "test", "n", "measure", "effect", "low", "high", "interval", "p", "detail"]
+FINDING_COLUMNS = ["task", "finding", "verdict", "test", "n", "measure", "effect", "low", "high", "interval", "p",
+                   "p_is", "detail"]
+# A comparison's interval is the t interval of that one comparison while its p is Holm-corrected across the cells, so
+# an interval that misses 0 can go with an adjusted p above alpha; the labels say so wherever the numbers are quoted
+COMPARISON_INTERVAL = "unadjusted 95 % CI"
+HOLM_P = "Holm p"
 CLAIMS = {
     "no_variant_better": "no variant beats vanilla significantly",
     "nfg_noaf_hurt_most": "NFG and NOAF hurt most",
@@ -51,10 +56,13 @@ CLAIMS = {
 
 
 def _row(task: str, key: str, verdict: str, test: str, detail: str, n: float = np.nan, effect: float = np.nan,
-         low: float = np.nan, high: float = np.nan, interval: str = "", p: float = np.nan, measure: str = "") -> dict:
-    """One claim's verdict; `measure` names what `effect` is (NOAF − vanilla, the lr's importance, ...)."""
+         low: float = np.nan, high: float = np.nan, interval: str = "", p: float = np.nan, measure: str = "",
+         p_is: str = "p") -> dict:
+    """One claim's verdict; `measure` names what `effect` is (NOAF − vanilla, the lr's importance, ...), `interval`
+    what `low`–`high` are and `p_is` what `p` is (Holm-corrected or not)."""
     return {"task": task, "finding": CLAIMS[key], "verdict": verdict, "test": test, "n": n, "measure": measure,
-            "effect": effect, "low": low, "high": high, "interval": interval, "p": p, "detail": detail}
+            "effect": effect, "low": low, "high": high, "interval": interval, "p": p, "p_is": p_is if np.isfinite(p) else "",
+            "detail": detail}
 
 
 def _minus(cell: str, reference: str) -> str:
@@ -62,7 +70,7 @@ def _minus(cell: str, reference: str) -> str:
 
 
 def _cmp(r: pd.Series) -> str:
-    return (f"{r['cell'].upper()} {r['diff']:+.3f} (95 % CI {r['ci_low']:+.3f} to {r['ci_high']:+.3f}, "
+    return (f"{r['cell'].upper()} {r['diff']:+.3f} ({COMPARISON_INTERVAL} {r['ci_low']:+.3f} to {r['ci_high']:+.3f}, "
             f"n = {int(r['n'])}, Holm p = {r['p_holm']:.3g}, {r['verdict']})")
 
 
@@ -112,8 +120,8 @@ def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: st
         ((f"better than {reference}: " + "; ".join(_cmp(r) for _, r in better.iterrows())) if len(better)
          else f"{len(tested)} cells tested; the most favourable: {_cmp(best)}")
         + _converged(converged, task, reference, list(better["cell"]) if len(better) else [best["cell"]]),
-        best["n"], best["diff"], best["ci_low"], best["ci_high"], "95 % CI", best["p_holm"],
-        _minus(best["cell"], reference),
+        best["n"], best["diff"], best["ci_low"], best["ci_high"], COMPARISON_INTERVAL, best["p_holm"],
+        _minus(best["cell"], reference), HOLM_P,
     ))
 
     by_cell = tested.set_index("cell")
@@ -128,8 +136,8 @@ def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: st
             task, "nfg_noaf_hurt_most", CONFIRMED if hurt else NOT_CONFIRMED, test,
             "; ".join(_cmp(r) for _, r in by_cell.loc[pair].reset_index().iterrows())
             + f"; the two largest harms: {', '.join(c.upper() for c in worst_two)}" + _converged(converged, task, reference, pair),
-            weaker["n"], weaker["diff"], weaker["ci_low"], weaker["ci_high"], "95 % CI", weaker["p_holm"],
-            _minus(weaker.name, reference),
+            weaker["n"], weaker["diff"], weaker["ci_low"], weaker["ci_high"], COMPARISON_INTERVAL, weaker["p_holm"],
+            _minus(weaker.name, reference), HOLM_P,
         ))
 
     pair = [c for c in ("cifg", "np") if c in by_cell.index]
@@ -144,8 +152,8 @@ def comparison_findings(sig: pd.DataFrame, task: str, metric: str, reference: st
             "; ".join(_cmp(r) for _, r in rows.iterrows()) + (
                 "" if differs else " (no significant difference is not equivalence: read the intervals)")
             + _converged(converged, task, reference, pair),
-            larger["n"], larger["diff"], larger["ci_low"], larger["ci_high"], "95 % CI", larger["p_holm"],
-            _minus(larger["cell"], reference),
+            larger["n"], larger["diff"], larger["ci_low"], larger["ci_high"], COMPARISON_INTERVAL, larger["p_holm"],
+            _minus(larger["cell"], reference), HOLM_P,
         ))
     return out
 
@@ -301,7 +309,8 @@ def findings_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
             if np.isfinite(r["n"]):
                 numbers.append(f"n = {int(r['n'])}")
             if np.isfinite(r["p"]):
-                numbers.append(f"p = {fmt(r['p'])}")
+                p_is = r.get("p_is")
+                numbers.append(f"{p_is if isinstance(p_is, str) and p_is else 'p'} = {fmt(r['p'])}")
             cells.append(f"**{r['verdict']}**" + (f" ({', '.join(numbers)})" if numbers else ""))
         lines.append(f"| {claim} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

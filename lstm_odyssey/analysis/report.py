@@ -206,12 +206,13 @@ def paper_section(df: pd.DataFrame, sig, imp, lrh, reference: str, alpha: float,
         lines += ["## The paper's findings", "",
                   "Each claim of Greff et al. (2017) as *confirmed*, *not confirmed* or *cannot tell from these runs*, "
                   "with the test behind the verdict; `effect` (what `measure` names) with `low`–`high` (the interval "
-                  "`interval` names). The comparisons are the paired verdicts below (all ok pairs); the fANOVA claims "
+                  "`interval` names) and `p` (what `p_is` names: a comparison's p is Holm-corrected, its interval is "
+                  "not). The comparisons are the paired verdicts below (all ok pairs); the fANOVA claims "
                   f"read the importances per cell: *by far* = the learning rate's median importance at least {odyssey.BY_FAR:g}x the next "
                   f"parameter's, *hardly matters* = below {odyssey.HARDLY:g}, *nearly independent* = main effects "
                   f"explain at least {odyssey.INDEPENDENT:.0%} of the variance.", ""]
         lines += [markdown_table(found, ["task", "finding", "verdict", "test", "n", "measure", "effect", "low", "high",
-                                         "interval", "p"]), ""]
+                                         "interval", "p", "p_is"]), ""]
         lines += [f"- {r['task']}, {r['finding']}: {r['detail']}" for _, r in found.iterrows()] + [""]
     best = _try(notes, "best run per cell", lambda: odyssey.best_by_validation(df, reference))
     if best is None:
