@@ -71,7 +71,7 @@ def _minus(cell: str, reference: str) -> str:
 
 def _cmp(r: pd.Series) -> str:
     return (f"{r['cell'].upper()} {r['diff']:+.3f} ({COMPARISON_INTERVAL} {r['ci_low']:+.3f} to {r['ci_high']:+.3f}, "
-            f"n = {int(r['n'])}, Holm p = {r['p_holm']:.3g}, {r['verdict']})")
+            f"n = {int(r['n'])}, {HOLM_P} = {r['p_holm']:.3g}, {r['verdict']})")
 
 
 def _comparisons(sig: pd.DataFrame, task: str, reference: str) -> tuple[pd.DataFrame, str | None]:
