@@ -229,3 +229,24 @@ def test_the_findings_say_whether_a_verdict_survives_without_the_capped_runs():
     head, converged = row["detail"].split("; on the pairs where neither run hit the cap: ")
     assert head.startswith("better than vanilla: NOAF") and "n = 60" in head
     assert converged.startswith("NOAF ") and "n = 40" in converged and converged.endswith("n.s.)")  # ... and says this
+
+
+def test_the_verdicts_command_prints_one_column_per_protocol(tmp_path, capsys, paper_like):
+    """`lstm-odyssey-verdicts NAME=STUDY ...` reads each study's records and prints both README tables."""
+    paper_like.to_csv(tmp_path / "paper.csv", index=False)
+    paper_like[paper_like["cell"].isin(["vanilla", "cifg"])].to_csv(tmp_path / "cifg.csv", index=False)
+    assert odyssey.main([f"paper={tmp_path / 'paper.csv'}", f"two={tmp_path / 'cifg.csv'}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| finding | paper | two |" and "| cell | paper best test (capped) | two best test (capped) |" in lines
+    lr = next(line for line in lines if line.startswith("| the learning rate"))
+    assert lr.split(" | ")[1].startswith(f"**{odyssey.CONFIRMED}**")  # the planted parabola in log10 lr
+    g = paper_like[paper_like["cell"] == "nig"]
+    best = g.loc[g["val_nll"].idxmin()]
+    capped = (g["stopped_by"] == "epoch_cap").mean()
+    assert f"| nig | {best['test_nll']:.3f} ({capped:.0%}) |  |" in lines  # nig ran under one protocol only
+
+
+def test_the_verdicts_command_says_what_a_bad_argument_should_be(capsys):
+    with pytest.raises(SystemExit) as stop:
+        odyssey.main(["results/odyssey_jsb/paper"])
+    assert stop.value.code == 2 and "is not NAME=STUDY" in capsys.readouterr().err

@@ -100,7 +100,7 @@ PROTOCOLS = [name for name in ("adam", "paper") if (REPRODUCTION / name / "repor
 
 @pytest.mark.skipif(not PROTOCOLS, reason="no reproduction study under results/odyssey_jsb/ has a committed report yet")
 def test_the_readme_quotes_the_verdicts_of_the_committed_reproduction_reports():
-    """The README's verdict and best-NLL tables are what `python -m lstm_odyssey.analysis.odyssey` prints for the
+    """The README's verdict and best-NLL tables are what `lstm-odyssey-verdicts` prints for the
     committed studies, here rebuilt from their committed tables (which the test above regenerates)."""
     import pandas as pd
 

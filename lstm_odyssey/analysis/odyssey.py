@@ -343,16 +343,17 @@ def protocol_tables(path: str | Path, reference: str = "vanilla") -> tuple[pd.Da
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lstm_odyssey.analysis.odyssey",
+        prog="lstm-odyssey-verdicts",
         description="The paper's findings as verdicts, one column per protocol (the README's tables).")
-    parser.add_argument("studies", nargs="+", metavar="NAME=SWEEP_DIR", help="e.g. paper=results/odyssey_jsb/paper")
+    parser.add_argument("studies", nargs="+", metavar="NAME=STUDY",
+                        help="a protocol's name and its sweep folder or runs.parquet, e.g. paper=results/odyssey_jsb/paper")
     parser.add_argument("--reference", default="vanilla")
     args = parser.parse_args(argv)
     findings, best = {}, {}
     for item in args.studies:
         name, sep, path = item.partition("=")
-        if not sep or not Path(path).is_dir():
-            parser.error(f"{item!r} is not NAME=SWEEP_DIR with an existing directory")
+        if not sep or not Path(path).exists():
+            parser.error(f"{item!r} is not NAME=STUDY: give a name, '=', and an existing sweep folder or runs.parquet")
         findings[name], best[name] = protocol_tables(path, args.reference)
     print(findings_markdown(findings) + "\n\n" + best_markdown(best))
     return 0
