@@ -58,6 +58,7 @@ class ModelConfig:
     num_layers: int = setting(1, low=1)
     bidirectional: bool = False
     dropout: float = setting(0.0, low=0, below=1)
+    output_dropout: float = setting(0.0, low=0, below=1)
     encoder: str = setting("auto", choices=("auto", "embedding", "identity"))
     embedding_dim: int | None = setting(None, low=1, null="model.hidden_size")
     forget_bias: float = 1.0
@@ -216,16 +217,33 @@ def validate(cfg: Mapping) -> None:
         check_group("sweep", cfg["sweep"], settings_of(SweepConfig))
 
 
+def _schemas(group: str) -> list[type]:
+    return {"trainer": [TrainerConfig], "model": [ModelConfig], "optim": list(OPTIMIZERS.values()),
+            "logger": list(LOGGERS.values()), "paths": [PathsConfig], "sweep": [SweepConfig]}.get(group, [])
+
+
 def lookup(key: str) -> Setting | None:
     """The Setting of a dotted key of a group with one schema (for messages about a composition error)."""
     group, _, name = key.partition(".")
-    schemas = {"trainer": [TrainerConfig], "model": [ModelConfig], "optim": list(OPTIMIZERS.values()),
-               "logger": list(LOGGERS.values()), "paths": [PathsConfig], "sweep": [SweepConfig]}.get(group, [])
-    for schema in schemas:
+    for schema in _schemas(group):
         known = settings_of(schema)
         if name in known:
             return known[name]
     return None
+
+
+NO_DEFAULT = object()
+
+
+def default(key: str) -> Any:
+    """The schema's default of a dotted key (`model.output_dropout`), or NO_DEFAULT: what a config written
+    before the key existed behaved as."""
+    group, _, name = key.partition(".")
+    for schema in _schemas(group):
+        for f in dataclasses.fields(schema):
+            if f.name == name and f.default is not dataclasses.MISSING:
+                return f.default
+    return NO_DEFAULT
 
 
 # ------------------------------------------------------------------------------------------------ Hydra's errors

@@ -66,6 +66,19 @@ def test_jobs_share_a_pack_only_within_a_grid_point_and_by_size():
     assert "sweep.pack=0" in check_setting(0) and check_setting("two")
 
 
+def test_trials_with_output_dropout_run_alone_under_auto_and_are_refused_a_width():
+    """A packed trial's dropout mask would not be its single run's, so such trials never share a pack."""
+    base = {"cell": {"name": "vanilla"}, "data": {"name": "adding"}, "optim": {"name": "adam", "lr": 0.01},
+            "trainer": {"device": "cpu", "seed": 0, "batch_size": 1}}
+    configs = [{**base, "model": {"hidden_size": h, "output_dropout": 0.3}} for h in (30, 20, 40)]
+    assert plan(configs, ["a/vanilla"] * 3, "auto") == [[0], [1], [2]]
+    assert plan(configs, ["a/vanilla"] * 3, 1) == [[0], [1], [2]]
+    with pytest.raises(ValueError, match="use model.output_dropout=0 or sweep.pack=1"):
+        plan(configs, ["a/vanilla"] * 3, 2)
+    without = [{**c, "model": {**c["model"], "output_dropout": 0.0}} for c in configs]
+    assert plan(without, ["a/vanilla"] * 3, "auto") == [[1, 0, 2]]  # the same trials pack without it
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("study", ["odyssey_jsb", "odyssey_jsb_adam"])
 def test_the_reproduction_studies_compose_and_run_a_tiny_pack(tmp_path, study):
@@ -98,8 +111,10 @@ def test_the_reproduction_studies_compose_and_run_a_tiny_pack(tmp_path, study):
 
 
 @pytest.mark.slow
-def test_the_tuned_best_study_composes_and_runs_tpe_trials_of_the_chosen_cell(tmp_path):
-    """`odyssey_jsb_tune`: TPE on the cell given on the command line, with the modern protocol's training."""
+@pytest.mark.parametrize("study", ["odyssey_jsb_tune", "odyssey_jsb_tune_dropout"])
+def test_the_tuned_best_study_composes_and_runs_tpe_trials_of_the_chosen_cell(tmp_path, study):
+    """`odyssey_jsb_tune`: TPE on the cell given on the command line, with the modern protocol's training;
+    `odyssey_jsb_tune_dropout` searches the output dropout as well."""
     import os
 
     data = os.environ.get("LSTM_ODYSSEY_DATA")
@@ -107,7 +122,7 @@ def test_the_tuned_best_study_composes_and_runs_tpe_trials_of_the_chosen_cell(tm
         pytest.skip("needs the JSB Chorales copy under $LSTM_ODYSSEY_DATA (CI sets it)")
     env = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "LSTM_ODYSSEY_DATA": data,
            "LSTM_ODYSSEY_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=odyssey_jsb_tune", f"hydra.sweep.dir={tmp_path}",
+    proc = subprocess.run([sys.executable, "-m", "lstm_odyssey.cli", "-m", f"+sweep={study}", f"hydra.sweep.dir={tmp_path}",
                            "cell=cifg", "sweep.n_trials=2", "sweep.report=false", "data.max_chorales=3", "trainer.epochs=1",
                            "hydra/launcher=basic"], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -118,6 +133,8 @@ def test_the_tuned_best_study_composes_and_runs_tpe_trials_of_the_chosen_cell(tm
         assert (cfg["optim"]["name"], cfg["trainer"]["batch_size"], cfg["trainer"]["clip"]) == ("adam", 8, 1.0)
         assert 64 <= r["hparams"]["model.hidden_size"] <= 384 and 3e-4 <= r["hparams"]["optim.lr"] <= 1e-2
         assert "pack" not in r  # TPE's trials run one at a time
+        dropout = r["config"]["model"]["output_dropout"]
+        assert 0 < dropout <= 0.5 if study.endswith("dropout") else dropout == 0.0
     assert (tmp_path / "optuna.journal").exists()
 
 def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path, monkeypatch):
@@ -159,6 +176,12 @@ def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path
     configs, labels = [cfgs[1], extra, cfgs[0]], ["point"] * 3
     units = launch_plan(sweep_dir, [dirs[1], dirs[3], dirs[0]], configs, labels, 4)
     assert units == [([2, 0], manifest), ([1], None)]  # the pack with more trained epochs, then the rest
+    # a manifest written by a release before `model.output_dropout` existed: the key at its default is no change
+    spec = json.loads(manifest.read_text())
+    for member in spec["members"]:
+        del member["config"]["model"]["output_dropout"]
+    manifest.write_text(json.dumps(spec))
+    assert launch_plan(sweep_dir, [dirs[1], dirs[3], dirs[0]], configs, labels, 4) == units
     # a trial of the old pack that is not pending (another sweep holds it): neither checkpoint applies
     (fresh_members, fresh_manifest), = launch_plan(sweep_dir, [dirs[0], dirs[3]], [cfgs[0], extra], ["point"] * 2, 4)
     assert sorted(fresh_members) == [0, 1] and fresh_manifest not in (manifest, newer)
@@ -176,3 +199,17 @@ def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path
         assert (a["status"], a["stopped_by"], a["epochs_run"]) == (b["status"], b["stopped_by"], b["epochs_run"])
         assert b["pack"]["id"] == json.loads(manifest.read_text())["id"] and b["pack"]["width"] == 3
     assert [r["resumed_from_epoch"] for r in resumed] == [2, 2, None]
+
+
+def test_a_stored_config_is_unchanged_only_by_keys_added_at_their_defaults():
+    from lstm_odyssey.schema import ModelConfig
+    from lstm_odyssey.sweep.packs import unchanged
+
+    stored = {"model": {"hidden_size": 20, "dropout": 0.0}, "optim": {"name": "adam", "lr": 0.01}}
+    assert unchanged(stored, stored)
+    assert ModelConfig().output_dropout == 0.0
+    assert unchanged({**stored, "model": {**stored["model"], "output_dropout": 0.0}}, stored)
+    assert not unchanged({**stored, "model": {**stored["model"], "output_dropout": 0.2}}, stored)  # a new setting
+    assert not unchanged({**stored, "model": {**stored["model"], "foo": 0.0}}, stored)  # no schema default
+    assert not unchanged({**stored, "model": {"hidden_size": 20}}, stored)  # a key removed
+    assert not unchanged({**stored, "optim": {"name": "adam", "lr": 0.02}}, stored)

@@ -29,8 +29,9 @@ from typing import Any
 
 from ..files import atomic_write_text
 from ..packed.fit import CHECKPOINT, fit_pack
-from ..packed.plan import pack_key, plan_packs
-from ..results import DIVERGED, OK
+from ..packed.plan import pack_key, plan_packs, unpackable
+from ..results import DIVERGED, OK, flatten
+from ..schema import default
 from .jobs import record_status
 from .worker import running
 
@@ -58,7 +59,8 @@ def _device(cfg: dict) -> str:
 
 def plan(configs: Sequence[dict], labels: Sequence[str], setting: int | str) -> list[list[int]]:
     """Positions of the jobs grouped into packs: jobs share a pack only within one grid point (`labels`) and
-    `pack_key`; each group is split by hidden size. Packs of one are the jobs that run alone."""
+    `pack_key`; each group is split by hidden size. Packs of one are the jobs that run alone. `auto` runs
+    trials that cannot be packed (`packed.plan.unpackable`) alone; an explicit width refuses them."""
     groups: dict[tuple[str, str], list[int]] = {}
     for i, (cfg, label) in enumerate(zip(configs, labels)):
         groups.setdefault((label, pack_key(cfg)), []).append(i)
@@ -66,6 +68,13 @@ def plan(configs: Sequence[dict], labels: Sequence[str], setting: int | str) -> 
     for members in groups.values():
         sizes = [int(configs[i]["model"]["hidden_size"]) for i in members]
         first = configs[members[0]]
+        problem = unpackable(first)
+        if problem and setting == "auto":
+            log.info("%s: these trials run alone (%s)", labels[members[0]], problem.split(";")[0])
+            packs += [[i] for i in members]
+            continue
+        if problem and setting != 1:
+            raise ValueError(problem)
         for part in plan_packs(sizes, setting, _device(first), int(first["trainer"].get("batch_size", 8))):
             packs.append([members[j] for j in part])
     return sorted(packs, key=lambda p: p[0])
@@ -139,7 +148,7 @@ def resumable(sweep_dir: Path, pending: Mapping[str, dict]) -> list[tuple[Path, 
         saved = saved_pack(manifest)
         if not saved or not saved.active or not pending.keys().isdisjoint(saved.left):
             continue
-        if all(d in pending and _as_stored(pending[d]) == stored[d] for d in saved.active):  # else the command changed
+        if all(d in pending and unchanged(pending[d], stored[d]) for d in saved.active):  # else the command changed
             candidates.append((saved.epochs, manifest, saved.active))
     chosen, used = [], set()
     for _, manifest, active in sorted(candidates, key=lambda c: -c[0]):
@@ -152,6 +161,16 @@ def resumable(sweep_dir: Path, pending: Mapping[str, dict]) -> list[tuple[Path, 
 def _as_stored(cfg: dict) -> Any:
     """A config as `write_manifest` stores it (JSON), to compare with a stored one."""
     return json.loads(json.dumps(cfg, default=str))
+
+
+def unchanged(now: dict, stored: dict) -> bool:
+    """Whether a member's config now is the one its pack was stored with. A key the stored config lacks and
+    that is at its schema default now is no change: an option a newer release added, left off, so that
+    upgrading between sessions does not restart the packs in flight."""
+    now_flat, stored_flat = flatten(_as_stored(now)), flatten(stored)
+    if any(key not in now_flat or now_flat[key] != value for key, value in stored_flat.items()):
+        return False
+    return all(value == default(key) for key, value in now_flat.items() if key not in stored_flat)
 
 
 def pack_id(run_dirs: Sequence[Path]) -> str:
