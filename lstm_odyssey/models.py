@@ -20,7 +20,9 @@ class SequenceModel(nn.Module):
     Sequence-level tasks read the final state of the last layer (for a bidirectional layer: the forward
     direction at the last valid step and the backward direction after reading the whole sequence).
     Classification with output_size 1 is binary: one logit, sigmoid and binary cross-entropy (Keras's
-    Dense(1, 'sigmoid')); targets are 0/1 class indices either way.
+    Dense(1, 'sigmoid')); targets are 0/1 class indices either way. `output_dropout` drops features on the
+    non-recurrent path from the top layer to the head (Zaremba et al. 2014), the one place a one-layer model
+    can be regularised by dropout without touching the recurrence the cells differ in.
     """
 
     def __init__(
@@ -33,6 +35,7 @@ class SequenceModel(nn.Module):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
+        output_dropout: float = 0.0,
         tokens: bool = False,
         encoder: str = "auto",
         embedding_dim: int | None = None,
@@ -49,8 +52,11 @@ class SequenceModel(nn.Module):
             encoder = "embedding" if tokens else "identity"
         if tokens != (encoder == "embedding"):
             raise ValueError(f"encoder={encoder!r} does not fit {'token' if tokens else 'real-valued'} inputs; use encoder=auto")
+        if not 0.0 <= output_dropout < 1.0:
+            raise ValueError(f"output_dropout must be in [0, 1), got {output_dropout!r}")
         self.task_type = task_type
         self.tokens = tokens
+        self.output_dropout = float(output_dropout)
         self.tolerance = tolerance
         if encoder == "identity":
             self.encoder: nn.Module = nn.Identity()
@@ -87,8 +93,11 @@ class SequenceModel(nn.Module):
         if self.task_type in SEQUENCE_TASKS:
             h = final if isinstance(final, Tensor) else final[0]
             features = torch.cat(list(h[-self.rnn.num_directions :]), dim=-1)
-            return self.head(features), final
-        return self.head(output), final
+            return self.head(self._drop(features)), final
+        return self.head(self._drop(output)), final
+
+    def _drop(self, features: Tensor) -> Tensor:
+        return F.dropout(features, self.output_dropout, self.training) if self.output_dropout else features
 
     def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
         """The training loss: the mean of what `metric_sums` adds up as its first entry."""

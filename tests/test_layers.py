@@ -12,7 +12,9 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lstm_odyssey.cells import PRESETS
+from lstm_odyssey.data.base import CLASSIFICATION, MULTILABEL
 from lstm_odyssey.layers import RecurrentLayer
+from lstm_odyssey.models import SequenceModel
 
 ALL = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr", "gru", "gru_cho", "grupp", "rnn")
 TORCH_CELLS = {"np": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -194,6 +196,28 @@ def test_dropout_acts_between_layers_only_and_only_in_training(backend: str) -> 
     reference.load_state_dict(two.state_dict())
     torch.testing.assert_close(two.eval()(x)[0], reference(x)[0])
     assert not torch.allclose(two.train()(x)[0], reference(x)[0])
+
+
+@pytest.mark.parametrize("task_type", [MULTILABEL, CLASSIFICATION])
+def test_output_dropout_drops_what_the_head_reads_only_while_training(task_type: str) -> None:
+    """Each feature the head reads is 0 or the recurrent output scaled by 1 / (1 - p), as inverted dropout
+    is; the recurrence itself is untouched, and evaluation sees the plain model."""
+    torch.manual_seed(4)
+    x = torch.randn(3, 6, 5)
+    model = SequenceModel(task_type, 5, 7, hidden_size=8, cell="vanilla", output_dropout=0.25, backend="loop")
+    plain = SequenceModel(task_type, 5, 7, hidden_size=8, cell="vanilla", backend="loop")
+    plain.load_state_dict(model.state_dict())
+    read = []
+    model.head.register_forward_hook(lambda module, args, out: read.append(args[0]))
+    plain.head.register_forward_hook(lambda module, args, out: read.append(args[0]))
+    torch.testing.assert_close(model.eval()(x)[0], plain.eval()(x)[0])
+    model.train()(x), plain.train()(x)
+    dropped, features = read[-2], read[-1]
+    kept = dropped != 0
+    torch.testing.assert_close(dropped[kept], features[kept] / 0.75)
+    assert 0 < (~kept).sum() < kept.sum()  # some features dropped, most kept (p = 0.25)
+    with pytest.raises(ValueError, match="output_dropout must be in"):
+        SequenceModel(task_type, 5, 7, output_dropout=1.0)
 
 
 # -- 5. variable lengths -------------------------------------------------------------------------

@@ -414,7 +414,7 @@ CATALOGUE = {  # override -> the one line printed
                       "epochs, eval_batch_size, input_noise, max_minutes, min_improvement, patience, progress, resume, seed",
     "+optim.foo=1": "optim.foo is not a key of optim (adam); known keys: betas, lr, name, weight_decay",
     "+model.foo=1": "model.foo is not a key of model; known keys: backend, bidirectional, dropout, embedding_dim, "
-                    "encoder, forget_bias, hidden_size, init, num_layers, peephole_init",
+                    "encoder, forget_bias, hidden_size, init, num_layers, output_dropout, peephole_init",
     "+cell.foo=1": 'cell.foo is not a key of cell; known keys: coupled, coupling_shift, exponential_gates, family, forget_gate, full_gate_recurrence, heads, input_activation, input_gate, name, normalized_gates, output_activation, output_gate, peepholes, preset, recurrence, reset',
     "+data.foo=1": "data.foo is not a key of data (adding); known keys: form, length, n_test, n_train, n_val, name, "
                    "seed, tolerance",
@@ -455,6 +455,7 @@ def test_validate_checks_every_group_in_one_place():
     cases = {
         ("optim", "betas"): ([0.9], "optim.betas=[0.9] is not allowed: must be two numbers in [0, 1)"),
         ("model", "dropout"): (1.0, "model.dropout=1 is not allowed: must be a number in [0, 1)"),
+        ("model", "output_dropout"): (-0.1, "model.output_dropout=-0.1 is not allowed: must be a number in [0, 1)"),
         ("trainer", "clip"): (0, "trainer.clip=0 is not allowed: must be null (no clipping) or a number > 0"),
         ("trainer", "progress"): ("sometimes", "trainer.progress=sometimes is not allowed: must be one of auto, true, false"),
         ("data", "n_train"): ("many", "data.n_train=many is not allowed: must be an integer"),

@@ -82,9 +82,19 @@ def check_packable(cfgs: Sequence[Mapping]) -> None:
                     f"trials of one pack must share {name}: trial 0 has {keys[0].get(name)!r}, trial {k} has "
                     f"{key.get(name)!r}; put them in different packs"
                 )
-    model = cfgs[0]["model"]
+    problem = unpackable(cfgs[0])
+    if problem:
+        raise ValueError(problem)
+
+
+def unpackable(cfg: Mapping) -> str | None:
+    """Why a trial cannot train in a pack, or None: its dropout masks would not be those of its single run."""
+    model = cfg["model"]
     if model.get("dropout") and model.get("num_layers", 1) > 1:
-        raise ValueError("packed trials do not support dropout between layers yet; use model.dropout=0 or sweep.pack=1")
+        return "packed trials do not support dropout between layers yet; use model.dropout=0 or sweep.pack=1"
+    if model.get("output_dropout"):
+        return "packed trials do not support output dropout yet; use model.output_dropout=0 or sweep.pack=1"
+    return None
 
 
 def alone_cost(hidden_size: int, batch_size: int = 8) -> float:
