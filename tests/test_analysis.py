@@ -202,7 +202,7 @@ def test_marginals_and_lr_by_hidden():
     assert len(lrh) == 3 and lrh["n"].sum() == 160
     assert (abs(lrh["best_log10_lr"] + 3.5) < 1.0).all()  # hidden size does not shift the planted optimum
     assert (abs(lrh["vertex_log10_lr"] + 3.5) < 0.3).all()
-    assert lrh["shift_p"].iloc[0] > 0.05 and lrh["shape_p"].iloc[0] > 0.05
+    assert lrh["shift_p"].iloc[0] > 0.05
 
 
 def test_lr_by_hidden_detects_a_planted_shift():
@@ -212,44 +212,8 @@ def test_lr_by_hidden_detects_a_planted_shift():
     shift = 2 * (log_h - log_h.min()) / (log_h.max() - log_h.min())
     df["test_nll"] = (np.log10(df["optim.lr"]) + 4.5 - shift) ** 2 / 6 + 0.05 * np.random.default_rng(0).normal(size=len(df))
     lrh = analysis.lr_by_hidden(df)
-    assert lrh["shift_p"].iloc[0] < 1e-6 and lrh["shape_p"].iloc[0] < 1e-6
+    assert lrh["shift_p"].iloc[0] < 1e-6
     assert lrh["vertex_log10_lr"].is_monotonic_increasing
-
-
-def test_lr_by_hidden_tells_a_steeper_curve_from_a_moved_optimum():
-    """Larger networks punish a wrong learning rate more, around the same optimum: the curve changes (shape_p)
-    while the optimum stays (shift_p), which is what the paper's claim is about."""
-    df = random_search(80, "optim.lr", seed=8)
-    log_h = np.log10(df["model.hidden_size"])
-    steepness = 1 + 4 * (log_h - log_h.min()) / (log_h.max() - log_h.min())
-    df["test_nll"] = steepness * (np.log10(df["optim.lr"]) + 3.5) ** 2 / 6 + 0.05 * np.random.default_rng(1).normal(size=len(df))
-    lrh = analysis.lr_by_hidden(df)
-    assert lrh["shape_p"].iloc[0] < 1e-6
-    assert lrh["shift_p"].iloc[0] > 0.05
-    assert (abs(lrh["vertex_log10_lr"] + 3.5) < 0.3).all()
-
-
-def test_the_shared_optimum_f_test_matches_a_direct_nonlinear_fit():
-    """shift_p against an independent computation: scipy's least_squares fits the null model (a level and a
-    curvature per group around one vertex) from another start, numpy's polyfit the full one, scipy.stats.f the p."""
-    from lstm_odyssey.analysis.hyperparams import _shift_test
-
-    rng = np.random.default_rng(4)
-    x = rng.uniform(-6, -2, 120)
-    group = np.repeat([0, 1, 2], 40)
-    y = (x + 4.0 + 0.3 * group) ** 2 * (1 + group) / 5 + 0.4 * rng.normal(size=120)
-
-    def null_residual(theta):
-        levels, curvatures, vertex = theta[:3], theta[3:6], theta[6]
-        return y - levels[group] - curvatures[group] * (x - vertex) ** 2
-
-    rss0 = min(float(np.sum(optimize.least_squares(null_residual, np.r_[np.zeros(3), np.ones(3), v0]).fun ** 2))
-               for v0 in (-5.0, -4.0, -3.0))
-    rss1 = sum(float(np.sum((y[group == g] - np.polyval(np.polyfit(x[group == g], y[group == g], 2), x[group == g])) ** 2))
-               for g in range(3))
-    expected = stats.f.sf(((rss0 - rss1) / 2) / (rss1 / (120 - 9)), 2, 120 - 9)
-    assert 1e-8 < expected < 0.05  # the planted optima differ by 0.6 decades: a case the test must catch
-    assert _shift_test(x, y, group) == pytest.approx(expected, rel=1e-4)
 
 
 # -- a real tiny sweep -------------------------------------------------------------------------------------

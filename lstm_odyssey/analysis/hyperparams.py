@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
-from scipy.optimize import minimize_scalar
 
 from ..results import is_hparam
 from .frame import TEST, VAL, canonical, cell_order, design, prepare
@@ -252,11 +251,8 @@ def lr_by_hidden(
     """Does the hidden size shift the optimal learning rate? Per task, the observations of `lr_hidden_frame`
     are split into up to `hidden_groups` hidden-size groups (never splitting a size); per group the
     learning-rate bin with the lowest mean metric is the optimum, and so is the vertex of a quadratic in
-    log10 lr. `shift_p` tests the claim itself, that the optimum does not move: the F-test of one vertex shared
-    by all groups (each with its own level and curvature) against a free quadratic per group. `shape_p` is the
-    broader F-test of a free quadratic per group against one shared curve plus a level per group: small means
-    the curve changes with the hidden size, which it can do (steeper, flatter) without moving its optimum.
-    Both tests need at least two
+    log10 lr. `shift_p` is the F-test of letting that quadratic differ between groups against one shared curve
+    (plus a level per group): small means the hidden size moves the curve. The test needs at least two
     groups, each with MIN_LRS_PER_GROUP distinct learning rates and MIN_RUNS_PER_GROUP observations; otherwise
     `shift_p` is NaN and `note` (and `notes`) say "cannot tell from these runs, because ...". One row per
     task × group."""
@@ -279,9 +275,7 @@ def lr_by_hidden(
         edges = np.linspace(x.min(), x.max(), lr_bins + 1)
         obs["lr_bin"] = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, lr_bins - 1)
         reason = why_untestable(obs, paired)
-        xs, ys, groups = x.to_numpy(), obs["y"].to_numpy(), obs["group"].to_numpy()
-        shift_p = np.nan if reason else _shift_test(xs, ys, groups)
-        shape_p = np.nan if reason else _shape_test(xs, ys, groups)
+        shift_p = np.nan if reason else _shift_test(x.to_numpy(), obs["y"].to_numpy(), obs["group"].to_numpy())
         if reason:
             notes.append(f"lr × hidden size on {task}: cannot tell from these runs whether the hidden size shifts the "
                          f"optimal learning rate, because {reason}")
@@ -294,11 +288,10 @@ def lr_by_hidden(
                 "best_lr_bin": best, "best_lr_low": 10 ** edges[best], "best_lr_high": 10 ** edges[best + 1],
                 "best_log10_lr": (edges[best] + edges[best + 1]) / 2,
                 "vertex_log10_lr": np.nan if reason else _vertex(g["log10_lr"].to_numpy(), g["y"].to_numpy()),
-                "shift_p": shift_p, "shape_p": shape_p, "observations": how, "note": reason,
+                "shift_p": shift_p, "observations": how, "note": reason,
             })
     cols = ["task", "hidden_group", "hidden_min", "hidden_max", "hidden_sizes", "n", "distinct_lrs", "best_lr_bin",
-            "best_lr_low", "best_lr_high", "best_log10_lr", "vertex_log10_lr", "shift_p", "shape_p", "observations",
-            "note"]
+            "best_lr_low", "best_lr_high", "best_log10_lr", "vertex_log10_lr", "shift_p", "observations", "note"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -331,54 +324,17 @@ def _vertex(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.clip(centre - scale * c1 / (2 * c2), x.min(), x.max()))
 
 
-def _rss(design: np.ndarray, y: np.ndarray) -> float:
-    """The residual sum of squares of the least-squares fit of y on the columns of `design`."""
-    residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
-    return float(residual @ residual)
-
-
-def _f_test(rss_reduced: float, rss_full: float, df_num: int, df_den: int) -> float:
-    """The p-value of the nested F-test (NaN when the full model leaves no residual or no degrees of freedom)."""
-    if df_num < 1 or df_den < 1 or rss_full <= 0:
-        return float("nan")
-    f = (max(rss_reduced - rss_full, 0.0) / df_num) / (rss_full / df_den)
-    return float(sps.f.sf(f, df_num, df_den))
-
-
-def _per_group_quadratics(x: np.ndarray, y: np.ndarray, group: np.ndarray) -> float:
-    """The RSS of a free quadratic in x per group (the full model of both tests)."""
-    return sum(_rss(np.column_stack([np.ones(m.sum()), x[m], x[m] ** 2]), y[m])
-               for m in (group == g for g in np.unique(group)))
-
-
-def _shared_vertex_rss(x: np.ndarray, y: np.ndarray, group: np.ndarray, vertex: float) -> float:
-    """The RSS of y ~ level_g + curvature_g * (x - vertex)^2: every group's parabola centred on one vertex."""
-    return sum(_rss(np.column_stack([np.ones(m.sum()), (x[m] - vertex) ** 2]), y[m])
-               for m in (group == g for g in np.unique(group)))
-
-
-def _shift_test(x: np.ndarray, y: np.ndarray, group: np.ndarray, grid: int = 301) -> float:
-    """Nested F-test of one optimum: a parabola per group around a shared vertex (fitted; a level and a curvature
-    per group) against a free quadratic per group, G − 1 numerator degrees of freedom. The shared vertex is
-    profiled: a grid over the x range widened by its span on each side, refined by a bounded 1-D search."""
+def _shift_test(x: np.ndarray, y: np.ndarray, group: np.ndarray) -> float:
+    """Nested OLS F-test: shared quadratic in x with a level per group, against a quadratic per group."""
     levels = np.unique(group)
-    n, g = len(y), len(levels)
-    if g < 2 or n <= 3 * g:
+    dummies = np.stack([(group == g).astype(float) for g in levels], axis=1)
+    reduced = np.column_stack([dummies, x, x**2])
+    full = np.column_stack([dummies, dummies * x[:, None], dummies * (x**2)[:, None]])
+    n, p0, p1 = len(y), reduced.shape[1], full.shape[1]
+    if len(levels) < 2 or n <= p1:
         return float("nan")
-    span = float(x.max() - x.min())
-    vertices = np.linspace(x.min() - span, x.max() + span, grid)
-    rss = [_shared_vertex_rss(x, y, group, v) for v in vertices]
-    k, step = int(np.argmin(rss)), float(vertices[1] - vertices[0])
-    refined = minimize_scalar(lambda v: _shared_vertex_rss(x, y, group, v), bounds=(vertices[k] - step, vertices[k] + step),
-                              method="bounded")
-    return _f_test(min(rss[k], float(refined.fun)), _per_group_quadratics(x, y, group), g - 1, n - 3 * g)
-
-
-def _shape_test(x: np.ndarray, y: np.ndarray, group: np.ndarray) -> float:
-    """Nested F-test of one curve: a shared quadratic in x with a level per group against a quadratic per group."""
-    levels = np.unique(group)
-    n, g = len(y), len(levels)
-    if g < 2 or n <= 3 * g:
+    rss = [float(np.sum((y - m @ np.linalg.lstsq(m, y, rcond=None)[0]) ** 2)) for m in (reduced, full)]
+    if rss[1] <= 0:
         return float("nan")
-    dummies = np.stack([(group == level).astype(float) for level in levels], axis=1)
-    return _f_test(_rss(np.column_stack([dummies, x, x**2]), y), _per_group_quadratics(x, y, group), 2 * g - 2, n - 3 * g)
+    f = ((rss[0] - rss[1]) / (p1 - p0)) / (rss[1] / (n - p1))
+    return float(sps.f.sf(f, p1 - p0, n - p1))

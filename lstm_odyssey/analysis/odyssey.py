@@ -213,9 +213,8 @@ def importance_findings(imp: pd.DataFrame, task: str, optimiser: str | None = No
 
 
 def shift_finding(lrh: pd.DataFrame, task: str, alpha: float = ALPHA) -> dict:
-    """Does the hidden size shift the optimal learning rate? The F-test of one shared optimum of `lr_by_hidden`
-    (`shift_p`); the broader test of one shared curve (`shape_p`) is quoted beside it, not judged."""
-    test = "F-test: a quadratic in log10 lr per hidden-size group against parabolas around one shared vertex"
+    """Does the hidden size shift the optimal learning rate? The F-test of `lr_by_hidden`."""
+    test = "F-test: a quadratic in log10 lr per hidden-size group against a shared one"
     lt = lrh[lrh["task"] == task] if len(lrh) else lrh
     p = float(lt["shift_p"].iloc[0]) if len(lt) else np.nan
     if not np.isfinite(p):
@@ -225,10 +224,8 @@ def shift_finding(lrh: pd.DataFrame, task: str, alpha: float = ALPHA) -> dict:
     vertices = lt["vertex_log10_lr"].astype(float)
     where = ", ".join(f"10^{v:.2f} for hidden {int(a)}–{int(b)}"
                       for v, a, b in zip(vertices, lt["hidden_min"], lt["hidden_max"]))
-    shape = float(lt["shape_p"].iloc[0]) if "shape_p" in lt else np.nan
-    curve = f"; the curve's shape changes with the hidden size at p = {fmt(shape)}" if np.isfinite(shape) else ""
     return _row(task, "hidden_does_not_shift_lr", CONFIRMED if p >= alpha else NOT_CONFIRMED, test,
-                f"best learning rate (vertex) {where}{curve}", float(lt["n"].sum()), float(vertices.max() - vertices.min()),
+                f"best learning rate (vertex) {where}", float(lt["n"].sum()), float(vertices.max() - vertices.min()),
                 float(vertices.min()), float(vertices.max()), "vertices, log10 lr", p,
                 "spread of the best log10 lr")
 

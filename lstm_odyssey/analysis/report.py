@@ -170,15 +170,12 @@ def write_report(
     if lrh is not None and len(lrh):
         lines += ["## Learning rate × hidden size", "",
                   "Per hidden-size group (groups never split a size; metric centred per cell, and in a paired study "
-                  "averaged per trial): the learning-rate bin with the lowest mean and the vertex of a quadratic in "
-                  "log10 lr. `shift_p` tests whether the optimum moves: the F-test of parabolas around one shared "
-                  "vertex (a level and a curvature per group) against a free quadratic per group. `shape_p` tests "
-                  "whether the curve changes at all (one shared quadratic plus a level per group against a free one "
-                  "per group); a curve can steepen without its optimum moving. The tests need at least two groups "
-                  f"with {MIN_LRS_PER_GROUP} distinct learning rates and {MIN_RUNS_PER_GROUP} observations each; "
-                  "`note` says why they were not run.", ""]
+                  "averaged per trial): the learning-rate bin with the lowest mean, the vertex of a quadratic in "
+                  "log10 lr, and the F-test p-value of letting that quadratic depend on the group. The test needs at "
+                  f"least two groups with {MIN_LRS_PER_GROUP} distinct learning rates and {MIN_RUNS_PER_GROUP} "
+                  "observations each; `note` says why it was not run.", ""]
         lines += [markdown_table(lrh, ["task", "hidden_min", "hidden_max", "n", "distinct_lrs", "best_lr_low",
-                                       "best_lr_high", "vertex_log10_lr", "shift_p", "shape_p"]), ""]
+                                       "best_lr_high", "vertex_log10_lr", "shift_p"]), ""]
 
     lines += ["## Figures", ""]
     for task in tasks:

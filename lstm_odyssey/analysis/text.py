@@ -184,8 +184,7 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
                 where = ", ".join(f"{_lr_text(r)} for hidden {_range(r)}" for _, r in lt.iterrows())
                 verdict = "shifts" if p_shift < alpha else "does not significantly shift"
                 text += (f"The best learning rate is {where}; the hidden size {verdict} the optimal learning rate "
-                         f"(F-test of a quadratic in log lr per hidden-size group against parabolas around one shared "
-                         f"optimum, {_p(p_shift)}; of one shared curve, {_p(lt['shape_p'].iloc[0])}). ")
+                         f"(F-test of a quadratic in log lr per hidden-size group against a shared one, {_p(p_shift)}). ")
         parts.append(text.strip())
     return " ".join(parts)
 
