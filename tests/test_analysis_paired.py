@@ -109,6 +109,24 @@ def test_pairs_need_both_runs_ok_and_an_unpaired_study_gets_welch(planted):
     assert sig["p"].iloc[0] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
 
 
+def test_a_record_written_before_an_option_existed_pairs_as_its_default():
+    """Records of one study can straddle a release that added an option (`model.output_dropout`, default 0):
+    the older records lack the key and ran as the default does, so they pair with newer ones at the default,
+    and only with those."""
+    from lstm_odyssey.schema import default
+
+    assert default("model.output_dropout") == 0.0
+    rows = study({"vanilla": 0.0, "nfg": 0.1})
+    older = rows["cell"] == "vanilla"  # written before the option existed: no value
+    at_default = rows.assign(**{"model.output_dropout": np.where(older, np.nan, 0.0)})
+    p = analysis.pairs(analysis.prepare(at_default), "nfg", "vanilla")
+    assert len(p) == 20
+    a, b = (rows.loc[rows["cell"] == c].sort_values("trial")["test_mse"].to_numpy() for c in ("nfg", "vanilla"))
+    assert np.sort(p["test"] - p["test_ref"]) == pytest.approx(np.sort(a - b))  # trial k against trial k
+    elsewhere = rows.assign(**{"model.output_dropout": np.where(older, np.nan, 0.3)})
+    assert analysis.pairs(analysis.prepare(elsewhere), "nfg", "vanilla").empty
+
+
 def test_top_pairs_are_those_of_the_references_best_runs(planted):
     sig = analysis.significance(planted, subsets=("top",)).set_index("cell")
     ref = planted[planted["cell"] == "vanilla"].nsmallest(2, "val_mse")  # 10 % of 20 by validation

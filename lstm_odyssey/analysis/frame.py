@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..results import FAILED, OK, is_hparam
+from ..schema import NO_DEFAULT
+from ..schema import default as schema_default
 
 VAL, TEST = "val_score", "test_score"
 PAIR = "pair"
@@ -108,12 +110,14 @@ def canonical(value: Any) -> str:
 
 def pair_keys(df: pd.DataFrame) -> pd.Series:
     """Per run: its study, trial k and every hyperparameter that is not a cell flag, as one string; runs of
-    two cells with equal keys ran under the same conditions. None for runs without a trial index."""
+    two cells with equal keys ran under the same conditions. A hyperparameter a record lacks counts as its
+    schema default: the record was written before the key existed, and ran as the default does (records of
+    one study can straddle a release that added an option). None for runs without a trial index."""
     if "trial" not in df.columns:
         return pd.Series([None] * len(df), index=df.index, dtype=object)
     columns = [c for c in df.columns if is_hparam(c) and not c.startswith("cell.")]
     studies = df["study"].tolist() if "study" in df.columns else [None] * len(df)
-    values = [df[c].tolist() for c in columns]
+    values = [[_or_default(c, v) for v in df[c].tolist()] for c in columns]
     keys = []
     for i, trial in enumerate(df["trial"].tolist()):
         if trial is None or (isinstance(trial, float) and math.isnan(trial)):
@@ -122,6 +126,14 @@ def pair_keys(df: pd.DataFrame) -> pd.Series:
         row = [canonical(studies[i]), canonical(trial)] + [f"{c}={canonical(v[i])}" for c, v in zip(columns, values)]
         keys.append(json.dumps(row))
     return pd.Series(keys, index=df.index, dtype=object)
+
+
+def _or_default(key: str, value: Any) -> Any:
+    """`value`, or the schema's default of `key` where the record has none (None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        fallback = schema_default(key)
+        return None if fallback is NO_DEFAULT else fallback
+    return value
 
 
 def design(tdf: pd.DataFrame) -> tuple[bool, str]:
