@@ -555,6 +555,35 @@ def test_the_storage_is_a_journal_file_for_slurm_and_sqlite_locally(tmp_path):
     assert study_storage("postgresql://db/x", slurm.hydra.launcher, tmp_path) == "postgresql://db/x"
 
 
+def test_a_resumed_tpe_study_does_not_ask_again_for_a_trial_it_has_run(tmp_path):
+    """A resumed sweep opens the study with a fresh TPE sampler. Seeded once per sweep, it would replay the first
+    session's draws, and trial 1 would get trial 0's parameters again (the dropout tuned study did, and trained
+    it twice). Seeded per trial index k, a resume asks what an uninterrupted sweep asks."""
+    from lstm_odyssey.sweep.space import make_param
+    from lstm_odyssey.sweep.trials import ask, open_study, study_storage
+
+    space = [make_param("optim.lr", {"type": "loguniform", "low": 1e-4, "high": 1e-2}),
+             make_param("model.hidden_size", {"type": "int", "low": 16, "high": 256})]
+    cfg = {"sampler": "tpe", "seed": 0}
+
+    def run(where: Path, resume_after: int | None) -> list[dict]:
+        where.mkdir()
+        storage = study_storage("sqlite", None, where)
+        study = open_study("s/cell=cifg", "cell=cifg", storage, cfg, exclusive=True)
+        asked = []
+        for k in range(3):
+            if k == resume_after:  # a new session: the study and its sampler are opened afresh
+                study = open_study("s/cell=cifg", "cell=cifg", study_storage("sqlite", None, where), cfg, exclusive=True)
+            trial = ask(study, space, cfg, "cell=cifg", k)
+            study.tell(trial.number, float(k))
+            asked.append(trial.params)
+        return asked
+
+    straight, resumed = run(tmp_path / "a", None), run(tmp_path / "b", 1)
+    assert resumed[1] != resumed[0]
+    assert resumed == straight  # a resume changes nothing the sampler draws
+
+
 def _open_storages(dirs: list[str], barrier, results) -> None:
     """One of several processes opening each fresh sweep directory's SQLite storage at the same moment."""
     from lstm_odyssey.sweep.trials import open_study, study_storage

@@ -59,9 +59,7 @@ def storage_name(storage: Any, sweep_dir: Path) -> str:
 
 def open_study(study_name: str, label: str, storage: Any, study_cfg: Mapping, exclusive: bool) -> optuna.Study:
     """The Optuna study of one grid point (made, or loaded to resume), its half-made trials failed."""
-    tpe = None
-    if study_cfg.get("sampler") == "tpe":
-        tpe = optuna.samplers.TPESampler(seed=derive_seed(study_cfg.get("seed"), label), constant_liar=True)
+    tpe = _tpe(study_cfg, label) if study_cfg.get("sampler") == "tpe" else None
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, direction="minimize",
                                 sampler=tpe or optuna.samplers.RandomSampler())
     fail_orphans(study, exclusive)
@@ -95,9 +93,18 @@ def ask(study: optuna.Study, space: list[Param], study_cfg: Mapping, label: str,
         seed = study_cfg.get("seed")
         trial_seed = None if seed is None else derive_seed(seed, "paired" if study_cfg.get("paired") else label, k)
         study.sampler = optuna.samplers.RandomSampler(seed=trial_seed)
+    elif study_cfg.get("sampler") == "tpe":
+        # Seeded per k, not once per sweep: the fresh sampler of a resumed sweep would replay the first session's
+        # draws and ask again for the parameters of a trial already run.
+        study.sampler = _tpe(study_cfg, label, k)
     trial = study.ask(distributions(space))
     trial.set_user_attr("k", k)
     return trial
+
+
+def _tpe(study_cfg: Mapping, *parts: Any) -> optuna.samplers.TPESampler:
+    """Optuna's TPE, seeded from the study's seed and `parts` (the grid point; trial k when asking)."""
+    return optuna.samplers.TPESampler(seed=derive_seed(study_cfg.get("seed"), *parts), constant_liar=True)
 
 
 def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, k: int) -> int:
