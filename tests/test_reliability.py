@@ -681,7 +681,7 @@ def test_chaos_random_kills_of_the_sweep_and_its_workers_until_it_completes(tmp_
     attempts of a job at once."""
     rng = random.Random(11)
     args = ["cell=vanilla,gru", "sweep.n_trials=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-            "trainer.epochs=3", "trainer.patience=null", *ATTEMPTS]
+            "trainer.epochs=100", "trainer.patience=null", *ATTEMPTS]  # jobs that outlast the planned kills
     # (whom, when): early = at a random moment of the sweep's start; in a job = at a random moment once a job runs
     plan = [(rng.choice(["main", "worker"]), rng.choice(["early", "in a job", "in a job"])) for _ in range(6)]
     kills = {"main": 0, "worker": 0}
