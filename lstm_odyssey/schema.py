@@ -106,14 +106,41 @@ class PathsConfig:
     root: str = "results"
 
 
+# The smallest difference that matters, per metric (docs/analysis.md, "The margin"): JSB's NLL in nats per frame,
+# an error rate as a fraction (one percentage point), an MSE in squared target units.
+MARGINS = {"nll": 0.05, "bpc": 0.01, "error": 0.01, "accuracy": 0.01, "mse": 0.002, "mae": 0.01}
+
+
+@dataclass
+class AnalysisConfig:
+    """The analysis plan (docs/analysis.md): fixed before a study runs, and written into its report."""
+
+    reference: str = "vanilla"
+    primary: str = setting("rank", choices=("rank", "t"))  # rank: Wilcoxon / Mann-Whitney with Hodges-Lehmann
+    alpha: float = setting(0.05, above=0, below=0.5)
+    confidence: float = setting(0.95, above=0.5, below=1)
+    margin: dict[str, float] = field(default_factory=lambda: dict(MARGINS))
+    min_pairs: int = setting(10, low=2)
+    top_fraction: float = setting(0.1, above=0, below=1)
+    bootstrap: int = setting(200, low=0)  # resamples over trials for the fANOVA and lr x hidden claims
+    bootstrap_trees: int = setting(16, low=1)  # trees per resample's forest (the point estimate keeps 64)
+    seed: int = 0
+    by_far: float = setting(2.0, above=1)  # "by far the most important": lr's importance >= by_far x the next one's
+    hardly: float = setting(0.10, above=0, below=1)  # "hardly matters": importance below this
+    independent: float = setting(0.75, above=0, below=1)  # "nearly independent": main effects explain at least this
+    lr_shift: float = setting(0.5, above=0)  # decades: a shift of the optimal lr smaller than this does not matter
+
+
 @dataclass
 class SweepConfig:
     """A study (sweeps/<name>.yaml): see sweeps/README.md."""
 
     name: str = "study"
-    n_trials: int = setting(1, low=1)
+    n_trials: int | None = setting(None, low=1, null="1, or one trial per config with sampler listed")
+    seeds: int = setting(1, low=1)  # K > 1: every job runs under trainer.seed = 0 .. K-1 (a grid axis)
     seed: int | None = None
-    sampler: str = setting("random", choices=("random", "tpe"))
+    sampler: str = setting("random", choices=("random", "tpe", "listed"))
+    configs: list[dict[str, Any]] | None = None  # sampler listed: trial k runs configs[k] ({dotted key: value})
     paired: bool = False
     rerun_failed: bool = False
     storage: str | None = None  # null: journal file with the SLURM launcher, else sqlite; or a database URL
@@ -143,7 +170,7 @@ CELL_EXTRA_KEYS = ("preset",)  # get_spec's base preset for a labelled cell: `+c
 OPTIMIZERS: dict[str, type] = {"adam": AdamConfig, "sgd": SGDConfig}
 LOGGERS: dict[str, type] = {"none": NoLoggerConfig, "wandb": WandbLoggerConfig}
 SCHEMAS: dict[str, type] = {  # ConfigStore name (group `schema`) -> dataclass
-    "trainer": TrainerConfig, "model": ModelConfig, "paths": PathsConfig, "cell": CellConfig,
+    "trainer": TrainerConfig, "model": ModelConfig, "paths": PathsConfig, "cell": CellConfig, "analysis": AnalysisConfig,
     **{f"optim_{k}": v for k, v in OPTIMIZERS.items()}, **{f"logger_{k}": v for k, v in LOGGERS.items()},
 }
 
@@ -203,6 +230,8 @@ def validate(cfg: Mapping) -> None:
         check_group("logger", cfg["logger"], known, label)
     if "paths" in cfg:
         check_group("paths", cfg["paths"], settings_of(PathsConfig))
+    if "analysis" in cfg:
+        check_group("analysis", cfg["analysis"], settings_of(AnalysisConfig))
     if isinstance(cfg.get("cell"), Mapping):
         check_group("cell", cfg["cell"], settings_of(CellConfig), extra=CELL_EXTRA_KEYS)
     if isinstance(cfg.get("data"), Mapping):
@@ -219,7 +248,8 @@ def validate(cfg: Mapping) -> None:
 
 def _schemas(group: str) -> list[type]:
     return {"trainer": [TrainerConfig], "model": [ModelConfig], "optim": list(OPTIMIZERS.values()),
-            "logger": list(LOGGERS.values()), "paths": [PathsConfig], "sweep": [SweepConfig]}.get(group, [])
+            "logger": list(LOGGERS.values()), "paths": [PathsConfig], "sweep": [SweepConfig],
+            "analysis": [AnalysisConfig]}.get(group, [])
 
 
 def lookup(key: str) -> Setting | None:
@@ -239,10 +269,15 @@ def default(key: str) -> Any:
     """The schema's default of a dotted key (`model.output_dropout`), or NO_DEFAULT: what a config written
     before the key existed behaved as."""
     group, _, name = key.partition(".")
+    head, _, rest = name.partition(".")  # `analysis.margin.nll`: a key inside a mapping's default
     for schema in _schemas(group):
         for f in dataclasses.fields(schema):
-            if f.name == name and f.default is not dataclasses.MISSING:
-                return f.default
+            if f.name != head:
+                continue
+            value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for part in rest.split(".") if rest else []:
+                value = value.get(part, NO_DEFAULT) if isinstance(value, Mapping) else NO_DEFAULT
+            return NO_DEFAULT if value is dataclasses.MISSING else value
     return NO_DEFAULT
 
 

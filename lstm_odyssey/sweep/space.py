@@ -18,6 +18,7 @@ distribution of 1 - x with x log-uniform is not one of its own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,39 @@ class Param:
         if self.kind == "one_minus_loguniform":
             return 1.0 - float(optuna_value)
         return optuna_value
+
+    def optuna_value(self, value: Any) -> Any:
+        """The Optuna value for a config value (the inverse of `value`)."""
+        if self.kind == "one_minus_loguniform":
+            return 1.0 - float(value)
+        return value
+
+    def check(self, value: Any) -> str | None:
+        """None when `value` (a config value) is one this parameter can take, else what is wrong with it
+        (sweep.configs' values are checked this way)."""
+        dist = self.distribution
+        if isinstance(dist, CategoricalDistribution):
+            ok = any(value == c and type(value) is type(c) for c in dist.choices)
+            return None if ok else f"is not one of its choices {list(dist.choices)} in sweep.params"
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if isinstance(dist, IntDistribution) and not (isinstance(value, int) and not isinstance(value, bool)):
+            return "is not an integer, as sweep.params declares it (type int)"
+        if not is_number:
+            return f"is not a number, as sweep.params declares it (type {self.kind})"
+        x = float(self.optuna_value(value))
+        what = "1 - the value" if self.kind == "one_minus_loguniform" else "it"
+        low, high = dist.low, dist.high  # type: ignore[attr-defined]
+        if not low <= x <= high:
+            return f"is outside its range in sweep.params: {what} must lie in [{low}, {high}]"
+        if isinstance(dist, IntDistribution) and (value - dist.low) % dist.step:
+            return f"is off the grid of sweep.params: {dist.low} + a multiple of step {dist.step}"
+        return None
+
+    def coerce(self, value: Any) -> Any:
+        """A checked config value as the trial's value: a float for a float parameter (given as 1 or 1.0 alike)."""
+        if isinstance(self.distribution, FloatDistribution):
+            return float(value)
+        return value
 
 
 def _number(spec: Mapping, name: str, key: str) -> float:

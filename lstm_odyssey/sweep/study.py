@@ -5,13 +5,14 @@ Every problem is a `StudyConfigError`: one line, and Hydra prints just that."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
+from ..results import flatten
 from ..schema import SweepConfig, one_line, validate
 from ..settings import ConfigError, check_group, settings_of
 from . import packs
@@ -19,6 +20,10 @@ from .jobs import GRID_FIRST, job_overrides, point_label
 from .space import Param, SearchSpaceError, format_value, parse_space
 
 log = logging.getLogger("lstm_odyssey.sweep")
+
+SEED_KEY = "trainer.seed"  # the grid axis of sweep.seeds
+LISTED = "listed"  # the sampler that runs sweep.configs
+UP_FRONT = ("random", LISTED)  # samplers whose trials are known before any runs (packs, pairs, seeds)
 
 
 class StudyConfigError(CompactHydraException):
@@ -39,10 +44,16 @@ def study_config(config: DictConfig) -> dict:
     problem = packs.check_setting(study.get("pack", 1))
     if problem:
         raise StudyConfigError(problem)
-    if study.get("pack", 1) != 1 and study.get("sampler", "random") != "random":
-        raise StudyConfigError("sweep.pack packs trials known up front; use sweep.sampler=random with it, or sweep.pack=1")
-    if study.get("paired") and study.get("sampler", "random") != "random":
+    sampler = study.get("sampler", "random")
+    if study.get("pack", 1) != 1 and sampler not in UP_FRONT:
+        raise StudyConfigError("sweep.pack packs trials known up front; use sweep.sampler=random (or listed) with it, "
+                               "or sweep.pack=1")
+    if study.get("paired") and sampler not in UP_FRONT:
         raise StudyConfigError("sweep.paired=true shares random samples across cells; use sweep.sampler=random with it")
+    if study.get("seeds", 1) > 1 and sampler not in UP_FRONT:
+        raise StudyConfigError("sweep.seeds repeats trial k's configuration over seeds, which TPE cannot (it asks "
+                               "as it learns); use sweep.sampler=random or listed, or a grid axis sweep.grid.trainer.seed")
+    study["n_trials"] = _trial_count(study)
     if "batch_size" in study:  # renamed: it read like trainer.batch_size, the minibatch
         old = study.pop("batch_size")
         if study.get("jobs_per_launch") is None:
@@ -50,6 +61,74 @@ def study_config(config: DictConfig) -> dict:
         if old is not None:
             log.warning("sweep.batch_size is deprecated and read until 0.3; use sweep.jobs_per_launch")
     return study
+
+
+def _trial_count(study: Mapping) -> int:
+    """Trials per grid point: sweep.n_trials (1 when null); with sampler listed, one per config of sweep.configs,
+    which n_trials may repeat but not contradict."""
+    n_trials, configs = study.get("n_trials"), study.get("configs")
+    if study.get("sampler") != LISTED:
+        if configs is not None:
+            raise StudyConfigError("sweep.configs is read by sweep.sampler=listed only; set it, or drop sweep.configs")
+        return 1 if n_trials is None else int(n_trials)
+    if not configs:
+        raise StudyConfigError("sweep.sampler=listed runs the configurations of sweep.configs, which is empty; list "
+                               "them, e.g. sweep.configs=[{optim.lr:0.01}]")
+    if n_trials is not None and n_trials != len(configs):
+        raise StudyConfigError(f"sweep.n_trials={n_trials} but sweep.configs lists {len(configs)} configurations; "
+                               f"set sweep.n_trials={len(configs)} or null (one trial per config)")
+    return len(configs)
+
+
+def listed_configs(study: Mapping, space: list[Param]) -> list[dict[str, Any]] | None:
+    """sweep.configs checked against the search space (each gives exactly the keys of sweep.params, each value
+    inside its declared range), as {config key: value} in the order of sweep.params; None unless listed."""
+    if study.get("sampler") != LISTED:
+        return None
+    declared = [p.key for p in space]
+    out = []
+    for k, config in enumerate(study["configs"]):
+        if not isinstance(config, Mapping):
+            raise StudyConfigError(f"sweep.configs[{k}] (trial {k}) must be a mapping like {{optim.lr: 0.01}}, "
+                                   f"got {config!r}")
+        values = flatten(dict(config))
+        for key in values:
+            if key not in declared:
+                raise StudyConfigError(f"sweep.configs[{k}] (trial {k}) gives {key}, which sweep.params does not "
+                                       f"declare ({', '.join(declared) or 'none'}); declare it there or drop it")
+        for p in space:
+            if p.key not in values:
+                raise StudyConfigError(f"sweep.configs[{k}] (trial {k}) lacks {p.key}; give every key of "
+                                       f"sweep.params ({', '.join(declared)})")
+            problem = p.check(values[p.key])
+            if problem:
+                raise StudyConfigError(f"sweep.configs[{k}] (trial {k}): {p.key}={values[p.key]!r} {problem}")
+        out.append({p.key: p.coerce(values[p.key]) for p in space})
+    return out
+
+
+def seed_axis(study: Mapping, grid: dict[str, list[str]], fixed: list[str], space: list[Param],
+              configured: Any = 0) -> dict[str, list[str]]:
+    """The grid with sweep.seeds as the axis trainer.seed = 0 .. K-1 (unchanged when K is 1); a study that
+    also sets trainer.seed itself (`configured`: the composed config's, 0 by default) is refused."""
+    seeds = int(study.get("seeds", 1))
+    if seeds == 1:
+        return grid
+    where = ("a grid axis" if SEED_KEY in grid else "a searched parameter" if SEED_KEY in {p.key for p in space}
+             else "set on the command line" if any(o.lstrip("+~").split("=", 1)[0] == SEED_KEY for o in fixed)
+             else f"set to {configured} by the study" if configured not in (0, None) else None)
+    if where:
+        raise StudyConfigError(f"sweep.seeds={seeds} runs every job under trainer.seed=0..{seeds - 1}, but "
+                               f"trainer.seed is also {where}; keep one (sweep.seeds=1, or drop trainer.seed there)")
+    return {**grid, SEED_KEY: [str(s) for s in range(seeds)]}
+
+
+def sample_label(point: Sequence[tuple[str, str]], study: Mapping) -> str:
+    """What a grid point's random samples are drawn for: its label, less the seed axis of sweep.seeds (every
+    seed of trial k runs the same configuration, paired or not)."""
+    if int(study.get("seeds", 1)) > 1:
+        point = [(key, value) for key, value in point if key != SEED_KEY]
+    return point_label(point)
 
 
 def _as_list(value: Any) -> list[str]:
@@ -105,12 +184,15 @@ def job_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(job_cfg, resolve=True)  # type: ignore[return-value]
 
 
-def preflight(config_loader: Any, config: DictConfig, points: list, fixed: list[str], space: list[Param]) -> None:
-    """Compose and check one job per grid point before anything runs: a wrong config fails fast."""
+def preflight(config_loader: Any, config: DictConfig, points: list, fixed: list[str], space: list[Param],
+              listed: Mapping[str, Any] | None = None) -> None:
+    """Compose and check one job per grid point before anything runs: a wrong config fails fast. The job
+    takes the first listed config (sampler listed), else the low end of every parameter."""
     sample = {}
     for p in space:
         dist = p.distribution
         sample[p.key] = p.value(dist.choices[0] if hasattr(dist, "choices") else dist.low)  # type: ignore[attr-defined]
+    sample.update(listed or {})
     for point in points:
         overrides = job_overrides(point, sample, fixed)
         try:

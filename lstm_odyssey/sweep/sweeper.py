@@ -2,9 +2,10 @@
 
 A study (`+sweep=<name>`, see sweeps/) declares a grid (`sweep.grid`: cell, task, any key) and a search space
 (`sweep.params`); every grid point gets `sweep.n_trials` trials and its own Optuna study in one storage
-(sweep/trials.py). Jobs go to whatever launcher Hydra is configured with, in batches as wide as the
-launcher runs at once. Each job is trial k of a grid point, found again by its key when the same command
-runs on the same sweep directory (sweep/jobs.py: which jobs are kept, resumed or run again); the study is
+(sweep/trials.py); `sweep.seeds` adds the grid axis trainer.seed = 0 .. K-1, and `sweep.sampler=listed` runs
+the configurations of `sweep.configs` as the trials. Jobs go to whatever launcher Hydra is configured with, in
+batches as wide as the launcher runs at once. Each job is trial k of a grid point, found again by its key when
+the same command runs on the same sweep directory (sweep/jobs.py: which jobs are kept, resumed or run again); the study is
 checked, and one job per grid point composed, before any job runs (sweep/study.py).
 
 Several processes never train one job twice: the sweep directory has a lock (one sweep at a time, unless
@@ -48,7 +49,17 @@ from .jobs import (
 from .lock import LOCK_NAME, Holder, Holdings, acquire
 from .progress import Progress
 from .space import Param, to_values
-from .study import job_container, preflight, search_space, split_arguments, study_config
+from .study import (
+    StudyConfigError,
+    job_container,
+    listed_configs,
+    preflight,
+    sample_label,
+    search_space,
+    seed_axis,
+    split_arguments,
+    study_config,
+)
 from .worker import SWEEP_ENV, sweep_owner
 
 log = logging.getLogger("lstm_odyssey.sweep")
@@ -95,16 +106,20 @@ class StudySweeper(Sweeper):
         study_cfg = study_config(self.config)
         grid, fixed = split_arguments(list(arguments), study_cfg.get("grid") or {}, self.hydra_context.config_loader)
         space = search_space(study_cfg.get("params"), grid)
+        grid = seed_axis(study_cfg, grid, fixed, space,  # sweep.seeds: the axis trainer.seed = 0 .. K-1
+                         OmegaConf.select(self.config, "trainer.seed", default=0))
+        study_cfg["configs"] = listed_configs(study_cfg, space)  # sweep.sampler=listed: trial k runs configs[k]
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         name = study_cfg.get("name") or "study"
-        n_trials = int(study_cfg.get("n_trials", 1))
+        n_trials = int(study_cfg["n_trials"])  # resolved by study_config (listed: one per config)
         width = int(study_cfg.get("jobs_per_launch") or launcher_width(self.config.hydra.get("launcher")))
         cooperate = bool(study_cfg.get("cooperate"))
         fixed_key = job_key(fixed)
         suffix = "" if fixed_key == job_key([]) else f"@{fixed_key[:6]}"
         points = [tuple(zip(grid, values)) for values in itertools.product(*grid.values())]
-        preflight(self.hydra_context.config_loader, self.config, points, fixed, space)
+        preflight(self.hydra_context.config_loader, self.config, points, fixed, space,
+                  (study_cfg["configs"] or [None])[0])
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
         with Holdings() as holdings:
@@ -115,10 +130,17 @@ class StudySweeper(Sweeper):
             storage = trials.study_storage(study_cfg.get("storage"), self.config.hydra.get("launcher"), sweep_dir)
             studies = {point: trials.open_study(f"{name}/{point_label(point)}{suffix}", point_label(point), storage,
                                                 study_cfg, exclusive=not cooperate) for point in points}
+            if study_cfg["configs"] is not None:  # a listed study resumes only with the configurations it ran
+                for point, study in studies.items():
+                    problem = trials.listed_mismatch(study, space, study_cfg["configs"])
+                    if problem:
+                        raise StudyConfigError(f"{point_label(point)}: {problem}")
             log.info(
                 "study %s: %d grid points x %d trials (%s%s), %s, batches of %d, storage %s",
                 name, len(points), n_trials, study_cfg.get("sampler", "random"),
-                ", paired" if study_cfg.get("paired") else "", sweep_dir, width, trials.storage_name(storage, sweep_dir),
+                (", paired" if study_cfg.get("paired") else "")
+                + (f", {study_cfg['seeds']} seeds" if study_cfg.get("seeds", 1) > 1 else ""),
+                sweep_dir, width, trials.storage_name(storage, sweep_dir),
             )
             os.environ[SWEEP_ENV] = sweep_owner()  # local workers die with this process (sweep/worker.py)
             for logger in LAUNCHER_LOGGERS:
@@ -179,7 +201,7 @@ class StudySweeper(Sweeper):
         rerun_failed = bool(study_cfg.get("rerun_failed"))
         trial = trials.latest_trial(study, k, space)
         if trial is not None:  # the common case on a rerun: a finished job needs no claim
-            run_dir = job.place(to_values(space, trial.params) if space else {}, fixed, sweep_dir)
+            run_dir = job.place(self._values(space, trial.params, study_cfg, k), fixed, sweep_dir)
             record = record_status(run_dir)
             if not needs_run(record, run_dir, rerun_failed):
                 self._finish(job, trial.number, record, run_dir, before=True)  # type: ignore[arg-type]
@@ -192,11 +214,11 @@ class StudySweeper(Sweeper):
         job.claim = self.holdings.add(claim)
         trial = trials.latest_trial(study, k, space)  # read again under the claim: another sweep may have moved on
         if trial is None:
-            live = trials.ask(study, space, study_cfg, job.label, k)
+            live = trials.ask(study, space, study_cfg, sample_label(point, study_cfg), k)
             number, params = live.number, live.params
         else:
             number, params = trial.number, trial.params
-        run_dir = job.place(to_values(space, params) if space else {}, fixed, sweep_dir)
+        run_dir = job.place(self._values(space, params, study_cfg, k), fixed, sweep_dir)
         record = record_status(run_dir)
         if not needs_run(record, run_dir, rerun_failed):
             self._finish(job, number, record, run_dir, before=True)  # type: ignore[arg-type]
@@ -213,6 +235,14 @@ class StudySweeper(Sweeper):
         job.overrides += [f"++sweep.trial={k}", f"++sweep.job={job.subdir}", "trainer.resume=true",
                           f"hydra.sweep.subdir={job.subdir}"]
         return job
+
+    @staticmethod
+    def _values(space: list[Param], params: Mapping[str, Any], study_cfg: Mapping, k: int) -> dict[str, Any]:
+        """Trial k's config values: its sample; with sampler listed, sweep.configs[k] itself (its trial's
+        parameters are those, but 1 - (1 - x) need not be x)."""
+        if study_cfg.get("configs") is not None:
+            return dict(study_cfg["configs"][k])
+        return to_values(space, params) if space else {}
 
     # ----------------------------------------------------------------- launching
     def _pack(self, jobs: list[Job], sweep_dir: Path, setting: int | str) -> list[Job]:

@@ -2,8 +2,10 @@
 objective of each record told back.
 
 Random sampling draws trial k from a generator seeded by (seed, grid point, k), or by (seed, k) when
-`paired: true`, so a study is reproducible and resumable and paired cells share their samples. A trial
-records its index k (user attribute `k`); a job that runs again gets a new trial with the same parameters.
+`paired: true`, so a study is reproducible and resumable and paired cells share their samples (the seed
+axis of `sweep.seeds` is left out of the grid point: every seed of trial k runs its sample). `sampler: listed`
+asks trial k with the values of `sweep.configs[k]`. A trial records its index k (user attribute `k`); a job that
+runs again gets a new trial with the same parameters.
 """
 
 from __future__ import annotations
@@ -87,8 +89,10 @@ def latest_trial(study: optuna.Study, k: int, space: Sequence[Param] = ()) -> op
 
 
 def ask(study: optuna.Study, space: list[Param], study_cfg: Mapping, label: str, k: int) -> optuna.Trial:
-    """A new trial of index k with its sample."""
-    if study_cfg.get("sampler", "random") == "random":
+    """A new trial of index k with its sample (`label`: the grid point's, less the seed axis of sweep.seeds)."""
+    if study_cfg.get("sampler") == "listed":  # trial k's parameters are sweep.configs[k] (checked in sweep/study.py)
+        study.sampler = ListedSampler({p.optuna_name: p.optuna_value(study_cfg["configs"][k][p.key]) for p in space})
+    elif study_cfg.get("sampler", "random") == "random":
         # Trial k's sample depends on (seed, point, k) only: reproducible, resumable, and shared when paired.
         seed = study_cfg.get("seed")
         trial_seed = None if seed is None else derive_seed(seed, "paired" if study_cfg.get("paired") else label, k)
@@ -100,6 +104,40 @@ def ask(study: optuna.Study, space: list[Param], study_cfg: Mapping, label: str,
     trial = study.ask(distributions(space))
     trial.set_user_attr("k", k)
     return trial
+
+
+class ListedSampler(optuna.samplers.BaseSampler):
+    """Samples a given value for every parameter: trial k of `sweep.sampler=listed` asks through it, so that its
+    trials are made, stored, told and resumed like sampled ones (no waiting trials, unlike enqueue_trial, that a
+    cooperating sweep's ask could take for another k)."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.params = dict(params)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: Any, search_space: Mapping) -> dict:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        return self.params[param_name]
+
+
+def listed_mismatch(study: optuna.Study, space: Sequence[Param], configs: Sequence[Mapping]) -> str | None:
+    """Where the stored trials of a listed study ran other values than sweep.configs gives now (the list was
+    edited between runs of the same command): one line naming the trial and the key; None when none did."""
+    for trial in study.get_trials(deepcopy=False):
+        k = trial.user_attrs.get("k")
+        if not isinstance(k, int) or k >= len(configs):
+            continue
+        for p in space:
+            stored = trial.params.get(p.optuna_name)
+            if p.optuna_name in trial.params and stored != p.optuna_value(configs[k][p.key]):
+                ran = p.value(stored)
+                return (f"trial {k} ran with {p.key}={ran!r} in this sweep directory, but sweep.configs[{k}] gives "
+                        f"{configs[k][p.key]!r}; restore sweep.configs, or run it in another hydra.sweep.dir")
+    return None
 
 
 def _tpe(study_cfg: Mapping, *parts: Any) -> optuna.samplers.TPESampler:
