@@ -17,6 +17,7 @@ from lstm_odyssey import analysis, train
 from lstm_odyssey.analysis.hyperparams import POOLED
 from lstm_odyssey.config import load_config
 from lstm_odyssey.results import load_results
+from lstm_odyssey.schema import AnalysisConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_CELLS = ("vanilla", "nfg", "cifg")
@@ -39,7 +40,8 @@ def frame(groups: dict[str, np.ndarray], task: str = "toy", metric: str = "mse",
 
 
 def shift_for_p(base: np.ndarray, target_p: float) -> float:
-    """The shift of `base` whose Welch test against `base` has p-value `target_p` (same variance, so exact)."""
+    """The shift of `base` whose Welch test against `base` has p-value `target_p` (same variance, so exact). The
+    rank test's p of the same shift is a step function of it: near `target_p`, not equal."""
     return optimize.brentq(lambda d: stats.ttest_ind(base + d, base, equal_var=False).pvalue - target_p, 1e-9, 10.0)
 
 
@@ -51,21 +53,34 @@ def planted() -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         "vanilla": ref,
         "nfg": ref + 0.2 + rng.normal(0, 0.02, 30),  # clearly worse (higher mse)
         "cifg": ref.copy(),  # identical to the reference
-        "np": ref + shift_for_p(ref, 0.03),  # raw p = 0.03: significant alone, not after Holm over 3 cells
+        "np": ref + shift_for_p(ref, 0.03),  # raw p near 0.03: significant alone, not after Holm over 3 cells
     }
     return frame(groups), groups
 
 
-def test_welch_p_values_match_scipy(planted):
+T_TEST = AnalysisConfig(primary="t")  # the plan's alternative primary test: Welch's t-test in an unpaired study
+
+
+def test_unpaired_p_values_match_scipy(planted):
+    """Runs without a trial index are unpaired: the primary test is Mann–Whitney with the two-sample
+    Hodges–Lehmann shift (the median of all differences); `primary=t` makes it Welch's t-test."""
     df, groups = planted
     sig = analysis.significance(df, subsets=("all",))
+    welch = analysis.significance(df, T_TEST, subsets=("all",))
     for cell in ("nfg", "cifg", "np"):
+        a, b = groups[cell], groups["vanilla"]
         row = sig[sig["cell"] == cell].iloc[0]
-        expected = stats.ttest_ind(groups[cell], groups["vanilla"], equal_var=False)
-        assert row["p"] == pytest.approx(expected.pvalue, rel=1e-9)
-        assert row["t"] == pytest.approx(expected.statistic, rel=1e-9)
+        assert (row["test"], row["design"]) == ("rank", "unpaired")
+        assert row["p"] == pytest.approx(stats.mannwhitneyu(a, b).pvalue, rel=1e-9)
+        assert row["diff"] == pytest.approx(np.median(np.subtract.outer(a, b)))
+        assert row["ci_low"] <= row["diff"] <= row["ci_high"]
         assert (row["n"], row["n_ref"]) == (30, 30)
-        assert row["mean"] == pytest.approx(groups[cell].mean())
+        row = welch[welch["cell"] == cell].iloc[0]
+        expected = stats.ttest_ind(a, b, equal_var=False)
+        ci = expected.confidence_interval(0.95)
+        assert row["test"] == "t" and row["p"] == pytest.approx(expected.pvalue, rel=1e-9)
+        assert row["diff"] == pytest.approx(a.mean() - b.mean())
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
 
 
 def test_planted_worse_cell_is_flagged_identical_is_not(planted):
@@ -73,25 +88,30 @@ def test_planted_worse_cell_is_flagged_identical_is_not(planted):
     sig = analysis.significance(df, subsets=("all",)).set_index("cell")
     assert sig.loc["nfg", "verdict"] == "worse"
     assert sig.loc["cifg", "verdict"] == "n.s."
-    assert sig.loc["cifg", "p"] == pytest.approx(1.0)
-    # Hedges' g: (mean difference / pooled sd) * (1 - 3 / (4 (n1 + n2) - 9))
-    a, b = groups["nfg"], groups["vanilla"]
-    pooled = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    assert sig.loc["nfg", "hedges_g"] == pytest.approx((a.mean() - b.mean()) / pooled * (1 - 3 / (4 * 60 - 9)))
-    assert sig.loc["nfg", "hedges_g"] > 1
+    assert sig.loc["cifg", "p"] == pytest.approx(1.0) and sig.loc["cifg", "diff"] == 0.0
+    # nfg is worse by 0.2, a hundred times the plan's margin for an MSE: shown beyond δ, and not within it
+    assert sig.loc["nfg", "margin"] == AnalysisConfig().margin["mse"]
+    assert sig.loc["nfg", "equivalence"] == "beyond δ" and sig.loc["nfg", "p_within"] > 0.5
+    assert sig.loc["nfg", "diff"] == pytest.approx(0.2, abs=0.02)
 
 
 def test_holm_correction_changes_the_verdict_where_it_should(planted):
-    df, _ = planted
-    sig = analysis.significance(df, subsets=("all",)).set_index("cell")
-    assert sig.loc["np", "p"] == pytest.approx(0.03, rel=1e-6)
-    # np has the second smallest of three p-values (cifg's is 1): Holm multiplies it by 2.
-    assert sig.loc["np", "p_holm"] == pytest.approx(0.06, rel=1e-6)
-    assert sig.loc["np", "verdict"] == "n.s."
-    # Compared alone there is nothing to correct for, and the same data is significant.
-    alone = analysis.significance(df[df["cell"].isin(["vanilla", "np"])], subsets=("all",)).set_index("cell")
-    assert alone.loc["np", "p_holm"] == pytest.approx(0.03, rel=1e-6)
-    assert alone.loc["np", "verdict"] == "worse"
+    df, groups = planted
+    for plan in (AnalysisConfig(), T_TEST):
+        sig = analysis.significance(df, plan, subsets=("all",)).set_index("cell")
+        p = sig.loc["np", "p"]
+        if plan.primary == "t":
+            assert p == pytest.approx(0.03, rel=1e-6)
+        else:
+            assert p == pytest.approx(stats.mannwhitneyu(groups["np"], groups["vanilla"]).pvalue, rel=1e-9)
+            assert 0.025 < p < 0.05
+        # np has the second smallest of three p-values (cifg's is 1): Holm multiplies it by 2.
+        assert sig.loc["np", "p_holm"] == pytest.approx(2 * p, rel=1e-6)
+        assert sig.loc["np", "verdict"] == "n.s."
+        # Compared alone there is nothing to correct for, and the same data is significant.
+        alone = analysis.significance(df[df["cell"].isin(["vanilla", "np"])], plan, subsets=("all",)).set_index("cell")
+        assert alone.loc["np", "p_holm"] == pytest.approx(p, rel=1e-9)
+        assert alone.loc["np", "verdict"] == "worse"
 
 
 def test_holm_by_hand():
@@ -137,7 +157,7 @@ def test_no_reference_and_too_few_runs_are_reported_not_raised():
     assert sig["note"].str.contains("no runs of the reference cell 'vanilla'").all()
     df = frame({"vanilla": np.array([1.0, 1.1, 1.2]), "nfg": np.array([2.0])})
     row = analysis.significance(df, subsets=("all",)).iloc[0]
-    assert row["verdict"] == "untested" and "at least 2 runs" in row["note"]
+    assert row["verdict"] == "untested" and row["note"] == "too few runs to compare"
 
 
 # -- importance -------------------------------------------------------------------------------------------
@@ -248,8 +268,12 @@ def test_report_cli_end_to_end(sweep, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out / "report.md")
     report = (out / "report.md").read_text()
-    for section in ("## Findings", "## Significant cells", "## Summary per task and cell", "## What could not be computed"):
-        assert section in report
+    sections = ("## Analysis plan", "## Design", "## Verdicts against the reference", "## Findings",
+                "## Significant cells (all pairs)", "## Seed noise and code versions", "## Summary per task and cell",
+                "## What could not be computed")
+    assert [report.index(s) for s in sections] == sorted(report.index(s) for s in sections)
+    assert "Primary test: Wilcoxon signed-rank test with the Hodges–Lehmann estimate" in report
+    assert "- adding: unpaired: the records carry no trial index" in report  # runs made outside a study
     assert "On adding (10 runs of 3 cells, 9 ok; test mse, lower is better)" in report
     assert "W&B: logged as job_type analysis" in report
 
@@ -261,11 +285,18 @@ def test_report_cli_end_to_end(sweep, tmp_path):
     van = records[(records["cell"] == "vanilla") & (records["status"] == "ok")]
     assert summary.set_index("cell").loc["vanilla", "mean"] == pytest.approx(van["test_mse"].mean())
     sig = pd.read_csv(out / "tables" / "significance.csv")
-    assert len(sig) == 4 and set(sig["cell"]) == {"nfg", "cifg"} and set(sig["subset"]) == {"top", "all"}
-    # 3 runs per cell: top 10 % is one run, too few for a t-test, and the report says so
-    assert (sig[sig["subset"] == "top"]["verdict"] == "untested").all()
-    assert "needs at least 2 runs on each side" in report
-    assert sig[sig["subset"] == "all"]["p"].notna().all()
+    assert set(sig["cell"]) == {"nfg", "cifg"} and {"all", "top own"} <= set(sig["subset"])
+    assert all(sorted(g) == ["cifg", "nfg"] for _, g in sig.groupby("subset")["cell"])  # every cell, every subset
+    assert set(sig["subset"]) - {"all", "top own"} <= {s for s in sig["subset"] if s.startswith(("lr ", "hidden "))}
+    assert (sig["design"] == "unpaired").all() and (sig["test"] == "rank").all()
+    # 3 runs per cell: the top 10 % is one run, too few to compare
+    top = sig[sig["subset"] == "top own"]
+    assert (top["verdict"] == "untested").all() and (top["note"] == "too few runs to compare").all()
+    primary = sig[sig["subset"] == "all"].set_index("cell")
+    assert primary["p"].notna().all()
+    # the crashed nfg job stays in the comparison as nfg's worst run instead of being dropped
+    assert primary.loc["nfg", ["n", "n_ref", "n_failed"]].tolist() == [4, 3, 1]
+    assert primary.loc["cifg", ["n", "n_ref", "n_failed"]].tolist() == [3, 3, 0]
     imp = pd.read_csv(out / "tables" / "importance.csv")
     assert set(imp["cell"]) == {POOLED} and {"optim.lr", "model.hidden_size", "cell"} <= set(imp["param"])
     assert "fANOVA needs at least 8" in report  # per-cell importance with 3 runs each
@@ -330,6 +361,7 @@ def test_notebook_executes_on_the_sweep(sweep, tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert f"sweep: ['{sweep}']" in text
     assert "10 runs;" in text
+    assert "analysis plan: AnalysisConfig(reference='vanilla', primary='rank'" in text  # the study's plan (defaults)
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 5
     # no stray warnings (a TqdmWarning, a deprecation) in the outputs, and no tool it does not install

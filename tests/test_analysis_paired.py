@@ -15,9 +15,10 @@ import pytest
 from scipy import stats
 
 from lstm_odyssey import analysis
-from lstm_odyssey.analysis import plots, style
+from lstm_odyssey.analysis import compare, inference, plots, style
 from lstm_odyssey.analysis.hyperparams import MIN_LRS_PER_GROUP, POOLED
 from lstm_odyssey.cells import PRESETS, get_spec
+from lstm_odyssey.schema import AnalysisConfig
 
 matplotlib.use("Agg")
 
@@ -48,6 +49,15 @@ def study(effects: dict[str, float], n_trials: int = 20, paired: bool = True, no
     return pd.DataFrame(rows)
 
 
+def walsh_median(d: np.ndarray) -> float:
+    """The Hodges–Lehmann estimate by its definition: the median of every (d_i + d_j) / 2 with i <= j."""
+    return float(np.median([(d[i] + d[j]) / 2 for i in range(len(d)) for j in range(i, len(d))]))
+
+
+def runs_of(df: pd.DataFrame, cell: str) -> np.ndarray:
+    return df.loc[df["cell"] == cell].sort_values("trial")["test_mse"].to_numpy()
+
+
 @pytest.fixture(scope="module")
 def planted() -> pd.DataFrame:
     # nfg is worse by 0.1: tiny next to the spread over trials (sd 1), large next to the noise (sd 0.05)
@@ -64,20 +74,23 @@ def test_the_design_is_read_off_the_records(planted):
     assert not paired and "no trial index" in why
 
 
-def test_paired_statistics_match_scipy_and_find_what_welch_misses(planted):
+def test_paired_statistics_match_scipy_and_find_what_the_unpaired_test_misses(planted):
     sig = analysis.significance(planted, subsets=("all",)).set_index("cell")
-    assert (sig["test"] == "paired t").all() and (sig["design"] == "paired").all()
-    a = planted.loc[planted["cell"] == "nfg"].sort_values("trial")["test_mse"].to_numpy()
-    b = planted.loc[planted["cell"] == "vanilla"].sort_values("trial")["test_mse"].to_numpy()
+    assert (sig["test"] == "rank").all() and (sig["design"] == "paired").all()
+    a, b = runs_of(planted, "nfg"), runs_of(planted, "vanilla")
+    d = a - b
     row = sig.loc["nfg"]
-    expected = stats.ttest_rel(a, b)
-    assert row["p"] == pytest.approx(expected.pvalue, rel=1e-9) and row["t"] == pytest.approx(expected.statistic, rel=1e-9)
-    ci = expected.confidence_interval(0.95)
-    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
-    assert row["diff"] == pytest.approx((a - b).mean()) and row["n"] == 20 and row["df"] == 19
-    assert row["wilcoxon_p"] == pytest.approx(stats.wilcoxon(a, b).pvalue, rel=1e-9)
+    # the primary test: Wilcoxon signed-rank on the paired differences, the Hodges–Lehmann estimate and its interval
+    assert row["p"] == pytest.approx(stats.wilcoxon(a, b).pvalue, rel=1e-9)
+    assert row["diff"] == pytest.approx(walsh_median(d)) and row["n"] == 20 and row["n_missing"] == 0
+    hl = inference.paired_shift(d)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(hl.low), pytest.approx(hl.high))
+    assert row["ci_low"] < row["diff"] < row["ci_high"]
     assert (row["wins"], row["ties"], row["losses"]) == (int((a < b).sum()), 0, int((a > b).sum()))
     assert row["verdict"] == "worse" and row["p_holm"] < 0.001
+    assert row["equivalence"] == "beyond δ"  # 0.1 against the margin 0.002 of an MSE
+    # the t-test stays beside it, for comparison only
+    assert row["mean_diff"] == pytest.approx(d.mean()) and row["t_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-9)
     # Holm over the two cells, by hand
     p = np.array([sig.loc["nfg", "p"], sig.loc["cifg", "p"]])
     low, high = np.argsort(p)
@@ -85,28 +98,49 @@ def test_paired_statistics_match_scipy_and_find_what_welch_misses(planted):
     by_hand[low] = min(1, 2 * p[low])
     by_hand[high] = max(by_hand[low], p[high])
     np.testing.assert_allclose(sig.loc[["nfg", "cifg"], "p_holm"], by_hand)
-    q = np.array([sig.loc["nfg", "wilcoxon_p"], sig.loc["cifg", "wilcoxon_p"]])
-    np.testing.assert_allclose(sig.loc[["nfg", "cifg"], "wilcoxon_p_holm"], analysis.holm(q))
+    np.testing.assert_allclose(sig.loc[["nfg", "cifg"], "p_holm"], analysis.holm(p))
     assert sig.loc["cifg", "verdict"] == "n.s."
-    # Welch on the same runs throws the pairing away and misses the effect
-    welch = analysis.significance(planted, subsets=("all",), paired_design=False).set_index("cell")
-    assert welch.loc["nfg", "test"] == "Welch t"
-    assert welch.loc["nfg", "p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
-    assert welch.loc["nfg", "p"] > 0.5 and welch.loc["nfg", "verdict"] == "n.s."
+    # the plan's alternative primary test, the paired t-test, on the same pairs
+    t = analysis.significance(planted, AnalysisConfig(primary="t"), subsets=("all",)).set_index("cell").loc["nfg"]
+    expected = stats.ttest_rel(a, b)
+    ci = expected.confidence_interval(0.95)
+    assert t["test"] == "t" and t["p"] == pytest.approx(expected.pvalue, rel=1e-9) and t["diff"] == pytest.approx(d.mean())
+    assert (t["ci_low"], t["ci_high"]) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+    assert t["verdict"] == "worse"
+    # an unpaired test of the same runs throws the pairing away and misses the effect: Mann–Whitney, and Welch
+    runs = analysis.prepare(planted.drop(columns=["trial", "pair", "ok", "val_score", "test_score"]))
+    for plan, expected_p in ((AnalysisConfig(), stats.mannwhitneyu(a, b).pvalue),
+                             (AnalysisConfig(primary="t"), stats.ttest_ind(a, b, equal_var=False).pvalue)):
+        unpaired = analysis.significance(runs, plan, subsets=("all",)).set_index("cell").loc["nfg"]
+        assert unpaired["design"] == "unpaired" and unpaired["p"] == pytest.approx(expected_p, rel=1e-9)
+        assert unpaired["p"] > 0.5 and unpaired["verdict"] == "n.s."
 
 
-def test_pairs_need_both_runs_ok_and_an_unpaired_study_gets_welch(planted):
+def test_a_failed_run_keeps_its_pair_ranked_worst_and_an_unpaired_study_gets_mann_whitney(planted):
     df = planted.copy()
     df.loc[(df["cell"] == "nfg") & (df["trial"] == 3), "status"] = "diverged"
     df = analysis.prepare(df.drop(columns=["ok", "pair", "val_score", "test_score"]))
-    p = analysis.pairs(df, "nfg", "vanilla")
+    p = analysis.pairs(df, "nfg", "vanilla")  # pairs of ok runs only
     assert len(p) == 19 and 3 not in set(df.loc[p["run_index"], "trial"])
     assert (df.loc[p["run_index"], "trial"].to_numpy() == df.loc[p["ref_index"], "trial"].to_numpy()).all()
+    kept = analysis.pairs(df, "nfg", "vanilla", failed_as=np.inf)  # the comparison's pairs: the diverged run ranks worst
+    assert len(kept) == 20
+    failed = kept[df.loc[kept["run_index"], "trial"].to_numpy() == 3].iloc[0]
+    assert failed["test"] == np.inf and failed["val"] == np.inf and np.isfinite(failed["test_ref"])
+    row = analysis.significance(df, subsets=("all",)).set_index("cell").loc["nfg"]
+    a, b = runs_of(df, "nfg"), runs_of(df, "vanilla")
+    d = np.where(np.arange(20) == 3, np.inf, a - b)
+    assert row["n"] == 20 and row["n_failed"] == 1 and row["losses"] == int((d > 0).sum())
+    assert row["p"] == pytest.approx(stats.wilcoxon(d).pvalue, rel=1e-9) and row["diff"] == pytest.approx(walsh_median(d))
+    assert np.isnan(row["t_p"])  # the t-test cannot take a failed run; the rank test can
     unpaired = study({"vanilla": 0.0, "nfg": 0.1}, paired=False)
     sig = analysis.significance(unpaired, subsets=("all",))
-    assert sig["test"].tolist() == ["Welch t"]
-    a, b = (unpaired.loc[unpaired["cell"] == c, "test_mse"] for c in ("nfg", "vanilla"))
-    assert sig["p"].iloc[0] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+    assert sig["test"].tolist() == ["rank"] and sig["design"].tolist() == ["unpaired"]
+    a, b = (unpaired.loc[unpaired["cell"] == c, "test_mse"].to_numpy() for c in ("nfg", "vanilla"))
+    assert sig["p"].iloc[0] == pytest.approx(stats.mannwhitneyu(a, b).pvalue, rel=1e-9)
+    assert sig["diff"].iloc[0] == pytest.approx(np.median(np.subtract.outer(a, b)))
+    welch = analysis.significance(unpaired, AnalysisConfig(primary="t"), subsets=("all",))
+    assert welch["p"].iloc[0] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
 
 
 def test_a_record_written_before_an_option_existed_pairs_as_its_default():
@@ -127,24 +161,48 @@ def test_a_record_written_before_an_option_existed_pairs_as_its_default():
     assert analysis.pairs(analysis.prepare(elsewhere), "nfg", "vanilla").empty
 
 
-def test_top_pairs_are_those_of_the_references_best_runs(planted):
-    sig = analysis.significance(planted, subsets=("top",)).set_index("cell")
-    ref = planted[planted["cell"] == "vanilla"].nsmallest(2, "val_mse")  # 10 % of 20 by validation
-    nfg = planted[(planted["cell"] == "nfg") & planted["trial"].isin(ref["trial"])]
-    assert sig.loc["nfg", "n"] == 2
-    assert sig.loc["nfg", "mean_ref"] == pytest.approx(ref["test_mse"].mean())
-    assert sig.loc["nfg", "mean"] == pytest.approx(nfg["test_mse"].mean())
+def test_top_pairs_are_the_best_by_both_runs_validation_not_the_references(planted):
+    """The secondary "top pairs" select pairs by the mean validation score of both runs, so neither arm picks
+    them alone; "top own" are each cell's own best runs, compared unpaired (as Greff et al. read the top 10 %)."""
+    df = planted.copy()
+    best_ref = df[df["cell"] == "vanilla"].nsmallest(2, "val_mse")["trial"]  # the reference's own best 2 of 20
+    df.loc[(df["cell"] == "nfg") & df["trial"].isin(best_ref), "val_mse"] += 5.0  # ... where nfg validated badly
+    df = analysis.prepare(df.drop(columns=["ok", "pair", "val_score", "test_score"]))
+    sig = analysis.significance(df, subsets=("top pairs", "top own")).set_index(["subset", "cell"])
+    nfg, ref = (df[df["cell"] == c].set_index("trial") for c in ("nfg", "vanilla"))
+    chosen = ((nfg["val_mse"] + ref["val_mse"]) / 2).nsmallest(2).index  # 10 % of 20 pairs
+    assert not set(chosen) & set(best_ref)
+    d = (nfg["test_mse"] - ref["test_mse"]).loc[chosen].to_numpy()
+    row = sig.loc[("top pairs", "nfg")]
+    assert row["design"] == "paired" and row["n"] == 2
+    assert row["diff"] == pytest.approx(walsh_median(d)) and row["mean_diff"] == pytest.approx(d.mean())
+    plan = AnalysisConfig()
+    assert sorted(compare.compared_runs(df, "nfg", "top pairs", plan)["trial"]) == sorted(chosen)  # what fig3 shows
+    own, own_ref = nfg.nsmallest(2, "val_mse")["test_mse"], ref.nsmallest(2, "val_mse")["test_mse"]
+    row = sig.loc[("top own", "nfg")]
+    assert row["design"] == "unpaired" and (row["n"], row["n_ref"]) == (2, 2)
+    assert row["diff"] == pytest.approx(np.median(np.subtract.outer(own.to_numpy(), own_ref.to_numpy())))
+    assert sorted(compare.compared_runs(df, "vanilla", "top own", plan)["trial"]) == sorted(best_ref)
 
 
-def test_too_few_pairs_or_equal_differences_are_untested_with_the_reason():
+def test_too_few_pairs_or_no_differences_are_untested_with_the_reason():
     few = study({"vanilla": 0.0, "nfg": 0.1}, n_trials=1)
     row = analysis.significance(few, subsets=("all",)).iloc[0]
     assert row["verdict"] == "untested" and "needs at least 2 pairs (has 1)" in row["note"]
-    same = study({"vanilla": 0.0, "nfg": 0.5}, noise=0.0)
+    same = study({"vanilla": 0.0, "nfg": 0.0}, noise=0.0)  # the same metric in both cells, trial by trial
     row = analysis.significance(same, subsets=("all",)).iloc[0]
-    assert row["verdict"] == "untested" and "paired differences are equal" in row["note"]
+    assert row["verdict"] == "untested" and row["note"] == "all 20 paired differences are zero"
     text = analysis.verdict_sentence(row)
-    assert "cannot tell from these runs, because" in text
+    assert "cannot tell from these runs, because all 20 paired differences are zero" in text
+    # fewer pairs than the plan's minimum: tested, and said; 5 pairs have no 95 % signed-rank interval
+    five = analysis.significance(study({"vanilla": 0.0, "nfg": 0.1}, n_trials=5), subsets=("all",)).iloc[0]
+    assert five["note"] == "5 pairs, fewer than the plan's minimum of 10" and np.isfinite(five["p"])
+    assert (five["ci_low"], five["ci_high"]) == (-np.inf, np.inf)
+    # every pair worse by the same amount: no spread for a t-test, a clear verdict for the rank test
+    shifted = study({"vanilla": 0.0, "nfg": 0.5}, noise=0.0)
+    row = analysis.significance(shifted, subsets=("all",)).iloc[0]
+    assert row["verdict"] == "worse" and row["losses"] == 20 and row["diff"] == pytest.approx(0.5)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(0.5), pytest.approx(0.5))
 
 
 # -- lr × hidden size --------------------------------------------------------------------------------------
@@ -303,27 +361,32 @@ def test_error_bands_stay_in_the_metrics_range():
 def test_paired_report_puts_the_verdicts_first_and_regenerates_byte_for_byte(tmp_path, planted):
     table = tmp_path / "runs.parquet"
     study({"vanilla": 0.0, "nfg": 0.1, "cifg": 0.0}).to_parquet(table, index=False)
-    first = analysis.write_report([table], tmp_path / "a")
-    again = analysis.write_report([table], tmp_path / "b")
+    first = analysis.write_report([table], tmp_path / "a", plan_overrides=["bootstrap=20"])
+    again = analysis.write_report([table], tmp_path / "b", plan_overrides=["bootstrap=20"])
     text = first.read_text()
     assert text == again.read_text()
     csvs = sorted(p.name for p in (tmp_path / "a" / "tables").glob("*.csv"))
     assert {"significance.csv", "summary.csv", "runs.csv"} <= set(csvs)
     for name in csvs:
         assert (tmp_path / "a" / "tables" / name).read_bytes() == (tmp_path / "b" / "tables" / name).read_bytes(), name
-    assert text.index("## Paired verdicts") < text.index("## Findings")
-    assert "paired: trial k of every cell ran with the same hyperparameters (20 matched trials)" in text
-    assert "nfg vs vanilla on toy (all pairs): nfg is worse than vanilla: mean difference" in text
+    assert text.index("## Analysis plan") < text.index("## Verdicts against the reference") < text.index("## Findings")
+    assert "bootstrap=20" in text  # the plan it used, with the override
+    assert "- toy: paired: trial k of every cell ran with the same hyperparameters (20 matched trials)" in text
+    assert "nfg vs vanilla on toy (all pairs, primary): nfg is worse than vanilla: Hodges–Lehmann" in text
     sig = pd.read_csv(tmp_path / "a" / "tables" / "significance.csv")
     row = sig[(sig["cell"] == "nfg") & (sig["subset"] == "all")].iloc[0]
-    assert row["test"] == "paired t" and row["n"] == 20 and row["verdict"] == "worse"
+    assert row["test"] == "rank" and row["n"] == 20 and row["verdict"] == "worse"
     assert f"95 % CI {analysis.text.fmt(row['ci_low'])} to {analysis.text.fmt(row['ci_high'])}" in text
     assert "![paired_toy](figures/paired_toy.png)" in text and (tmp_path / "a" / "figures" / "paired_toy.png").exists()
 
 
-def test_unpaired_report_says_welch_and_why(tmp_path):
+def test_unpaired_report_says_mann_whitney_and_why(tmp_path):
     table = tmp_path / "runs.parquet"
     study({"vanilla": 0.0, "nfg": 0.1}, paired=False).to_parquet(table, index=False)
     text = analysis.write_report([table], tmp_path / "r").read_text()
-    assert "unpaired: trial k of different cells ran with different hyperparameters" in text
-    assert "Welch's t-test" in text and "## Paired verdicts" not in text
+    assert "- toy: unpaired: trial k of different cells ran with different hyperparameters" in text
+    assert ("The primary test: Mann–Whitney test with the two-sample Hodges–Lehmann shift and its interval, on all "
+            "runs.") in text
+    assert "nfg vs vanilla on toy (all runs, primary)" in text and "![paired_toy]" not in text
+    welch = analysis.write_report([table], tmp_path / "t", plan_overrides=["primary=t"]).read_text()
+    assert "The primary test: Welch's t-test with the difference of means and its interval, on all runs." in welch

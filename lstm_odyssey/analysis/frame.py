@@ -156,16 +156,18 @@ def design(tdf: pd.DataFrame) -> tuple[bool, str]:
     return True, f"trial k of every cell ran with the same hyperparameters ({n_trials} matched trials)"
 
 
-def pairs(tdf: pd.DataFrame, cell: str, reference: str) -> pd.DataFrame:
-    """The pairs of `cell` with `reference` in one task: ok runs with equal `pair` keys, one row per pair
-    (ordered by the key) with `test`, `val` of the cell, `test_ref`, `val_ref`, and the runs' row labels
-    `run_index`, `ref_index`."""
+def pairs(tdf: pd.DataFrame, cell: str, reference: str, failed_as: float | None = None) -> pd.DataFrame:
+    """The pairs of `cell` with `reference` in one task: runs with equal `pair` keys, one row per pair (ordered by
+    the key) with `test`, `val` of the cell, `test_ref`, `val_ref`, and the runs' row labels `run_index`,
+    `ref_index`. Only ok runs pair, unless `failed_as` is given: then a run that diverged or failed keeps its pair,
+    with `failed_as` as its scores (a rank test counts it as the worst run instead of losing the pair)."""
     tdf = prepare(tdf) if PAIR not in tdf.columns else tdf
-    ok = tdf[tdf["ok"] & tdf[PAIR].notna()]
+    runs = tdf[tdf[PAIR].notna() & (tdf["ok"] if failed_as is None else True)]
 
     def side(name: str) -> pd.DataFrame:
-        g = ok[ok["cell"] == name].drop_duplicates(PAIR)
-        return pd.DataFrame({PAIR: g[PAIR], "test": g[TEST], "val": g[VAL], "index": g.index})
+        g = runs[runs["cell"] == name].sort_values("ok", ascending=False, kind="stable").drop_duplicates(PAIR)
+        test, val = (g[TEST], g[VAL]) if failed_as is None else (g[TEST].where(g["ok"], failed_as), g[VAL].where(g["ok"], failed_as))
+        return pd.DataFrame({PAIR: g[PAIR], "test": test, "val": val, "index": g.index})
 
     merged = side(cell).merge(side(reference), on=PAIR, suffixes=("", "_ref"))
     merged = merged.rename(columns={"index": "run_index", "index_ref": "ref_index"})

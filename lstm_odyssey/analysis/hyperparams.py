@@ -10,7 +10,6 @@ for momentum.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..results import is_hparam
+from .fanova import main_effects
 from .frame import TEST, VAL, canonical, cell_order, design, prepare
 
 REPLICATE = "trainer.seed"  # a seed replicates a run; it is not a setting anyone tunes
@@ -85,12 +85,12 @@ def importance(
     pooled: bool = True, min_runs: int = 8, n_trees: int = 64, max_depth: int = 8, seed: int = 0,
     notes: list[str] | None = None,
 ) -> pd.DataFrame:
-    """fANOVA (optuna's `FanovaImportanceEvaluator`, chosen explicitly) per task × cell and per task pooled
-    over cells with the cell as a categorical parameter. One row per task, cell, param: `importance` (share
-    of the main effects, sums to 1) and `variance_fraction` (share of the forest's variance explained by
-    that parameter alone; 1 − their sum is what interactions and noise explain). `max_depth` bounds the trees:
-    optuna's default (64) makes the pure-Python marginals take minutes on a paper-sized pool (2600 runs:
-    5 min at depth 64, 5 s at depth 8, the same importances on planted data)."""
+    """fANOVA (optuna's `FanovaImportanceEvaluator`, its numbers computed by `fanova.main_effects`) per task ×
+    cell and per task pooled over cells with the cell as a categorical parameter. One row per task, cell, param:
+    `importance` (share of the main effects, sums to 1) and `variance_fraction` (share of the forest's variance
+    explained by that parameter alone; 1 − their sum is what interactions and noise explain). `max_depth`
+    bounds the trees: optuna's default (64) made its pure-Python marginals take minutes on a paper-sized pool
+    (2600 runs: 5 min at depth 64, 5 s at depth 8, the same importances on planted data)."""
     df = prepare(df) if VAL not in df.columns else df
     notes = notes if notes is not None else []
     score = TEST if target == "test" else VAL
@@ -136,37 +136,33 @@ def importance(
 
 
 def _fanova(g: pd.DataFrame, names: list[str], score: str, n_trees: int, max_depth: int, seed: int) -> dict[str, float]:
-    with warnings.catch_warnings():  # optuna imports tqdm.auto: a TqdmWarning in a kernel without ipywidgets
-        warnings.simplefilter("ignore")
-        import optuna
-        from optuna.distributions import CategoricalDistribution, FloatDistribution
-        from optuna.importance import FanovaImportanceEvaluator
-
-    columns, dists = {}, {}
-    for name in names:
+    """optuna's `FanovaImportanceEvaluator(n_trees, max_depth, seed)` with `normalize=False`, the same numbers
+    from `fanova.main_effects` (vectorised, fast enough to bootstrap). optuna orders the parameters by name:
+    that order is the forest's column order, hence its randomness, so it is kept here."""
+    order = sorted(names)
+    columns, bounds, n_choices = [], [], []
+    for name in order:
         scale = "categorical" if name == "cell" else scale_of(name, g[name])
         values = transform(g[name], scale)
-        if scale == "categorical":
-            dists[name] = CategoricalDistribution(sorted(values.unique()))
+        if scale == "categorical":  # codes into the sorted choices; main_effects one-hot encodes them as optuna
+            choices = sorted(values.unique())
+            columns.append(values.map({c: i for i, c in enumerate(choices)}).to_numpy(dtype=float))
+            bounds.append((0.0, 1.0))
+            n_choices.append(len(choices))
         else:
-            low, high = float(values.min()), float(values.max())
-            dists[name] = FloatDistribution(low, high if high > low else low + 1e-12)
-        columns[name] = values.to_numpy()
-    trials = []
-    for i in range(len(g)):
-        params = {n: (str(columns[n][i]) if isinstance(dists[n], CategoricalDistribution) else float(columns[n][i]))
-                  for n in names}
-        if any(isinstance(v, float) and not math.isfinite(v) for v in params.values()):
-            continue
-        trials.append(optuna.trial.create_trial(params=params, distributions=dists, value=float(g[score].iloc[i])))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ExperimentalWarning and friends
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(direction="minimize")
-        study.add_trials(trials)
-        return optuna.importance.get_param_importances(
-            study, evaluator=FanovaImportanceEvaluator(n_trees=n_trees, max_depth=max_depth, seed=seed), params=names, normalize=False
-        )
+            lo, hi = float(values.min()), float(values.max())
+            columns.append(values.to_numpy(dtype=float))
+            bounds.append((lo, hi if hi > lo else lo + 1e-12))
+            n_choices.append(0)
+    X, y, (low, high) = np.column_stack(columns), g[score].to_numpy(dtype=float), np.array(bounds).T
+    keep = np.isfinite(X).all(axis=1)  # a trial with a non-finite parameter value is left out
+    if not keep.any():  # optuna refused a study without trials
+        raise ValueError("no run has a value for every parameter")
+    raw = dict(zip(order, main_effects(X[keep], y[keep], low, high, n_trees=n_trees, max_depth=max_depth, seed=seed,
+                                       n_choices=n_choices).tolist()))
+    # optuna's order: largest first; ties in reverse order of (searched by name, then one-choice ones by name)
+    ranked = [n for n, k in zip(order, n_choices) if k != 1] + [n for n, k in zip(order, n_choices) if k == 1]
+    return dict(reversed(sorted(((n, raw[n]) for n in ranked), key=lambda item: item[1])))
 
 
 def marginals(

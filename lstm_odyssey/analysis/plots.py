@@ -6,6 +6,7 @@ outside the axes, and labels its axes with the metric's unit and direction."""
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -20,9 +21,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from ..schema import AnalysisConfig  # noqa: E402
+from .compare import ALL, TOP_OWN, TOP_PAIRS, compared_runs, worst  # noqa: E402
 from .frame import TEST, cell_order, design, pairs  # noqa: E402
 from .hyperparams import POOLED, lr_hidden_frame, why_untestable  # noqa: E402
-from .stats import METRICS, PAIRED_TEST, compared_runs, lower_is_better, metric_label, metric_range  # noqa: E402
+from .plan import primary_test  # noqa: E402
+from .stats import METRICS, lower_is_better, metric_label, metric_range  # noqa: E402
 from .style import (  # noqa: E402
     MARKERS,
     PARAM_NAMES,
@@ -71,58 +75,71 @@ def _verdict_of(sig: pd.DataFrame | None, task: str, subset: str, cell: str) -> 
 
 def _test_words(sig: pd.DataFrame | None, task: str, reference: str) -> str:
     rows = sig[sig["task"] == task] if sig is not None and len(sig) else None
-    test = rows["test"].iloc[0] if rows is not None and len(rows) else "Welch t"
-    words = "paired t-test over trials" if test == PAIRED_TEST else "Welch's t-test"
+    paired = rows is not None and len(rows) and rows["design"].iloc[0] == "paired"
+    test = rows["test"].iloc[0] if rows is not None and len(rows) else "rank"
+    words = primary_test(AnalysisConfig(primary=test), bool(paired))
     return f"verdict against {reference}: {words}, Holm-corrected"
 
 
 @quiet
 def paired_plot(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference: str = "vanilla",
-                subset: str = "all") -> plt.Figure:
+                subset: str = ALL) -> plt.Figure:
     """The headline figure of a paired study: per cell, its test metric minus the reference's at the same trial
-    (one dot per trial) and the mean difference with its 95 % t interval; one panel per cell, on its own scale."""
+    (one dot per trial; a failed run at the axis' end) and the primary estimate with its 95 % interval, every cell
+    on one shared axis: linear within ±δ (shaded), logarithmic beyond, so long tails and small effects both show."""
     tdf = df[df["task"] == task]
     metric = metric_of(tdf)
     cells = [c for c in cell_order(tdf["cell"].unique(), reference) if c != reference and len(pairs(tdf, c, reference))]
     styles = cell_styles(cell_order(tdf["cell"].unique(), reference))
     fig, axes = plt.subplots(max(1, len(cells)), 1, figsize=(8.0, 1.0 + 0.95 * max(1, len(cells))), squeeze=False,
-                             layout="constrained")
+                             layout="constrained", sharex=True)
     better = "< 0" if lower_is_better(metric) else "> 0"
     name, unit, _ = METRICS.get(metric, (metric, "", None))
+    rows = {cell: _verdict_of(sig, task, subset, cell) for cell in cells}
+    delta = next((float(r["margin"]) for r in rows.values() if r is not None and np.isfinite(r["margin"])), None)
+    diffs = {}
+    for cell in cells:
+        p = pairs(tdf, cell, reference, failed_as=worst(metric))
+        diffs[cell] = (p["test"] - p["test_ref"]).fillna(0.0).to_numpy()
+    finite = np.concatenate([d[np.isfinite(d)] for d in diffs.values()] + [np.zeros(1)])
+    edge = max(abs(finite).max(), delta or 0.0) * 1.5 or 1.0
     for ax, cell in zip(axes[:, 0], cells):
-        p = pairs(tdf, cell, reference)
-        d = (p["test"] - p["test_ref"]).to_numpy()
-        row = _verdict_of(sig, task, subset, cell)
+        d, row = np.clip(diffs[cell], -edge, edge), rows[cell]
         jitter = np.linspace(-0.18, 0.18, len(d)) if len(d) > 1 else np.zeros(1)
+        if delta:
+            ax.axvspan(-delta, delta, color="0.92", zorder=0)
         ax.axvline(0, color="0.55", linestyle="--", linewidth=1, zorder=1)
         ax.scatter(d, jitter, color=styles[cell].colour, marker=styles[cell].marker, s=30, alpha=0.75, zorder=2,
                    **styles[cell].outline("white", 0.4))
-        mean = float(d.mean())
-        low, high = (row["ci_low"], row["ci_high"]) if row is not None else (np.nan, np.nan)
-        if np.isfinite(low) and np.isfinite(high):
-            ax.plot([low, high], [-0.42, -0.42], color=styles[cell].colour, linewidth=3, solid_capstyle="butt", zorder=3)
-        ax.plot([mean], [-0.42], marker="|", color="black", markersize=14, markeredgewidth=2, zorder=4)
-        span = np.concatenate([d, [0.0, low, high]])
-        span = span[np.isfinite(span)]
-        pad = 0.08 * (span.max() - span.min()) if span.max() > span.min() else 1e-9 + 0.1 * abs(span.max())
-        ax.set_xlim(span.min() - pad, span.max() + pad)
+        if row is not None and np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
+            ax.plot(np.clip([row["ci_low"], row["ci_high"]], -edge, edge), [-0.42, -0.42], color=styles[cell].colour,
+                    linewidth=3, solid_capstyle="butt", zorder=3)
+        if row is not None and np.isfinite(row["diff"]):
+            ax.plot([row["diff"]], [-0.42], marker="|", color="black", markersize=14, markeredgewidth=2, zorder=4)
         ax.set_ylim(-0.65, 0.35)
         ax.set_yticks([])
         ax.set_ylabel(cell, rotation=0, ha="right", va="center", fontsize=10, color=styles[cell].colour)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6))
-        ax.tick_params(axis="x", labelsize=8)
         ax.set_title(_pair_summary(row, len(d)), loc="right", fontsize=8)
     if not cells:
         axes[0, 0].axis("off")
         axes[0, 0].set_title(f"{task}: no pairs of any cell with {reference}")
+    else:
+        linthresh = delta or max(1e-9, float(np.median(abs(finite))) or 1e-3)
+        axes[-1, 0].set_xscale("symlog", linthresh=linthresh)
+        axes[-1, 0].set_xlim(-edge, edge)
+        decades = [10.0 ** k for k in range(math.ceil(math.log10(linthresh)), math.floor(math.log10(edge)) + 1)
+                   if 10.0 ** k > 2.5 * linthresh]  # a decade just past ±δ would print over it
+        ticks = sorted({0.0, linthresh, -linthresh, *decades, *(-d for d in decades)})
+        axes[-1, 0].set_xticks(ticks, [f"{t:g}" for t in ticks])
+        axes[-1, 0].tick_params(axis="x", labelsize=8)
     axes[-1, 0].set_xlabel(f"test {name} of the cell − {reference}'s at the same trial ({unit + '; ' if unit else ''}"
                            f"{better}: the cell is better)", fontsize=10)
-    fig.suptitle(f"{task}: paired differences against {reference} (dots: trials; bar: mean with 95 % CI; "
-                 "each panel on its own scale)", fontsize=10)
+    fig.suptitle(f"{task}: paired differences against {reference}; shaded: ±δ{f' = {delta:g}' if delta else ''} "
+                 "(axis linear inside, logarithmic outside)", fontsize=10)
     handles = [Line2D([], [], color="0.4", marker="o", linestyle="none"),
                Line2D([], [], color="0.4", linewidth=3), Line2D([], [], color="black", marker="|", linestyle="none",
                                                               markersize=12, markeredgewidth=2)]
-    fig.legend(handles, ["one trial", "95 % CI of the mean", "mean difference"], loc="outside lower center", ncol=3,
+    fig.legend(handles, ["one trial", "95 % CI", "estimate (the primary test's)"], loc="outside lower center", ncol=3,
                frameon=False, fontsize=8)
     return fig
 
@@ -135,18 +152,18 @@ def _pair_summary(row: pd.Series | None, n: int) -> str:
         return "–" if not np.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
     ci = (f" (95 % CI {row['ci_low']:.3g} to {row['ci_high']:.3g})" if np.isfinite(row["ci_low"]) else "")
-    return (f"mean {row['diff']:.3g}{ci}; W/T/L {int(row['wins'])}/{int(row['ties'])}/{int(row['losses'])} of "
-            f"{int(row['n'])}; Holm p: t {p_text(row['p_holm'])}, Wilcoxon {p_text(row['wilcoxon_p_holm'])}; "
-            f"{row['verdict']}")
-
+    return (f"{row['diff']:.3g}{ci}; W/T/L {int(row['wins'])}/{int(row['ties'])}/{int(row['losses'])} of "
+            f"{int(row['n'])}; Holm p {p_text(row['p_holm'])}; {row['verdict']}, {row['equivalence']}")
 
 
 @quiet
-def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference: str = "vanilla",
-         top: float = 0.1) -> plt.Figure:
+def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, plan: AnalysisConfig | None = None
+         ) -> plt.Figure:
     """The paper's Fig. 3: test metric of all ok runs (left) and of the top runs (right) per cell, each box in
     the cell's colour, the verdict against the reference under the cell's name. In a paired study the top
-    runs are the pairs whose reference run is in the reference's top runs by validation."""
+    runs are the best pairs by the mean validation score of both runs."""
+    plan = plan or AnalysisConfig()
+    reference, top = plan.reference, plan.top_fraction
     tdf = df[(df["task"] == task) & df["ok"]]
     metric = metric_of(tdf)
     cells = cell_order(tdf["cell"].unique(), reference)
@@ -155,10 +172,11 @@ def fig3(df: pd.DataFrame, task: str, sig: pd.DataFrame | None = None, reference
     wide = len(cells) <= 7
     fig, axes = plt.subplots(1 if wide else 2, 2 if wide else 1, squeeze=False, layout="constrained",
                              figsize=(max(6.0, 1.2 + 0.85 * len(cells)) * (2 if wide else 1), 4.4 if wide else 8.4))
-    top_title = (f"pairs whose {reference} run is in its best {top:.0%} by validation" if is_paired
+    top_title = (f"best {top:.0%} of the pairs by the mean validation score of both runs" if is_paired
                  else f"best {top:.0%} of each cell by validation")
-    for ax, subset, title in zip(axes.flat, ("all", "top"), ("all ok runs", top_title)):
-        data = [compared_runs(tdf, c, reference, subset, top, is_paired)[TEST].to_numpy() for c in cells]
+    top_subset = TOP_PAIRS if is_paired else TOP_OWN
+    for ax, subset, title in zip(axes.flat, (ALL, top_subset), ("all ok runs", top_title)):
+        data = [compared_runs(df[df["task"] == task], c, subset, plan)[TEST].to_numpy() for c in cells]
         positions = np.arange(len(cells))
         boxes(ax, data, cells, styles)
         labels = []

@@ -5,6 +5,7 @@ callback calls; it never raises for bad data: what it cannot compute, it says so
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import traceback
 import warnings
@@ -14,7 +15,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..schema import AnalysisConfig
 from . import odyssey
+from .compare import ALL, significance
 from .frame import TEST, VAL, design, load, prepare
 from .hyperparams import (
     MIN_LRS_PER_GROUP,
@@ -24,8 +27,10 @@ from .hyperparams import (
     lr_by_hidden,
     marginals,
 )
-from .stats import ALPHA, PAIRED_TEST, TOP_FRACTION, significance, study_cost, summarize
-from .text import findings, grouped_sentences, markdown_table, significant_cells, verdict_sentences, wilcoxon_limits
+from .plan import load_plan, plan_markdown, primary_test
+from .replicates import replicate_section
+from .stats import study_cost, summarize
+from .text import findings, grouped_sentences, markdown_table, significant_cells, verdict_sentences
 
 REPORT_NAME = "report.md"
 RUN_COLUMNS = ["task", "cell", "status", "metric", VAL, TEST, "ok", "stopped_by", "epochs_run", "wall_seconds",
@@ -47,14 +52,17 @@ def _try(notes: list[str], what: str, fn: Callable[[], Any]) -> Any:
 
 
 def write_report(
-    paths: Sequence[str | Path] | str | Path, out_dir: str | Path, *, wandb: bool = False, reference: str = "vanilla",
-    top: float = TOP_FRACTION, alpha: float = ALPHA, metric: str | None = None, importance_min_runs: int = 8,
-    wandb_project: str | None = None, wandb_group: str | None = None,
+    paths: Sequence[str | Path] | str | Path, out_dir: str | Path, *, wandb: bool = False,
+    plan: AnalysisConfig | None = None, plan_overrides: Sequence[str] = (), metric: str | None = None,
+    importance_min_runs: int = 8, wandb_project: str | None = None, wandb_group: str | None = None,
 ) -> Path:
-    """Analyse the runs under `paths` and write `out_dir/report.md`, `out_dir/figures/*.png` and
-    `out_dir/tables/*.csv`; returns the report's path. With `wandb`, log tables and figures into a W&B run
-    (job_type "analysis") in the sweep's group."""
+    """Analyse the runs under `paths` by the study's analysis plan (its `multirun.yaml`, else the schema's
+    defaults; `plan` replaces it, `plan_overrides` change keys) and write `out_dir/report.md`,
+    `out_dir/figures/*.png` and `out_dir/tables/*.csv`; returns the report's path. With `wandb`, log tables and
+    figures into a W&B run (job_type "analysis") in the sweep's group."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    plan = plan or load_plan(paths, plan_overrides)
+    reference = plan.reference
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
@@ -66,34 +74,30 @@ def write_report(
         warnings.simplefilter("always")
         raw = load(*paths)
     notes.extend(str(w.message) for w in caught if "record" in str(w.message) or "no such" in str(w.message))
-    lines = [
-        "# lstm-odyssey report", "",
-        f"Sweep: {', '.join(f'`{p}`' for p in paths)}  ",
-        f"Reference cell `{reference}`; top runs = best {top:.0%} by validation; significance at α = {alpha} after "
-        "Holm correction across the cells of a task.", "",
-    ]
+    lines = ["# lstm-odyssey report", "", f"Sweep: {', '.join(f'`{p}`' for p in paths)}", ""]
     if raw.empty:
         notes.insert(0, f"no run records (result.json) found under {', '.join(map(str, paths))}: nothing to analyse")
         lines += ["## Findings", "", "Nothing to analyse: the sweep has no finished runs yet.", ""]
         return _finish(out, lines, notes, tables, figures, paths, wandb, wandb_project, wandb_group)
 
     df = prepare(raw, metric)
+    lines += plan_markdown(plan, sorted(df["metric"].dropna().unique()))
+    tables["plan"] = pd.DataFrame([{"key": k, "value": str(v)} for k, v in dataclasses.asdict(plan).items()])
     tables["runs"] = df[[c for c in RUN_COLUMNS + hyperparameters(df) if c in df.columns]]
-    summary = summarize(df, top=top, reference=reference)
+    summary = summarize(df, top=plan.top_fraction, reference=reference)
     tables["summary"] = summary
     if not df["ok"].any():
         notes.append("no run finished ok (all diverged or failed): no statistics, importance or marginals")
-    sig = _try(notes, "significance", lambda: significance(df, reference=reference, top=top, alpha=alpha))
+    sig = _try(notes, "significance", lambda: significance(df, plan))
     if sig is not None:
-        sig["verdict_text"] = verdict_sentences(sig, alpha)
+        sig["verdict_text"] = verdict_sentences(sig, plan.alpha)
         tables["significance"] = sig
         if reference not in set(df["cell"]):
             notes.append(f"significance: the sweep has no runs of the reference cell {reference!r}; "
-                         f"pass --reference CELL to compare against another cell")
-        for _, r in sig[sig["verdict"] == "untested"].iterrows():
+                         f"pass --plan reference=CELL to compare against another cell")
+        for _, r in sig[(sig["verdict"] == "untested") & (sig["subset"] == ALL)].iterrows():
             if r["note"] and reference in set(df[df["task"] == r["task"]]["cell"]):
-                notes.append(f"significance of {r['cell']} on {r['task']} ({r['subset']} runs): cannot tell from these "
-                             f"runs, because {r['note']}")
+                notes.append(f"significance of {r['cell']} on {r['task']}: cannot tell from these runs, because {r['note']}")
     imp = _try(notes, "importance", lambda: importance(df, min_runs=importance_min_runs, notes=notes))
     if imp is not None:
         tables["importance"] = imp
@@ -105,45 +109,41 @@ def write_report(
         tables["lr_hidden"] = lrh
     tasks = sorted(df["task"].unique())
     for task in tasks:
-        _figures(df, task, sig, imp, marg, reference, top, out, figures, notes)
+        _figures(df, task, sig, imp, marg, plan, out, figures, notes)
 
-    lines += paper_section(df, sig, imp, lrh, reference, alpha, tables, notes)
-    lines += ["## Design and tests", ""]
+    lines += paper_section(df, sig, lrh, plan, tables, notes)
+    lines += ["## Design", ""]
     for task in tasks:
         paired, why = design(df[df["task"] == task])
-        lines.append(f"- {task}: " + (
-            f"paired: {why}. Each cell is compared with `{reference}` over its pairs (same trial k, both runs ok): "
-            "the mean difference cell − reference with its 95 % t interval, the paired t-test (the verdict) and the "
-            "Wilcoxon signed-rank test, wins/ties/losses. The top-runs comparison uses the pairs whose reference run "
-            f"is in `{reference}`'s best {top:.0%} by validation (selected on the reference's validation score, so "
-            "it asks whether a cell keeps up at the settings that suit the reference)." if paired else
-            f"unpaired: {why}. Each cell is compared with `{reference}` as independent samples: Welch's t-test and "
-            "its 95 % interval of the difference of means."
-        ))
+        lines.append(f"- {task}: {'paired' if paired else 'unpaired'}: {why}. The primary test: "
+                     f"{primary_test(plan, paired)}, on all {'pairs' if paired else 'runs'}.")
     lines.append("")
-    if sig is not None and (sig["test"] == PAIRED_TEST).any():
-        lines += ["## Paired verdicts", ""]
+    if sig is not None and len(sig):
+        lines += ["## Verdicts against the reference", "",
+                  f"Primary: all pairs (`subset` all). Secondary, never deciding a claim: the best {plan.top_fraction:.0%} of "
+                  "the pairs by the mean validation score of both runs (`top pairs`), each cell's own best runs (`top own`, "
+                  "unpaired, as Greff et al. read it), and strata fixed before training (learning-rate decade, hidden-size "
+                  "band). `diff` is the primary estimate of cell − reference with its 95 % CI; `p_holm` its test against 0; "
+                  "`equivalence` whether it is shown within ±δ (TOST) or beyond δ; `n_missing` counts trials one of the two "
+                  "lacks, `n_failed` pairs with a failed run (ranked worst).", ""]
         for task in tasks:
-            s = sig[(sig["task"] == task) & (sig["test"] == PAIRED_TEST)]
-            if s.empty:
-                continue
-            s = s.sort_values("subset", key=lambda c: c != "all", kind="stable")  # all pairs first
-            lines += [f"### {task}", "", markdown_table(s, PAIRED_COLUMNS), ""]
-            lines += [f"- {text}" for text in grouped_sentences(s)]
-            lines += [f"- {text}" for text in wilcoxon_limits(s, alpha)] + [""]
+            s = sig[sig["task"] == task]
+            lines += [f"### {task}", "", markdown_table(s, VERDICT_COLUMNS), ""]
+            lines += [f"- {text}" for text in grouped_sentences(s[s["subset"] == ALL])] + [""]
             if f"paired_{task}" in figures:
                 lines += [f"![paired_{task}](figures/{figures[f'paired_{task}'].name})", ""]
-    lines += ["## Findings", "", findings(df, summary, sig, imp, lrh, reference, alpha), ""]
+    lines += ["## Findings", "", findings(df, summary, sig, imp, lrh, reference, plan.alpha), ""]
     if sig is not None:
         hits = significant_cells(sig)
-        lines += ["## Significant cells", ""]
+        lines += ["## Significant cells (all pairs)", ""]
         if hits:
             lines += [f"- {h}" for h in hits]
         elif len(sig) and (sig["verdict"] == "untested").all():
             lines += [f"- none could be tested against {reference}: see *What could not be computed*"]
         else:
-            lines += [f"- none: no cell differs from {reference} after Holm correction at α = {alpha}"]
+            lines += [f"- none: no cell differs from {reference} after Holm correction at α = {plan.alpha}"]
         lines.append("")
+    lines += replicate_section(df, plan, tables)
     tables["compute"] = study_cost(df)
     lines += ["## Compute", "", "Processes: a pack trains its trials in one process, a single run in its own; "
               "`process_hours` sums their wall time (a pack's is its longest trial's); with W workers side by side the study "
@@ -154,24 +154,18 @@ def write_report(
     lines += [markdown_table(summary, ["task", "cell", "runs", "ok", "diverged", "failed", "epoch_capped", "mean",
                                        "sd", "median", "n_top", "top_mean", "top_sd", "top_median", "best_test",
                                        "best_run"]), ""]
-    if sig is not None:
-        lines += ["## Significance against the reference", "",
-                  "`diff` = mean of the cell − the reference (paired: over pairs) with its 95 % interval; `test` names "
-                  "the test behind `p` and the verdict.", ""]
-        lines += [markdown_table(sig, ["task", "subset", "cell", "test", "n", "n_ref", "mean", "mean_ref", "diff",
-                                       "ci_low", "ci_high", "p", "p_holm", "wilcoxon_p_holm", "hedges_g", "verdict",
-                                       "epoch_capped", "epoch_capped_ref", "note"]), ""]
     if imp is not None and len(imp):
         lines += ["## Hyperparameter importance (fANOVA)", "",
-                  "optuna's `FanovaImportanceEvaluator` (64 trees, depth 8) on the test metric of ok runs; parameters on their sampling "
-                  "scale (log10 lr and hidden size, log10(1 − momentum)). `variance_fraction` is the share of the "
-                  "forest's variance each parameter explains alone.", ""]
+                  "fANOVA (64 trees, depth 8; the numbers of optuna's `FanovaImportanceEvaluator`) on the test metric of ok "
+                  "runs; parameters on their sampling scale (log10 lr and hidden size, log10(1 − momentum)). "
+                  "`variance_fraction` is the share of the forest's variance each parameter explains alone.", ""]
         lines += [markdown_table(imp, ["task", "cell", "param", "scale", "importance", "variance_fraction", "n_runs"]), ""]
     if lrh is not None and len(lrh):
         lines += ["## Learning rate × hidden size", "",
                   "Per hidden-size group (groups never split a size; metric centred per cell, and in a paired study "
                   "averaged per trial): the learning-rate bin with the lowest mean, the vertex of a quadratic in "
-                  "log10 lr, and the F-test p-value of letting that quadratic depend on the group. The test needs at "
+                  "log10 lr, and the F-test p-value of letting that quadratic depend on the group (secondary: the "
+                  "paper's claim is judged by the bootstrap interval of the optimum's shift). The test needs at "
                   f"least two groups with {MIN_LRS_PER_GROUP} distinct learning rates and {MIN_RUNS_PER_GROUP} "
                   "observations each; `note` says why it was not run.", ""]
         lines += [markdown_table(lrh, ["task", "hidden_min", "hidden_max", "n", "distinct_lrs", "best_lr_low",
@@ -185,35 +179,35 @@ def write_report(
     return _finish(out, lines, notes, tables, figures, paths, wandb, wandb_project, wandb_group)
 
 
-PAIRED_COLUMNS = ["subset", "cell", "n", "diff", "ci_low", "ci_high", "p_holm", "wilcoxon_p_holm", "wins", "ties",
-                  "losses", "verdict"]
+VERDICT_COLUMNS = ["subset", "cell", "n", "n_missing", "n_failed", "diff", "ci_low", "ci_high", "p_holm", "verdict",
+                   "margin", "p_within", "p_beyond_holm", "equivalence", "wins", "ties", "losses", "mean_diff", "t_p", "note"]
 
 
-def paper_section(df: pd.DataFrame, sig, imp, lrh, reference: str, alpha: float, tables: dict[str, pd.DataFrame],
+def paper_section(df: pd.DataFrame, sig, lrh, plan: AnalysisConfig, tables: dict[str, pd.DataFrame],
                   notes: list[str]) -> list[str]:
     """The paper's findings as verdicts, for a study of the reference against at least one of the paper's
     variants (analysis/odyssey.py), and the best run per cell by validation beside the published results, for
     that study or any on JSB Chorales (a tuned one, say); nothing for any other study."""
+    reference = plan.reference
     compares = reference in set(df["cell"]) and bool(set(odyssey.VARIANTS) & set(df["cell"])) and sig is not None
     if not compares and odyssey.JSB not in set(df["task"]):
         return []
     lines = []
     if compares:
-        found = _try(notes, "the paper's findings", lambda: odyssey.paper_findings(df, sig, imp, lrh, reference, alpha))
+        found = _try(notes, "the paper's findings", lambda: odyssey.paper_findings(df, plan, lrh))
         if found is None:
             return []
         tables["paper_findings"] = found
         lines += ["## The paper's findings", "",
-                  "Each claim of Greff et al. (2017) as *confirmed*, *not confirmed* or *cannot tell from these runs*, "
-                  "with the test behind the verdict; `effect` (what `measure` names) with `low`–`high` (the interval "
-                  "`interval` names) and `p` (what `p_is` names: a comparison's p is Holm-corrected, its interval is "
-                  "not). The comparisons are the paired verdicts below (all ok pairs); the fANOVA claims "
-                  f"read the importances per cell: *by far* = the learning rate's median importance at least {odyssey.BY_FAR:g}x the next "
-                  f"parameter's, *hardly matters* = below {odyssey.HARDLY:g}, *nearly independent* = main effects "
-                  f"explain at least {odyssey.INDEPENDENT:.0%} of the variance.", ""]
-        lines += [markdown_table(found, ["task", "finding", "verdict", "test", "n", "measure", "effect", "low", "high",
-                                         "interval", "p", "p_is"]), ""]
-        lines += [f"- {r['task']}, {r['finding']}: {r['detail']}" for _, r in found.iterrows()] + [""]
+                  "Each claim of Greff et al. (2017) as *supported* (shown at the margin δ), *contradicted* (an effect "
+                  "against it shown) or *inconclusive* (neither; `reason` says why), by the analysis plan above "
+                  "(docs/analysis.md). The claims about cells rest on the primary test of all pairs; the claims about "
+                  f"hyperparameters on {plan.bootstrap} bootstrap resamples of the trials against the plan's thresholds "
+                  f"(*by far*: ≥ {plan.by_far:g}x the next parameter; *hardly*: < {plan.hardly:g}; *nearly independent*: "
+                  f"main effects ≥ {plan.independent:.0%}; the optimum's shift within ±{plan.lr_shift:g} decades).", ""]
+        lines += [markdown_table(found, ["task", "finding", "verdict", "reason", "measure", "effect", "low", "high",
+                                         "interval", "p", "p_is", "n"]), ""]
+        lines += [f"- {r['task']}, {r['finding']}: {r['detail']}" for _, r in found.iterrows() if r["detail"]] + [""]
     best = _try(notes, "best run per cell", lambda: odyssey.best_by_validation(df, reference))
     if best is None:
         return lines
@@ -227,7 +221,7 @@ def paper_section(df: pd.DataFrame, sig, imp, lrh, reference: str, alpha: float,
     return lines
 
 
-def _figures(df: pd.DataFrame, task: str, sig, imp, marg, reference: str, top: float, out: Path,
+def _figures(df: pd.DataFrame, task: str, sig, imp, marg, plan: AnalysisConfig, out: Path,
              figures: dict[str, Path], notes: list[str]) -> None:
     from . import plots
 
@@ -237,9 +231,9 @@ def _figures(df: pd.DataFrame, task: str, sig, imp, marg, reference: str, top: f
         return
     metric = tdf["metric"].dropna().iloc[0] if tdf["metric"].notna().any() else "metric"
     jobs: list[tuple[str, Callable[[], Any]]] = []
-    if sig is not None and ((sig["task"] == task) & (sig["test"] == PAIRED_TEST)).any():
-        jobs.append(("paired", lambda: plots.paired_plot(df, task, sig, reference)))  # the headline figure
-    jobs.append(("fig3", lambda: plots.fig3(df, task, sig, reference, top)))
+    if sig is not None and ((sig["task"] == task) & (sig["design"] == "paired")).any():
+        jobs.append(("paired", lambda: plots.paired_plot(df, task, sig, plan.reference)))  # the headline figure
+    jobs.append(("fig3", lambda: plots.fig3(df, task, sig, plan)))
     if marg is not None and len(marg[marg["task"] == task]):
         jobs.append(("marginals", lambda: plots.marginal_plot(marg, task, metric)))
     if imp is not None and len(imp[imp["task"] == task]):
@@ -309,9 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("paths", nargs="+", metavar="SWEEP_DIR", help="sweep folders, result.json or runs.parquet files")
     parser.add_argument("--out", help="output folder (default: SWEEP_DIR/report)")
-    parser.add_argument("--reference", default="vanilla", help="the cell every other cell is tested against")
-    parser.add_argument("--top", type=float, default=TOP_FRACTION, help="fraction of best runs by validation (0.1)")
-    parser.add_argument("--alpha", type=float, default=ALPHA, help="significance level after Holm correction")
+    parser.add_argument("--plan", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="change the study's analysis plan, e.g. --plan reference=np margin.nll=0.1 (docs/analysis.md)")
     parser.add_argument("--metric", help="metric to analyse instead of each task's primary metric")
     parser.add_argument("--wandb", action="store_true", help="log tables and figures to W&B (job_type analysis)")
     parser.add_argument("--wandb-project", help="W&B project (default: the runs' logger.project)")
@@ -326,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = Path(args.out) if args.out else Path(args.paths[0]) / "report"
     path = write_report(
-        args.paths, out, wandb=args.wandb, reference=args.reference, top=args.top, alpha=args.alpha,
+        args.paths, out, wandb=args.wandb, plan_overrides=args.plan,
         metric=args.metric, wandb_project=args.wandb_project, wandb_group=args.wandb_group,
     )
     print(path)

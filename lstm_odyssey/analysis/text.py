@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .compare import ALL, TOP_OWN, TOP_PAIRS
 from .hyperparams import POOLED
-from .stats import ALPHA, METRICS, PAIRED_TEST, direction, wilcoxon_floor
+from .stats import ALPHA, METRICS, direction
 
 
 def fmt(value: Any) -> str:
@@ -52,74 +53,60 @@ def _share(value: float) -> str:
 
 
 def significant_cells(sig: pd.DataFrame) -> list[str]:
-    """One line per cell that differs from the reference after Holm correction."""
+    """One line per cell that differs from the reference on all pairs (the primary analysis) after Holm."""
     lines = []
-    for _, r in sig[sig["verdict"].isin(["better", "worse"])].iterrows():
-        subset = _subset_words(r)
-        n = f"{r['n']} pairs" if r.get("test") == PAIRED_TEST else f"n = {r['n']} vs {r['n_ref']}"
-        lines.append(
-            f"{r['cell']} is significantly {r['verdict']} than {r['reference']} on {r['task']} ({subset}: "
-            f"mean test {r['metric']} {fmt(r['mean'])} vs {fmt(r['mean_ref'])}, {_test_name(r)} Holm-adjusted "
-            f"{_p(r['p_holm'])}, Hedges' g = {fmt(r['hedges_g'])}, {n}; share of ok runs capped by the epoch limit: "
-            f"{_share(r['epoch_capped'])} vs {_share(r['epoch_capped_ref'])})"
-        )
+    for _, r in sig[(sig["subset"] == ALL) & sig["verdict"].isin(["better", "worse"])].iterrows():
+        lines.append(f"{r['cell']} is significantly {r['verdict']} than {r['reference']} on {r['task']} "
+                     f"({_estimate(r)}; Holm {_p(r['p_holm'])}; {_margin_words(r)}; share of ok runs capped by the "
+                     f"budget: {_share(r['epoch_capped'])} vs {_share(r['epoch_capped_ref'])})")
     return lines
 
 
-def _test_name(r: pd.Series) -> str:
-    return "paired t-test" if r.get("test") == PAIRED_TEST else "Welch's t-test"
+def _estimate(r: pd.Series) -> str:
+    """"Hodges–Lehmann +0.095 nats (95 % CI +0.069 to +0.127), n = 50 pairs"."""
+    name = "Hodges–Lehmann" if r.get("test") == "rank" else "mean"
+    unit = METRICS.get(str(r["metric"]), ("", "", None))[1]
+    pairs = r.get("design") == "paired"
+    n = f"n = {int(r['n'])} pairs" if pairs else f"n = {int(r['n'])} vs {int(r['n_ref'])} runs"
+    return (f"{name} {fmt(r['diff'])}{' ' + unit if unit else ''} (95 % CI {fmt(r['ci_low'])} to {fmt(r['ci_high'])}), "
+            f"{n}")
+
+
+def _margin_words(r: pd.Series) -> str:
+    delta = fmt(r["margin"])
+    if r["equivalence"] == "within δ":
+        return f"equivalent within ±{delta} (TOST {_p(r['p_within'])})"
+    if r["equivalence"] == "beyond δ":
+        return f"differs by more than {delta} (Holm {_p(r['p_beyond_holm'])})"
+    return f"neither shown within nor beyond ±{delta}"
 
 
 def _subset_words(r: pd.Series) -> str:
-    if r.get("test") == PAIRED_TEST:
-        return "all pairs" if r["subset"] == "all" else f"pairs whose {r['reference']} run is in its top runs"
-    return "all ok runs" if r["subset"] == "all" else "top runs by validation"
+    if r["subset"] == ALL:
+        return "all pairs, primary" if r.get("design") == "paired" else "all runs, primary"
+    if r["subset"] == TOP_PAIRS:
+        return "secondary: the best pairs by the mean validation score of both runs"
+    if r["subset"] == TOP_OWN:
+        return "secondary: each cell's own best runs by validation, unpaired"
+    return f"secondary: {r['subset']}"
 
 
-def verdict_sentence(r: pd.Series, alpha: float = ALPHA, n_tested: int | None = None) -> str:
-    """The verdict of one row of `significance` in words, with the effect, its interval and the tests; an
-    untested comparison says "cannot tell from these runs, because ..."."""
+def verdict_sentence(r: pd.Series, alpha: float = ALPHA) -> str:
+    """The verdict of one row of `compare.significance` in words: the estimate, its interval, the test, and where it
+    stands against the margin; an untested comparison says "cannot tell from these runs, because ..."."""
     where = f"{r['cell']} vs {r['reference']} on {r['task']} ({_subset_words(r)})"
     if r["verdict"] == "untested":
         return f"{where}: cannot tell from these runs, because {r['note'] or 'no test could be computed'}."
-    unit = METRICS.get(str(r["metric"]), ("", "", None))[1]
-    ci = (f"mean difference {fmt(r['diff'])}{' ' + unit if unit else ''} (95 % CI {fmt(r['ci_low'])} to "
-          f"{fmt(r['ci_high'])}, not adjusted for the number of cells)")
-    tests = f"{_test_name(r)} Holm-adjusted {_p(r['p_holm'])}"
-    paired = r.get("test") == PAIRED_TEST
-    if paired:
-        tests += (f", Wilcoxon signed-rank Holm-adjusted {_p(r['wilcoxon_p_holm'])}" if np.isfinite(r["wilcoxon_p_holm"])
-                  else f", no Wilcoxon test ({r['wilcoxon_note']})")
-        tests += f"; wins/ties/losses of {r['cell']} {int(r['wins'])}/{int(r['ties'])}/{int(r['losses'])}"
-    if r["verdict"] in ("better", "worse"):
-        text = f"{where}: {r['cell']} is {r['verdict']} than {r['reference']}: {ci}; {tests}."
-    else:
-        text = f"{where}: no significant difference at α = {alpha} after Holm correction: {ci}; {tests}."
-    if paired and np.isfinite(r["wilcoxon_p_holm"]) and wilcoxon_floor(int(r["wins"]) + int(r["losses"])) * (
-            n_tested or 1) < alpha and (r["wilcoxon_p_holm"] < alpha) != (r["verdict"] in ("better", "worse")):
-        text += f" The Wilcoxon test {'finds' if r['wilcoxon_p_holm'] < alpha else 'does not confirm'} a difference."
-    return text
-
-
-def wilcoxon_limits(sig: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
-    """Where the Wilcoxon test cannot be significant whatever the data: too few non-zero pairs for the
-    number of cells Holm corrects over (one line per task and subset)."""
-    lines = []
-    for (task, subset), s in sig[(sig["test"] == PAIRED_TEST) & np.isfinite(sig["wilcoxon_p"])].groupby(
-            ["task", "subset"], sort=False):
-        nonzero = int((s["wins"] + s["losses"]).max())
-        floor = wilcoxon_floor(nonzero) * len(s)
-        if floor >= alpha:
-            lines.append(f"{task} ({subset}): with at most {nonzero} non-zero pairs the Wilcoxon signed-rank test cannot "
-                         f"reach p < {alpha} after Holm over {len(s)} cells (smallest possible adjusted p {floor:.3g}); "
-                         "its verdict needs more trials.")
-    return lines
+    record = f"; W/T/L {int(r['wins'])}/{int(r['ties'])}/{int(r['losses'])}" if np.isfinite(r["wins"]) else ""
+    failed = f"; {int(r['n_failed'])} with a failed run, ranked worst" if r["n_failed"] else ""
+    head = (f"{r['cell']} is {r['verdict']} than {r['reference']}" if r["verdict"] in ("better", "worse")
+            else f"no significant difference at α = {alpha} after Holm")
+    note = f" ({r['note']})" if isinstance(r["note"], str) and r["note"] else ""
+    return f"{where}: {head}: {_estimate(r)}{record}{failed}; Holm {_p(r['p_holm'])}; {_margin_words(r)}.{note}"
 
 
 def verdict_sentences(sig: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
-    """`verdict_sentence` of every row, each knowing how many cells its Holm correction covered."""
-    tested = sig.groupby(["task", "subset"])["p"].transform(lambda p: int(np.isfinite(p).sum()))
-    return [verdict_sentence(r, alpha, int(k)) for (_, r), k in zip(sig.iterrows(), tested)]
+    return [verdict_sentence(r, alpha) for _, r in sig.iterrows()]
 
 
 def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, imp: pd.DataFrame | None,
@@ -136,27 +123,25 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
         if sig is None or reference not in set(tdf["cell"]):
             text += f"no {reference} runs, so no cell could be compared with {reference}. "
         else:
-            s = sig[sig["task"] == task]
+            s = sig[(sig["task"] == task) & (sig["subset"] == ALL)]
             hits = s[s["verdict"].isin(["better", "worse"])]
-            if len(s) and s["test"].iloc[0] == PAIRED_TEST:
-                text += (f"the study is paired, so every cell is compared with {reference} trial by trial (paired "
-                         "t-test; Wilcoxon signed-rank test alongside). ")
+            if len(s):
+                text += (f"every cell is compared with {reference} by the plan's primary test on all "
+                         f"{'pairs (trial by trial)' if s['design'].iloc[0] == 'paired' else 'runs'}. ")
             if len(hits):
-                said = []
-                for cell, g in hits.groupby("cell", sort=False):
-                    said.append(f"{cell.upper()} is significantly " + " and ".join(
-                        f"{r['verdict']} than {reference} on {'the top runs' if r['subset'] == 'top' else 'all runs'} "
-                        f"(mean difference {fmt(r['diff'])}, 95 % CI {fmt(r['ci_low'])} to {fmt(r['ci_high'])}; "
-                        f"Holm-adjusted {_p(r['p_holm'])}, g = {r['hedges_g']:.2f})" for _, r in g.iterrows()
-                    ))
-                text += "; ".join(said) + ". "
-                rest = sorted(set(s.loc[s["verdict"] == "n.s.", "cell"]) - set(hits["cell"]))
+                text += "; ".join(f"{r['cell'].upper()} is significantly {r['verdict']} ({_estimate(r)}, Holm {_p(r['p_holm'])})"
+                                  for _, r in hits.iterrows()) + ". "
+                rest = sorted(set(s.loc[s["verdict"] == "n.s.", "cell"]))
                 if rest:
                     text += f"{', '.join(c.upper() for c in rest)} show no significant difference at α = {alpha}. "
             elif (s["verdict"] == "untested").all():
                 text += f"no cell had enough runs for a test against {reference}: cannot tell from these runs. "
             else:
                 text += f"no cell differs significantly from {reference} at α = {alpha} after Holm correction. "
+            within = s.loc[s["equivalence"] == "within δ", "cell"]
+            if len(within):
+                text += (f"{', '.join(c.upper() for c in within)} {'is' if len(within) == 1 else 'are'} shown equivalent "
+                         f"to {reference} within ±{fmt(s['margin'].iloc[0])} (TOST). ")
         capped = (tdf.loc[tdf["ok"], "stopped_by"] == "epoch_cap").mean() if "stopped_by" in tdf and ok else np.nan
         if np.isfinite(capped) and capped > 0:
             text += (f"{capped:.0%} of ok runs stopped at the epoch cap, so these verdicts reflect learning speed "
@@ -182,9 +167,9 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
                          f"optimal learning rate, because {reason}. ")
             else:
                 where = ", ".join(f"{_lr_text(r)} for hidden {_range(r)}" for _, r in lt.iterrows())
-                verdict = "shifts" if p_shift < alpha else "does not significantly shift"
-                text += (f"The best learning rate is {where}; the hidden size {verdict} the optimal learning rate "
-                         f"(F-test of a quadratic in log lr per hidden-size group against a shared one, {_p(p_shift)}). ")
+                text += (f"The best learning rate is {where} (the F-test of a quadratic in log lr per hidden-size "
+                         f"group against a shared one gives {_p(p_shift)}; a secondary test of the curves' shapes, while "
+                         "the verdict on the optimum's shift is the bootstrap interval of the paper's findings). ")
         parts.append(text.strip())
     return " ".join(parts)
 
