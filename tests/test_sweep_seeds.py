@@ -114,11 +114,12 @@ def test_seeds_repeat_every_paired_trial_under_each_seed(seeded):
         assert {t.state for t in ts} == {optuna.trial.TrialState.COMPLETE}
 
 
-def test_a_rerun_of_a_seeded_sweep_trains_nothing(seeded, tmp_path):
+@pytest.mark.parametrize("which", ["seeded", "listed"])
+def test_a_rerun_trains_nothing_and_asks_nothing(which, request, tmp_path):
     sweep_dir = tmp_path / "copy"
-    shutil.copytree(seeded, sweep_dir)
+    shutil.copytree(request.getfixturevalue(which), sweep_dir)
     before = stamps(sweep_dir)
-    proc = ran(sweep_dir, *SEEDED)
+    proc = ran(sweep_dir, *(SEEDED if which == "seeded" else LISTED))
     assert "8 jobs: ok 8, diverged 0, failed 0 (0 ran now, 8 done before)" in proc.stdout
     assert stamps(sweep_dir) == before
     assert all(len(ts) == 2 for ts in optuna_trials(sweep_dir).values())  # no trial asked again
@@ -184,16 +185,6 @@ def test_listed_configs_run_exactly_the_listed_values(listed):
     for ts in optuna_trials(listed).values():  # asked through Optuna like sampled trials, and told
         assert {t.user_attrs["k"]: (t.params["optim.lr"], t.params["model.hidden_size"]) for t in ts} == want
         assert {t.state for t in ts} == {optuna.trial.TrialState.COMPLETE}
-
-
-def test_a_rerun_of_a_listed_sweep_trains_nothing_and_asks_nothing(listed, tmp_path):
-    sweep_dir = tmp_path / "copy"
-    shutil.copytree(listed, sweep_dir)
-    before = stamps(sweep_dir)
-    proc = ran(sweep_dir, *LISTED)
-    assert "8 jobs: ok 8, diverged 0, failed 0 (0 ran now, 8 done before)" in proc.stdout
-    assert stamps(sweep_dir) == before
-    assert all(len(ts) == 2 for ts in optuna_trials(sweep_dir).values())  # each config asked once, not again
 
 
 def test_a_listed_sweep_rerun_with_an_edited_config_is_refused(listed, tmp_path):
