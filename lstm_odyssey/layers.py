@@ -20,11 +20,14 @@ BACKENDS = backends.BACKENDS  # auto loop torch fused graph: see backends.py
 
 
 class RecurrentLayer(nn.Module):
-    """A stack of recurrent layers of one cell of the family, shaped like torch.nn.LSTM.
+    """A stack of recurrent layers of one cell of the family, called like torch.nn.LSTM / GRU / RNN.
 
-    forward(x, lengths=None, state=None, return_gates=False) -> (output, final_state[, gates]).
-    States follow torch's layout (num_layers * num_directions, B, N): a tensor for gru/rnn,
-    (h, c) for the LSTM family and (h, c, gates) for FGR, whose gate activations are state too.
+    forward(input, hx=None, *, lengths=None, return_gates=False) -> (output, final_state[, gates]), with
+    torch's arguments in torch's order: input (B, T, M) or (T, B, M), unbatched (T, M), or a PackedSequence;
+    hx the initial state. States follow torch's layout (num_layers * num_directions, B, N), (.., N) when
+    unbatched: a tensor for gru/rnn, (h, c) for the LSTM family and (h, c, gates) for FGR, whose gate
+    activations are state too. `proj_size` (LSTM family) and `nonlinearity` (rnn family) are torch's
+    options of nn.LSTM and nn.RNN, so that `from_torch` converts every module torch builds.
     """
 
     def __init__(
@@ -40,20 +43,27 @@ class RecurrentLayer(nn.Module):
         init: str = "torch",
         peephole_init: str = "uniform",
         backend: str = "auto",
+        proj_size: int = 0,
+        nonlinearity: str = "tanh",
     ) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(proj_size, bool) or int(proj_size) != proj_size or proj_size < 0:
+            raise ValueError(f"proj_size must be a positive integer or zero (no projection), got {proj_size!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         Init(init, peephole_init, float(forget_bias))  # refuses an unknown scheme before anything is built
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.spec = get_spec(cell)
-        self.family = FAMILIES[self.spec.family]
+        self.family = FAMILIES[self.spec.family].with_options(self.spec, int(hidden_size), int(proj_size), nonlinearity)
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
+        self.proj_size = int(proj_size)
+        self.nonlinearity = nonlinearity
+        self.output_size = self.proj_size or self.hidden_size  # of y and h per direction (torch's real_hidden_size)
         self.num_layers = int(num_layers)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
@@ -65,7 +75,7 @@ class RecurrentLayer(nn.Module):
         self.backend = backend
 
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            layer_input = self.input_size if layer == 0 else self.output_size * self.num_directions
             shapes = self.family.parameter_shapes(self.spec, layer_input, self.hidden_size)
             for suffix in self._suffixes(layer):
                 for name, shape in shapes.items():
@@ -96,52 +106,104 @@ class RecurrentLayer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
+        options = "".join(f", {k}={v!r}" for k, v in self.family.torch_options().items() if v not in (0, "tanh"))
         return (
             f"{self.input_size}, {self.hidden_size}, cell={self.spec.name}, num_layers={self.num_layers}, "
-            f"bidirectional={self.bidirectional}, dropout={self.dropout}, backend={self.backend}"
+            f"bidirectional={self.bidirectional}, dropout={self.dropout}, backend={self.backend}{options}"
         )
 
     # -- forward --------------------------------------------------------------------------
     def forward(
         self,
-        x: Tensor | PackedSequence,
+        input: Tensor | PackedSequence,
+        hx: State | None = None,
+        *,
         lengths: Tensor | list[int] | None = None,
         state: State | None = None,
         return_gates: bool = False,
-    ):
+    ) -> tuple[Tensor | PackedSequence, State] | tuple[Tensor | PackedSequence, State, list[dict[str, Tensor]]]:
+        """torch.nn.LSTM's call: `input` batched (B, T, M) / (T, B, M) by `batch_first`, unbatched (T, M), or
+        a PackedSequence; `hx` the initial state in torch's layout ((h0, c0) for the LSTM family, h0 for gru
+        and rnn; zeros when None). Keyword-only, beyond torch: `lengths` (the valid steps of each padded
+        sequence, instead of packing), `state` (the older name of hx) and `return_gates`.
+        Returns (output, final state[, gates]) shaped as torch returns them, unbatched for unbatched input."""
+        if state is not None:
+            if hx is not None:
+                raise ValueError("pass the initial state once: as hx (torch's name, the second argument) or as state=")
+            hx = state
+        if hx is not None and _looks_like_lengths(hx):
+            raise ValueError(
+                "the second argument is the initial state hx, as in torch.nn.LSTM; pass lengths by keyword: "
+                "layer(x, lengths=lengths)"
+            )
+        x = input
         packed = isinstance(x, PackedSequence)
         if packed:
             if lengths is not None:
                 raise ValueError("pass lengths or a PackedSequence, not both")
             x, lengths = pad_packed_sequence(x, batch_first=self.batch_first)
             packed_lengths = lengths  # kept: _check_lengths turns equal lengths into None
+        batch_dim = 0 if self.batch_first else 1
+        unbatched = not packed and x.dim() == 2
+        if unbatched:  # torch's unbatched (T, M): a batch of one, states without their batch axis
+            if lengths is not None:
+                raise ValueError("lengths need batched input (B, T, M); an unbatched (T, M) sequence is all valid")
+            x = x.unsqueeze(batch_dim)
+            hx = self._batch_state(hx)
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(
-                f"expected input of shape ({'B, T' if self.batch_first else 'T, B'}, {self.input_size}), "
-                f"got {tuple(x.shape)}"
+                f"expected input of shape ({'B, T' if self.batch_first else 'T, B'}, {self.input_size}) or, "
+                f"unbatched, (T, {self.input_size}), got {tuple(x.shape)}"
             )
         x_tm = x.transpose(0, 1) if self.batch_first else x
         steps, batch = x_tm.shape[:2]
         lengths = self._check_lengths(lengths, steps, batch)
-        state = self._check_state(state, batch, x_tm)
+        hx = self._check_state(hx, batch, x_tm)
 
         chosen = self.select_backend(return_gates=return_gates, device=x_tm.device)
         if chosen == "torch":
-            out, final, gates = self._forward_torch(x_tm, lengths, state)
+            out, final, gates = self._forward_torch(x_tm, lengths, hx)
         else:
-            out, final, gates = self._forward_layers(x_tm, lengths, state, return_gates, chosen)
+            out, final, gates = self._forward_layers(x_tm, lengths, hx, return_gates, chosen)
 
         if self.batch_first:
             out = out.transpose(0, 1)
         if packed:
             out = pack_padded_sequence(out, packed_lengths, batch_first=self.batch_first, enforce_sorted=False)
+        if unbatched:
+            out = out.squeeze(batch_dim)
+            final = final.squeeze(1) if isinstance(final, Tensor) else tuple(f.squeeze(1) for f in final)
+            gates = [{k: v.squeeze(batch_dim) for k, v in g.items()} for g in gates]
         return (out, final, gates) if return_gates else (out, final)
+
+    def _batch_state(self, hx: State | None) -> State | None:
+        """An unbatched state (num_layers * D, N) with a batch axis of one; torch's error for any other rank."""
+        if hx is None:
+            return None
+        parts = [hx] if isinstance(hx, Tensor) else list(hx)
+        if not all(isinstance(p, Tensor) and p.dim() == 2 for p in parts):
+            ranks = ", ".join(f"{p.dim()}-D" if isinstance(p, Tensor) else type(p).__name__ for p in parts)
+            raise ValueError(f"for unbatched 2-D input the state must be 2-D (num_layers * D, N) too, got {ranks}")
+        parts = [p.unsqueeze(1) for p in parts]
+        return parts[0] if isinstance(hx, Tensor) else tuple(parts)
 
     def select_backend(self, return_gates: bool = False, device: torch.device | None = None) -> str:
         """The backend a forward runs on: `self.backend`, or for `auto` the fastest that honours the
-        request (torch's kernels for np/gru/rnn, CUDA graphs on a GPU, fused, else the loop)."""
+        request (torch's kernels for np/gru/rnn, CUDA graphs on a GPU, fused, else the loop). The fused
+        sweeps (fused, graph) implement neither proj_size nor relu: such a layer runs torch's kernel where
+        its cell is torch's, else the loop, and asking for fused or graph is refused in one line."""
         if device is None:
             device = next(self.parameters()).device
+        option = self.family.fused_problem()
+        if option is None:
+            return backends.select(self.backend, self.spec, device, return_gates)
+        if self.backend in ("fused", "graph"):
+            raise ValueError(
+                f"backend={self.backend!r} cannot run this layer: the fused sweeps have no {option}; "
+                "use backend='auto', 'torch' or 'loop'"
+            )
+        if self.backend == "auto":
+            return "torch" if backends.why_not("torch", self.spec, device, return_gates) is None else "loop"
         return backends.select(self.backend, self.spec, device, return_gates)
 
     def _check_lengths(self, lengths, steps: int, batch: int) -> Tensor | None:
@@ -163,7 +225,7 @@ class RecurrentLayer(nn.Module):
         if state is None:
             return [like.new_zeros(s) for s in shapes]
         parts = [state] if isinstance(state, Tensor) else list(state)
-        got = [tuple(p.shape) for p in parts]
+        got = [tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__ for p in parts]
         if got != shapes:
             raise ValueError(f"state for cell {self.spec.name} must be tensors of shapes {shapes}, got {got}")
         return parts
@@ -231,8 +293,10 @@ class RecurrentLayer(nn.Module):
         return torch.stack(outputs), state, gates
 
     def _stack_gates(self, recorded: list[dict[str, Tensor]], out: Tensor, valid: Tensor | None) -> dict[str, Tensor]:
-        """Per-step activations stacked to (T, B, N); gates the cell removes are ones (zeros past a length)."""
-        ones = torch.ones_like(out) if valid is None else valid.expand_as(out).to(out.dtype)
+        """Per-step activations stacked to (T, B, N); gates the cell removes are ones (zeros past a length).
+        N is the cell's width, which a projection's output (T, B, P) does not have."""
+        shape = (out.shape[0], *next(iter(recorded[0].values())).shape)
+        ones = out.new_ones(shape) if valid is None else valid.expand(shape).to(out.dtype)
         return {k: torch.stack([a[k] for a in recorded]) if k in recorded[0] else ones for k in self.family.gate_names}
 
     # -- torch's kernels for the cells that are torch's (np, gru, rnn) --------------------------
@@ -261,7 +325,8 @@ class RecurrentLayer(nn.Module):
     # -- interop --------------------------------------------------------------------------
     @classmethod
     def from_torch(cls, module: nn.LSTM | nn.GRU | nn.RNN) -> RecurrentLayer:
-        """An equal layer from torch.nn.LSTM (cell np), torch.nn.GRU (cell gru) or a tanh torch.nn.RNN (rnn)."""
+        """An equal layer from torch.nn.LSTM (cell np, with its proj_size), torch.nn.GRU (cell gru) or
+        torch.nn.RNN (cell rnn, with its nonlinearity), in the module's training mode."""
         family = next((f for f in FAMILIES.values() if f.torch_equivalent is not None and isinstance(module, f.torch_equivalent.module)), None)
         if family is None:
             raise TypeError(f"from_torch takes torch.nn.LSTM, nn.GRU or nn.RNN, not {type(module).__name__}")
@@ -269,22 +334,24 @@ class RecurrentLayer(nn.Module):
         if problem:
             raise ValueError(problem)
         ref = next(module.parameters())
+        options = {name: getattr(module, name) for name in family.torch_options()}  # proj_size, nonlinearity
         layer = cls(
             module.input_size, module.hidden_size, family.torch_equivalent.preset, module.num_layers, module.bidirectional,
-            module.dropout, module.batch_first,
+            module.dropout, module.batch_first, **options,
         ).to(device=ref.device, dtype=ref.dtype)
         for suffix, params in layer._all_params():
-            family.load_torch(params, module, suffix)
-        return layer
+            layer.family.load_torch(params, module, suffix)
+        return layer.train(module.training)
 
     def to_torch(self) -> nn.LSTM | nn.GRU | nn.RNN:
-        """The equal torch.nn.LSTM (cell np), torch.nn.GRU (cell gru) or torch.nn.RNN (cell rnn)."""
+        """The equal torch.nn.LSTM (cell np, with proj_size), torch.nn.GRU (cell gru) or torch.nn.RNN
+        (cell rnn, with nonlinearity)."""
         if not self.family.torch_runs(self.spec):
             raise ValueError(f"only {', '.join(backends.TORCH_CELLS[:-1])} and {backends.TORCH_CELLS[-1]} layers have a torch equivalent, not {self.spec.name}")
         ref = next(self.parameters())
         module = self.family.torch_equivalent.module(
             self.input_size, self.hidden_size, self.num_layers, bias=True, batch_first=self.batch_first,
-            dropout=self.dropout, bidirectional=self.bidirectional,
+            dropout=self.dropout, bidirectional=self.bidirectional, **self.family.torch_options(),
         ).to(device=ref.device, dtype=ref.dtype)
         for suffix, params in self._all_params():
             self.family.save_torch(params, module, suffix)
@@ -299,3 +366,13 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     t = torch.arange(steps)[:, None]
     index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t).to(x.device)
     return x.gather(0, index.view(steps, -1, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def _looks_like_lengths(hx: Any) -> bool:
+    """True for what can only be lengths passed where torch's second argument, the state, goes: integers,
+    a list of them, or a 1-D integer tensor (a state is floating point, 2-D or 3-D)."""
+    if isinstance(hx, Tensor):
+        return hx.dim() <= 1 and not hx.is_floating_point()
+    if isinstance(hx, int):
+        return True
+    return isinstance(hx, (list, tuple)) and len(hx) > 0 and all(isinstance(v, int) for v in hx)

@@ -89,7 +89,7 @@ class SequenceModel(nn.Module):
         """
         if self.task_type not in SEQUENCE_TASKS and not self.rnn.bidirectional:
             lengths = None
-        output, final = self.rnn(self.encoder(x), lengths, state)
+        output, final = self.rnn(self.encoder(x), state, lengths=lengths)
         if self.task_type in SEQUENCE_TASKS:
             h = final if isinstance(final, Tensor) else final[0]
             features = torch.cat(list(h[-self.rnn.num_directions :]), dim=-1)

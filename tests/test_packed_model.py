@@ -78,7 +78,7 @@ def rnn_outputs(pack: PackedModel, x: torch.Tensor, lengths):
 
     def run(p, e, x, lengths):
         inputs = functional_call(pack.template.encoder, e, (x,))
-        return functional_call(pack.template.rnn, p, (inputs, lengths))
+        return functional_call(pack.template.rnn, p, (inputs,), {"lengths": lengths})
 
     return vmap(run, in_dims=(0, 0, 0, None if lengths is None else 0))(rnn_params, encoder, x, lengths)
 

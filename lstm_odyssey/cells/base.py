@@ -5,12 +5,15 @@ summary ask a family object; none of them branches on `spec.family`.
 A family owns its parameters (names, shapes, initialisation), its state, the gate activations
 ``return_gates`` records, the reference step (the equations, with autograd), the fused sequence
 forward/backward (no autograd, optionally Triton), and the mapping onto torch's kernel where one exists.
+torch's module options that are not cells (nn.LSTM's proj_size, nn.RNN's nonlinearity) configure a copy of
+the family object (`with_options`); the shared objects in `FAMILIES` keep the defaults.
 Shapes follow ops.py: one trial is 2-D, stacked trials carry a leading axis K.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +68,40 @@ class Family(abc.ABC):
     recurrent_names: tuple[str, ...]  # parameters the step reads besides W x + b, in `Weights` order
     keras_name: str  # Keras's layer type (model summaries)
     torch_equivalent: TorchEquivalent | None = None  # torch's module and kernel for one preset
+
+    # -- options of the layer that torch's modules have (LSTM's proj_size, RNN's nonlinearity) ---------
+    def with_options(self, spec: CellSpec, hidden_size: int, proj_size: int = 0, nonlinearity: str = "tanh") -> Family:
+        """This family configured with a layer's options: itself when they are torch's defaults (so that the
+        shared objects of `FAMILIES` run every preset), else a configured copy (see the subclasses). An option
+        the family has no meaning for is refused in one line."""
+        if proj_size:
+            raise ValueError(
+                f"proj_size={proj_size} projects an LSTM's output (torch's LSTMP); "
+                f"the {self.name} family has no projection, use proj_size=0"
+            )
+        if nonlinearity != "tanh":
+            raise ValueError(
+                f"nonlinearity={nonlinearity!r} is an option of the rnn family (torch.nn.RNN); "
+                f"the {self.name} family takes 'tanh' only"
+            )
+        return self
+
+    def _configured(self, **attributes: Any) -> Family:
+        """A copy of this family object with `attributes` set (the shared object stays as it is)."""
+        family = copy.copy(self)
+        for name, value in attributes.items():
+            setattr(family, name, value)
+        return family
+
+    def torch_options(self) -> dict[str, Any]:
+        """The options of this (configured) family as keyword arguments of torch's module (`proj_size` for
+        nn.LSTM, `nonlinearity` for nn.RNN): `to_torch` passes them, `from_torch` reads the same names."""
+        return {}
+
+    def fused_problem(self) -> str | None:
+        """Why the fused sequence functions (and so the fused and graph backends) cannot run this configured
+        family, or None: they implement the default options only."""
+        return None
 
     # -- parameters -------------------------------------------------------------------------
     def parameter_shapes(self, spec: CellSpec, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
@@ -177,5 +214,6 @@ class Family(abc.ABC):
     @torch.no_grad()
     def save_torch(self, params: Params, module: nn.RNNBase, suffix: str) -> None:
         """Copy one layer-direction into a torch module (the inverse of `load_torch`)."""
-        for name, value in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), self.torch_weights(params)):
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")  # weight_hr: an LSTM's projection
+        for name, value in zip(names, self.torch_weights(params)):
             getattr(module, f"{name}{suffix}").copy_(value)

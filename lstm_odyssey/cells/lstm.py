@@ -3,7 +3,8 @@
 flags (minGRU, minLSTM, sLSTM, IndyLSTM, JANET), as the `LSTM` family object.
 
 Blocks ``i f z o`` (those the flags keep) are fused in one matrix, torch's order. State: (y, c), plus
-for FGR the previous gate activations g, for exponential gates the normaliser n and stabiliser m.
+for FGR the previous gate activations g, for exponential gates the normaliser n and stabiliser m. A layer's
+`proj_size` (torch's LSTMP) configures a copy of the family whose y is W_hr times the cell's output.
 Shapes: see ops.py (one trial 2-D, stacked trials with K first). Sequences run on Triton's kernel
 (lstm_triton.py), the in-place eager sweep (lstm_eager.py), the scan over time for cells that are parallel in
 time (lstm_scan.py), or the exponential-gate sweep (lstm_exponential.py).
@@ -59,6 +60,45 @@ class LSTMFamily(Family):
     recurrent_names = ("weight_hh", "peephole", "weight_gg")
     keras_name = "LSTM"
     torch_equivalent = TorchEquivalent("np", nn.LSTM, torch._VF.lstm)
+    proj_size = 0  # LSTMP (torch's proj_size): y_t = W_hr (o_t ⊙ h(c_t)), of this size; 0 is none
+
+    # -- the projection: an option of the layer (torch's nn.LSTM(proj_size=...)) ---------------
+    def with_options(
+        self, spec: CellSpec, hidden_size: int, proj_size: int = 0, nonlinearity: str = "tanh"
+    ) -> LSTMFamily:
+        """With `proj_size` > 0 a copy whose output and recurrent state y are W_hr m_t (size proj_size) of the
+        cell output m_t (size hidden_size), as torch's LSTMP. R then reads the projected y (k N × P). Refused
+        where torch refuses it (proj_size >= hidden_size) and where R is not one full matrix (a diagonal or
+        per-head R pairs y's units with the cell's)."""
+        super().with_options(spec, hidden_size, 0, nonlinearity)
+        if not proj_size:
+            return self
+        if isinstance(proj_size, bool) or int(proj_size) != proj_size or proj_size < 0:
+            raise ValueError(f"proj_size must be a positive integer or zero (no projection), got {proj_size!r}")
+        if proj_size >= hidden_size:
+            raise ValueError(f"proj_size={proj_size} must be smaller than hidden_size={hidden_size} (as in nn.LSTM)")
+        if spec.recurrence == "diagonal" or spec.heads != 1:
+            raise ValueError(
+                f"proj_size needs one full recurrent matrix (it reads the projected y); "
+                f"cell {spec.name} has recurrence={spec.recurrence!r}, heads={spec.heads}"
+            )
+        return self._configured(proj_size=int(proj_size))
+
+    def torch_options(self) -> dict[str, int]:
+        return {"proj_size": self.proj_size}
+
+    def fused_problem(self) -> str | None:
+        return f"proj_size={self.proj_size}" if self.proj_size else None
+
+    def recurrent_weights(self, params: Params) -> Weights:
+        """weight_hh, peephole, weight_gg, and with a projection weight_hr last (only the loop reads it)."""
+        weights = super().recurrent_weights(params)
+        return weights + [params["weight_hr"]] if "weight_hr" in params else weights
+
+    def torch_weights(self, params: Params) -> list[Tensor]:
+        """torch's order: w_ih, w_hh, b_ih, b_hh, then w_hr with a projection."""
+        weights = super().torch_weights(params)
+        return weights + [params["weight_hr"]] if "weight_hr" in params else weights
 
     def parameter_shapes(self, spec: CellSpec, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
         """W, R, b over the kept blocks; one peephole vector per gate that has weights (unless NP);
@@ -69,6 +109,10 @@ class LSTMFamily(Family):
         if spec.full_gate_recurrence:
             g = len(spec.computed_gates) * hidden_size
             shapes["weight_gg"] = (g, g)
+        if self.proj_size:  # R reads the projected y; W_hr (P, N) last, as torch registers it
+            if "weight_hh" in shapes:
+                shapes["weight_hh"] = (shapes["weight_hh"][0], self.proj_size)
+            shapes["weight_hr"] = (self.proj_size, hidden_size)
         return shapes
 
     def init_parameter(self, name: str, param: Tensor, init: Init, bound: float) -> None:
@@ -95,24 +139,28 @@ class LSTMFamily(Family):
         and the stabiliser m (N each)."""
         gates = [len(spec.computed_gates) * hidden_size] if spec.full_gate_recurrence else []
         normaliser = [hidden_size, hidden_size] if spec.exponential_gates else []
-        return [hidden_size, hidden_size, *gates, *normaliser]
+        return [self.proj_size or hidden_size, hidden_size, *gates, *normaliser]
 
     def pack_state(self, parts: list[Tensor]) -> tuple[Tensor, ...]:
         return tuple(parts)
-
-    def torch_problem(self, module: nn.RNNBase) -> str | None:
-        if module.proj_size:
-            return "LSTMs with proj_size > 0 have no equal cell here; use proj_size=0"
-        return None
 
     # -- the equations ----------------------------------------------------------------------
     def step(self, spec: CellSpec, x_proj: Tensor, state: list[Tensor], weights: Weights):
         """One step: z, i, f see c_{t-1} through their peepholes, o sees the new c_t; FGR adds R_g g_{t-1}
         to every gate. Activations by name: z i f o c y (those the cell computes; i and f as they act on
-        c: normalised, shifted or stabilised where the flags say so)."""
+        c: normalised, shifted or stabilised where the flags say so). With a projection (weights end with
+        W_hr) y is W_hr of the cell's output, and it is y that the next step's R reads (torch's LSTMP)."""
+        y, new_state, acts = self._cell_step(spec, x_proj, state, weights)
+        if len(weights) > 3:
+            y = acts["y"] = y @ weights[3].mT
+            new_state[0] = y
+        return y, new_state, acts
+
+    def _cell_step(self, spec: CellSpec, x_proj: Tensor, state: list[Tensor], weights: Weights):
+        """`step` up to the projection."""
         y_prev, c_prev, *gates_state = state
-        weight_hh, peephole, weight_gg = weights
-        n = y_prev.shape[-1]
+        weight_hh, peephole, weight_gg = weights[:3]
+        n = c_prev.shape[-1]  # y_prev has the projection's size where there is one
         blocks = dict(zip(spec.blocks, self.recurrence(spec).add(x_proj, y_prev, weight_hh).split(n, dim=-1)))
         if spec.exponential_gates:
             return lstm_exponential.step(spec, blocks, y_prev, c_prev, *gates_state)
@@ -167,7 +215,10 @@ class LSTMFamily(Family):
 
     def sequence_forward(self, spec: CellSpec, xp: Tensor, states: list[Tensor], weights: Weights, mask: Tensor | None):
         """Triton's per-step kernel where it runs (lstm_triton.py), the scan over time (lstm_scan.py),
-        the exponential-gate sweep (lstm_exponential.py), else the eager sweep (lstm_eager.py)."""
+        the exponential-gate sweep (lstm_exponential.py), else the eager sweep (lstm_eager.py). None of them
+        projects: a family with proj_size refuses rather than compute an LSTM without W_hr."""
+        if self.fused_problem():
+            raise ValueError(f"the LSTM's fused sweeps have no {self.fused_problem()}; run backend='loop' or 'torch'")
         lay = _Layout(spec, states[0].shape[-1])
         path = self.fused_path(spec, xp)
         if path == "triton":

@@ -1,7 +1,9 @@
 """The tanh RNN (Elman, Keras's SimpleRNN; docs/equations.md, "tanh RNN") as the `RNN` family object:
 h_t = tanh(W x_t + R h_{t-1} + b), R a full matrix, block-diagonal over heads, or diagonal (IndRNN,
-Li et al. 2018: h_t = tanh(W x_t + u ⊙ h_{t-1} + b)). One block, state h. Shapes: see ops.py (one
-trial 2-D, stacked trials with K first). No Triton kernel: a step is one matmul and one tanh already."""
+Li et al. 2018: h_t = tanh(W x_t + u ⊙ h_{t-1} + b)); relu instead of tanh as a layer option
+(`nonlinearity="relu"`, torch.nn.RNN's, on the reference loop and torch's kernel). One block, state h.
+Shapes: see ops.py (one trial 2-D, stacked trials with K first). No Triton kernel: a step is one matmul
+and one tanh already."""
 
 from __future__ import annotations
 
@@ -19,21 +21,39 @@ class RNNFamily(Family):
     recurrent_names = ("weight_hh",)
     keras_name = "SimpleRNN"
     torch_equivalent = TorchEquivalent("rnn", nn.RNN, torch._VF.rnn_tanh)
+    nonlinearity = "tanh"  # or "relu": torch.nn.RNN(nonlinearity="relu"), Le et al.'s IRNN, Li et al.'s IndRNN
 
-    def torch_problem(self, module: nn.RNNBase) -> str | None:
-        if module.nonlinearity != "tanh":
-            return "only tanh RNNs have an equal cell here (rnn); use nonlinearity='tanh'"
-        return None
+    def with_options(
+        self, spec: CellSpec, hidden_size: int, proj_size: int = 0, nonlinearity: str = "tanh"
+    ) -> RNNFamily:
+        """With nonlinearity="relu" a copy that computes h_t = relu(W x_t + R h_{t-1} + b), torch's kernel
+        rnn_relu for the `rnn` preset (the fused sweep is tanh's only: `fused_problem`)."""
+        super().with_options(spec, hidden_size, proj_size, "tanh")
+        if nonlinearity == "tanh":
+            return self
+        if nonlinearity != "relu":
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu' (as in torch.nn.RNN), got {nonlinearity!r}")
+        relu_kernel = TorchEquivalent("rnn", nn.RNN, torch._VF.rnn_relu)
+        return self._configured(nonlinearity="relu", torch_equivalent=relu_kernel)
+
+    def torch_options(self) -> dict[str, str]:
+        return {"nonlinearity": self.nonlinearity}
+
+    def fused_problem(self) -> str | None:
+        return None if self.nonlinearity == "tanh" else f"nonlinearity={self.nonlinearity!r}"
 
     def step(self, spec: CellSpec, x_proj: Tensor, state: list[Tensor], weights: Weights):
-        """h_t = tanh(W x_t + b + R h_{t-1}). Activations by name: h."""
+        """h_t = tanh(W x_t + b + R h_{t-1}) (relu with nonlinearity="relu"). Activations by name: h."""
         (h_prev,), (weight_hh,) = state, weights
-        h = torch.tanh(self.recurrence(spec).add(x_proj, h_prev, weight_hh))
+        pre = self.recurrence(spec).add(x_proj, h_prev, weight_hh)
+        h = torch.relu(pre) if self.nonlinearity == "relu" else torch.tanh(pre)
         return h, [h], {"h": h}
 
     def sequence_forward(self, spec: CellSpec, xp: Tensor, states: list[Tensor], weights: Weights, mask: Tensor | None):
         """`step` over time-major `xp` (T, ..., B, N) = W x + b. Returns ([out, h_T], saved: h of every
-        step, and with a mask the unmasked new h)."""
+        step, and with a mask the unmasked new h). tanh only: a relu family refuses rather than compute tanh."""
+        if self.fused_problem():
+            raise ValueError(f"the rnn family's fused sweep is tanh's only, not {self.fused_problem()}; use the loop")
         (h0,), (weight_hh,) = states, weights
         steps = xp.shape[0]
         H = xp.new_empty((steps + 1, *h0.shape))
