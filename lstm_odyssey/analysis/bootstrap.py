@@ -90,9 +90,15 @@ def importance_claims(tdf: pd.DataFrame, names: list[str], plan: AnalysisConfig,
         low, high, undefined = _interval(statistic, tuple(np.arange(len(g)) for g in groups), plan)
     point = medians(groups, plan.bootstrap_trees)  # the forests of the resamples, so the interval is the estimate's
     n = float(sum(len(g) for g in groups))
-    bound = f"{1 - 2 * plan.alpha:.0%} bootstrap interval"
     spread = ", ".join(f"{name} {point[3 + i]:.2f} ({low[3 + i]:.2f}–{high[3 + i]:.2f})" for i, name in enumerate(order))
-    detail = f"median importance over {len(cells)} cells ({bound}): {spread}"
+    detail = f"median importance over {len(cells)} cells ({1 - 2 * plan.alpha:.0%} bootstrap interval): {spread}"
+    return _importance_verdicts(point, low, high, names, plan, n, detail, optimiser)
+
+
+def _importance_verdicts(point: np.ndarray, low: np.ndarray, high: np.ndarray, names: list[str], plan: AnalysisConfig,
+                         n: float, detail: str, optimiser: str | None) -> dict[str, Claim]:
+    """The three claims from the statistics [lr's ratio to the next, momentum's importance, main effects' share]."""
+    bound = f"{1 - 2 * plan.alpha:.0%} bootstrap interval"
     out = {}
     if LR not in names:
         out["lr_most_important"] = Claim(INCONCLUSIVE, "the learning rate was not varied", detail=detail)
