@@ -61,22 +61,23 @@ def optuna_trials(sweep_dir: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
             for s in optuna.get_all_study_summaries(storage)}
 
 
+def swept(tmp_path_factory, name: str, args: list[str]) -> Path:
+    sweep_dir = tmp_path_factory.mktemp(name)
+    proc = ran(sweep_dir, *args)
+    assert "8 jobs: ok 8, diverged 0, failed 0 (8 ran now, 0 done before)" in proc.stdout
+    return sweep_dir
+
+
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory) -> Path:
     """quick (paired random search) on two cells, 2 trials, sweep.seeds=2: 8 jobs."""
-    sweep_dir = tmp_path_factory.mktemp("seeded")
-    proc = ran(sweep_dir, *SEEDED)
-    assert "8 jobs: ok 8, diverged 0, failed 0 (8 ran now, 0 done before)" in proc.stdout
-    return sweep_dir
+    return swept(tmp_path_factory, "seeded", SEEDED)
 
 
 @pytest.fixture(scope="module")
 def listed(tmp_path_factory) -> Path:
     """Two listed configurations (one with dotted keys, one nested) on two cells over two seeds, packed: 8 jobs."""
-    sweep_dir = tmp_path_factory.mktemp("listed")
-    proc = ran(sweep_dir, *LISTED)
-    assert "8 jobs: ok 8, diverged 0, failed 0 (8 ran now, 0 done before)" in proc.stdout
-    return sweep_dir
+    return swept(tmp_path_factory, "listed", LISTED)
 
 
 def study(**sweep_keys) -> dict:
