@@ -414,3 +414,19 @@ def test_significance_keeps_every_cell_in_every_subset_counts_missing_trials_and
     assert (top["n_failed"] == 0).all()  # a failed run is never among the best pairs
     strata = sig[sig["subset"].str.startswith("lr 1e")].groupby("cell")["n"].sum()
     assert strata.to_dict() == primary["n"].to_dict()  # the decades split all pairs
+
+
+def test_reruns_pair_runs_by_hyperparameters_and_seed_whatever_their_study_or_trial():
+    """A rerun matches its original by cell, hyperparameters and seed, not by study or trial index; a
+    hyperparameter only the newer records carry counts as its default in the older ones."""
+    def runs(study, trials, nll, extra=None):
+        return pd.DataFrame([{"study": study, "trial": k, "status": "ok", "cell": "vanilla", "task": "jsb_chorales",
+                              "metric": "nll", "val_nll": v, "test_nll": v, "optim.lr": lr, "trainer.seed": 0,
+                              "git_commit": study, **(extra or {})} for k, lr, v in zip(trials, (1e-3, 2e-3), nll)])
+
+    old = runs("old", (41, 15), (8.5, 8.6))
+    new = runs("new", (0, 1), (8.5, 8.75), {"model.output_dropout": 0.0})
+    table = replicates.reruns(new, old).sort_values("test_before")
+    assert table["difference"].tolist() == pytest.approx([0.0, 0.15])
+    assert table["commit"].tolist() == ["new", "new"] and table["commit_before"].tolist() == ["old", "old"]
+    assert replicates.reruns(new.assign(**{"trainer.seed": 1}), old).empty  # another seed is no rerun

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..schema import AnalysisConfig
-from .frame import PAIR, TEST
+from .frame import PAIR, TEST, prepare
 from .plan import margin
 from .text import fmt, markdown_table
 
@@ -73,18 +73,19 @@ def commits(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def reruns(new: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
-    """Runs of `new` that repeat a run of `old` (same cell, same hyperparameters and seed, whatever study or trial
-    index): both test metrics, their difference and both commits, one row per repeated run. Equal code, data
-    and seed give a difference of 0 on the CPU; anything else measures what the code versions changed."""
-    def keyed(df: pd.DataFrame) -> pd.DataFrame:
-        ok = df[df["ok"] & df[PAIR].notna()]
-        key = ok["cell"] + "|" + ok[PAIR].map(lambda k: json.dumps(json.loads(k)[2:]))  # less study and trial k
-        return pd.DataFrame({"key": key, "cell": ok["cell"], "test": ok[TEST],
-                             "commit": ok.get("git_commit", pd.Series(index=ok.index, dtype=object))}).drop_duplicates("key")
-
-    both = keyed(new).merge(keyed(old), on=["key", "cell"], suffixes=("", "_before"))
-    both["difference"] = both["test"] - both["test_before"]
-    return both.drop(columns="key").reset_index(drop=True)
+    """Runs of study `new` that repeat a run of study `old` (same cell, same hyperparameters and seed, whatever the
+    study or trial index): both test metrics, their difference and both commits, one row per repeated run. Equal
+    code, data and seed give a difference of 0 on the CPU; anything else measures what the code versions changed.
+    Both run tables are prepared together, so that a hyperparameter one of them lacks counts as its default."""
+    both = prepare(pd.concat([new.assign(_side="new"), old.assign(_side="old")], ignore_index=True))
+    ok = both[both["ok"] & both[PAIR].notna()]
+    key = ok["cell"] + "|" + ok[PAIR].map(lambda k: json.dumps(json.loads(k)[2:]))  # less study and trial k
+    table = pd.DataFrame({"key": key, "side": ok["_side"], "cell": ok["cell"], "test": ok[TEST],
+                          "commit": ok["git_commit"] if "git_commit" in ok else None}).drop_duplicates(["key", "side"])
+    side = {name: table[table["side"] == name].drop(columns="side") for name in ("new", "old")}
+    merged = side["new"].merge(side["old"], on=["key", "cell"], suffixes=("", "_before"))
+    merged["difference"] = merged["test"] - merged["test_before"]
+    return merged.drop(columns="key").reset_index(drop=True)
 
 
 def replicate_section(df: pd.DataFrame, plan: AnalysisConfig, tables: dict[str, pd.DataFrame]) -> list[str]:
@@ -114,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     and the largest difference of their test metrics."""
     import argparse
 
-    from .frame import load, prepare
+    from .frame import load
 
     parser = argparse.ArgumentParser(prog="python -m lstm_odyssey.analysis.replicates", description=main.__doc__)
     parser.add_argument("new")
     parser.add_argument("old")
     args = parser.parse_args(argv)
-    table = reruns(prepare(load(args.new)), prepare(load(args.old)))
+    table = reruns(load(args.new), load(args.old))
     print(markdown_table(table))
     if len(table):
         print(f"\n{len(table)} repeated runs; largest |difference| {table['difference'].abs().max():.4g} "

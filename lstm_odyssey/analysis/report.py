@@ -28,7 +28,6 @@ from .hyperparams import (
     marginals,
 )
 from .plan import load_plan, plan_markdown, primary_test
-from .replicates import replicate_section
 from .stats import study_cost, summarize
 from .text import findings, grouped_sentences, markdown_table, significant_cells, verdict_sentences
 
@@ -143,6 +142,8 @@ def write_report(
         else:
             lines += [f"- none: no cell differs from {reference} after Holm correction at α = {plan.alpha}"]
         lines.append("")
+    from .replicates import replicate_section  # here, so that `python -m lstm_odyssey.analysis.replicates` runs clean
+
     lines += replicate_section(df, plan, tables)
     tables["compute"] = study_cost(df)
     lines += ["## Compute", "", "Processes: a pack trains its trials in one process, a single run in its own; "
