@@ -430,3 +430,18 @@ def test_reruns_pair_runs_by_hyperparameters_and_seed_whatever_their_study_or_tr
     assert table["difference"].tolist() == pytest.approx([0.0, 0.15])
     assert table["commit"].tolist() == ["new", "new"] and table["commit_before"].tolist() == ["old", "old"]
     assert replicates.reruns(new.assign(**{"trainer.seed": 1}), old).empty  # another seed is no rerun
+
+
+def test_a_bad_plan_on_the_command_line_is_one_line_and_exit_code_2(tmp_path, capsys):
+    from lstm_odyssey.analysis.report import main as report
+
+    assert report([str(tmp_path), "--plan", "margn.nll=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lstm-odyssey-report: analysis.margn is not a key of analysis; known keys: alpha, bootstrap, "
+                   "bootstrap_trees, by_far, confidence, hardly, independent, lr_shift, margin, min_pairs, primary, "
+                   "reference, seed, top_fraction"]
+    with pytest.raises(SystemExit) as exit_:
+        odyssey.main([f"x={tmp_path}", "--plan", "alpha=2"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "analysis.alpha=2 is not allowed: must be a number in (0, 0.5)")

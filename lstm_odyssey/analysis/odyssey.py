@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..schema import AnalysisConfig
+from ..settings import ConfigError
 from .bootstrap import importance_claims, lr_shift_claim
 from .frame import VAL, design, load, prepare
 from .hyperparams import hyperparameters, lr_by_hidden
@@ -199,7 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, sep, path = item.partition("=")
         if not sep or not Path(path).exists():
             parser.error(f"{item!r} is not NAME=STUDY: give a name, '=', and an existing sweep folder or runs.parquet")
-        findings[name], best[name] = protocol_tables(path, args.plan)
+        try:
+            findings[name], best[name] = protocol_tables(path, args.plan)
+        except (ConfigError, ValueError) as err:  # a plan key or value the schema refuses
+            parser.error(str(err))
     print(findings_markdown(findings) + "\n\n" + best_markdown(best))
     return 0
 

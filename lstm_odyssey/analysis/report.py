@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ..schema import AnalysisConfig
+from ..settings import ConfigError
 from . import odyssey
 from .compare import ALL, significance
 from .frame import TEST, VAL, design, load, prepare
@@ -318,9 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"lstm-odyssey-report: no such file or folder: {', '.join(missing)}; pass a sweep folder", file=sys.stderr)
         return 2
+    try:
+        plan = load_plan(args.paths, args.plan)
+    except (ConfigError, ValueError) as err:  # a plan key or value the schema refuses: one line, not a traceback
+        print(f"lstm-odyssey-report: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path(args.paths[0]) / "report"
     path = write_report(
-        args.paths, out, wandb=args.wandb, plan_overrides=args.plan,
+        args.paths, out, wandb=args.wandb, plan=plan,
         metric=args.metric, wandb_project=args.wandb_project, wandb_group=args.wandb_group,
     )
     print(path)
