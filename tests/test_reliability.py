@@ -530,7 +530,8 @@ def test_ci_run_removes_its_virtual_environment(tmp_path):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     proc = subprocess.run([str(ROOT / ".ci" / "run")], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(scratch)})
+                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(scratch),
+                               "LSTM_ODYSSEY_CI_SLURM": "0"})  # no cluster to install or start from a unit test
     assert proc.returncode == 0, proc.stderr
     assert list(scratch.iterdir()) == []
 
