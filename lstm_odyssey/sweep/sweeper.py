@@ -60,7 +60,7 @@ from .study import (
     split_arguments,
     study_config,
 )
-from .worker import SWEEP_ENV, sweep_owner
+from .worker import SWEEP_ENV, local_pool, sweep_owner
 
 log = logging.getLogger("lstm_odyssey.sweep")
 
@@ -287,7 +287,8 @@ class StudySweeper(Sweeper):
         broken = False
         self.progress.in_flight = [sweep_dir / trial.subdir for job in jobs for trial in job.trials]
         try:
-            results = self.launcher.launch([job.overrides for job in jobs], initial_job_idx=self.job_idx)
+            with local_pool():  # local workers, idle ones included, die with this process
+                results = self.launcher.launch([job.overrides for job in jobs], initial_job_idx=self.job_idx)
         except Exception as err:  # a killed worker takes its batch down: what left a record still counts
             log.error("launcher failed on a batch of %d jobs: %s: %s", len(jobs), type(err).__name__, str(err).strip().splitlines()[0] if str(err).strip() else "")
             broken = True

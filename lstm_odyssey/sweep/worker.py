@@ -69,6 +69,15 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def local_pool() -> contextlib.AbstractContextManager:
+    """joblib's loky pool for a sweep's launch: every worker runs `die_with_parent` as it starts, so that a worker
+    that never got a job (an idle one) dies with the sweep too, instead of living on until loky's idle timeout
+    (300 s) with the sweep's stdout and stderr open. The launcher keeps its own backend when it names one."""
+    from joblib import parallel_config
+
+    return parallel_config(backend="loky", initializer=die_with_parent)
+
+
 @contextlib.contextmanager
 def running(run_dir: Path) -> Iterator[Held]:
     """Hold the job's `.running` marker (heartbeat included) while it trains; AlreadyRunning when another
