@@ -69,13 +69,24 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def local_pool() -> contextlib.AbstractContextManager:
-    """joblib's loky pool for a sweep's launch: every worker runs `die_with_parent` as it starts, so that a worker
-    that never got a job (an idle one) dies with the sweep too, instead of living on until loky's idle timeout
-    (300 s) with the sweep's stdout and stderr open. The launcher keeps its own backend when it names one."""
-    from joblib import parallel_config
+@contextlib.contextmanager
+def local_pool() -> Iterator[None]:
+    """While a sweep launches: joblib's loky pool starts every worker with `die_with_parent`, so that a worker that
+    never got a job (an idle one) dies with the sweep too, instead of living on until loky's idle timeout (300 s)
+    with the sweep's stdout and stderr open. Hydra's joblib launcher names the backend "loky" itself, so the name
+    is bound, for the launch, to loky with that initializer."""
+    from joblib import parallel, register_parallel_backend
+    from joblib._parallel_backends import LokyBackend
 
-    return parallel_config(backend="loky", initializer=die_with_parent)
+    def loky(nesting_level: int | None = None, **kwargs) -> LokyBackend:
+        return LokyBackend(nesting_level=nesting_level, initializer=die_with_parent, **kwargs)
+
+    plain = parallel.BACKENDS["loky"]
+    register_parallel_backend("loky", loky)
+    try:
+        yield
+    finally:
+        register_parallel_backend("loky", plain)
 
 
 @contextlib.contextmanager
