@@ -53,6 +53,17 @@ def harm(values: np.ndarray, metric: str | None) -> np.ndarray:
     return np.asarray(values, dtype=float) * (1.0 if lower_is_better(str(metric)) else -1.0)
 
 
+def paired_harms(tdf: pd.DataFrame, cell: str, other: str, metric: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The pairs of `cell` with `other` (a failed run as the worst score) and their differences on the harm scale."""
+    p = pairs(tdf, cell, other, failed_as=worst(metric))
+    with np.errstate(invalid="ignore"):  # both runs failed: inf - inf, a tie
+        return p, _tie(harm(p["test"].to_numpy() - p["test_ref"].to_numpy(), metric))
+
+
+def _tie(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(values), 0.0, values)
+
+
 def significance(df: pd.DataFrame, plan: AnalysisConfig | None = None, subsets: Sequence[str] | None = None) -> pd.DataFrame:
     """Every cell against the plan's reference per task and subset, one row each. `diff`, `ci_low`, `ci_high` are
     the primary estimate and interval of cell − reference in the metric's units; `p` its two-sided test and
@@ -110,15 +121,14 @@ def _compare(tdf: pd.DataFrame, cell: str, subset: str, keep: Any, is_paired: bo
     if plan.reference not in set(tdf["cell"]):
         return {**row, **_empty(f"there are no runs of the reference cell {plan.reference!r}")}
     if row["design"] == "paired":
-        p = pairs(tdf, cell, plan.reference, failed_as=worst(metric))
+        p, h = paired_harms(tdf, cell, plan.reference, metric)  # p is indexed 0..n-1, so its index picks from h
         if keep is not None:
             p = p[p["ref_index"].isin(keep)]
         if subset == TOP_PAIRS:
             p = _top_pairs(p, metric, plan.top_fraction)
+        h = h[p.index.to_numpy()]
         keys = {c: set(tdf.loc[(tdf["cell"] == c) & tdf[PAIR].notna(), PAIR]) for c in (cell, plan.reference)}
         row["n_missing"] = len(keys[cell] ^ keys[plan.reference]) if keep is None and subset == ALL else np.nan
-        with np.errstate(invalid="ignore"):  # both runs failed: inf - inf, a tie
-            h = harm(p["test"].to_numpy() - p["test_ref"].to_numpy(), metric)
         row.update(n=len(p), n_ref=len(p), n_failed=int((~np.isfinite(p[["test", "test_ref"]].to_numpy())).any(axis=1).sum()))
         est, t = shift(h, None, plan.primary, plan.confidence), paired_mean(h, plan.confidence)
         wins = int((h < 0).sum()); losses = int((h > 0).sum())  # noqa: E702

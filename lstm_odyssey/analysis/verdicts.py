@@ -24,8 +24,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..schema import AnalysisConfig
-from .compare import harm, holm, worst
-from .frame import TEST, design, pairs
+from .compare import harm, holm, paired_harms, worst
+from .frame import TEST, design
 from .inference import Shift, shift
 from .plan import margin
 
@@ -55,8 +55,7 @@ def compare(tdf: pd.DataFrame, cell: str, other: str, metric: str, plan: Analysi
     if not design(tdf)[0]:
         a, b = (harm(tdf.loc[tdf["cell"] == c, TEST].where(tdf["ok"], worst(metric)).to_numpy(), metric) for c in (cell, other))
         return shift(a, b, plan.primary, plan.confidence)
-    p = pairs(tdf, cell, other, failed_as=worst(metric))
-    return shift(harm(p["test"].to_numpy() - p["test_ref"].to_numpy(), metric), None, plan.primary, plan.confidence)
+    return shift(paired_harms(tdf, cell, other, metric)[1], None, plan.primary, plan.confidence)
 
 
 def _quote(name: str, s: Shift, metric: str, plan: AnalysisConfig) -> str:
@@ -173,8 +172,8 @@ def rank_intervals(tdf: pd.DataFrame, variants: list[str], metric: str, plan: An
     trials: "2 (1–3)". The estimate of the harm is the median paired difference, a cheap robust stand-in."""
     d = {}
     for v in variants:
-        p = pairs(tdf, v, plan.reference, failed_as=worst(metric))
-        d[v] = pd.Series(harm(p["test"].to_numpy() - p["test_ref"].to_numpy(), metric), index=p["pair"].to_numpy())
+        p, h = paired_harms(tdf, v, plan.reference, metric)
+        d[v] = pd.Series(h, index=p["pair"].to_numpy())
     table = pd.DataFrame(d).dropna()
     if len(table) < 2 or plan.bootstrap < 1:
         return {}
