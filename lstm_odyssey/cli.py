@@ -33,7 +33,7 @@ from hydra_plugins.odyssey_sweeper.odyssey_sweeper import OdysseySweeper
 from .results import OK, RECORD_NAME, read_record
 from .schema import one_line, validate
 from .settings import ConfigError
-from .signals import exit_code, sigterm_interrupts
+from .signals import exit_code, reraise_if_interrupted, sigterm_interrupts
 from .sweep import register_studies
 from .sweep.packs import MANIFEST_KEY, run_pack
 from .sweep.worker import AlreadyRunning, die_with_parent, running
@@ -112,6 +112,7 @@ def main() -> None:
         try:
             record = _sweep_job(container, run_dir) if multirun else run(container, run_dir)
         except Exception as err:
+            reraise_if_interrupted(err)
             where = f" (record in {run_dir / RECORD_NAME})" if (run_dir / RECORD_NAME).exists() else ""
             log.error("run failed: %s%s", describe_error(err), where)
             if multirun:

@@ -23,8 +23,26 @@ def exit_code(err: KeyboardInterrupt) -> int:
     return 128 + (err.signum if isinstance(err, Interrupted) else signal.SIGINT)
 
 
+_received: int | None = None
+
+
 def _raise(signum: int, frame: Any) -> None:
+    global _received
+    _received = signum
     raise Interrupted(signum)
+
+
+def received() -> int | None:
+    """The signal that interrupted this process, if one did. A library that calls back into Python (torch's
+    C++ core, a pickler) may turn the Interrupted raised there into an exception of its own; code that catches
+    `Exception` asks this so that an interrupted run is reported as interrupted, never as failed."""
+    return _received
+
+
+def reraise_if_interrupted(err: BaseException) -> None:
+    """Raise Interrupted instead of `err` when a signal arrived: the run stops to be resumed, not failed."""
+    if _received is not None and not isinstance(err, KeyboardInterrupt):
+        raise Interrupted(_received) from err
 
 
 @contextlib.contextmanager
@@ -33,6 +51,8 @@ def sigterm_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _received
+    _received = None
     previous = signal.signal(signal.SIGTERM, _raise)
     try:
         yield

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import checkpoints, tracking
+from . import checkpoints, signals, tracking
 from .cells import PRESETS, get_spec
 from .data import build_task
 from .data.base import TaskData
@@ -273,6 +273,7 @@ def run(cfg: Any, run_dir: str | Path) -> dict:
         tracker = tracking.start(cfg, run_dir)
         record.update(fit(cfg, run_dir, tracker))
     except Exception as err:
+        signals.reraise_if_interrupted(err)  # interrupted, not failed: no failed record, the checkpoint resumes it
         record.update(status=FAILED, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         record["wall_seconds"] = time.time() - started
         write_record(run_dir, record)

@@ -491,7 +491,8 @@ def test_an_interrupted_sweep_prints_one_line_and_resumes(tmp_path, sig, code):
 
 
 def test_an_interrupted_single_run_says_how_to_resume(tmp_path):
-    run = subprocess.Popen([sys.executable, "-m", "lstm_odyssey.cli", f"paths.root={tmp_path}", *TINY_RUN, *LONG],
+    endless = ["trainer.epochs=100000", "trainer.patience=null"]  # still training when the signal comes
+    run = subprocess.Popen([sys.executable, "-m", "lstm_odyssey.cli", f"paths.root={tmp_path}", *TINY_RUN, *endless],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
     wait_for(lambda: checkpoints(tmp_path), "a checkpoint", proc=run)
     run.send_signal(signal.SIGTERM)
@@ -500,6 +501,26 @@ def test_an_interrupted_single_run_says_how_to_resume(tmp_path):
     assert run.returncode == 143 and "Traceback" not in run.err
     assert run.err.strip().splitlines() == [
         f"interrupted; resume with the same command plus trainer.resume=true hydra.run.dir={run_dir}"]
+
+
+def test_an_interrupt_that_a_library_turns_into_another_error_is_still_an_interrupt(tmp_path, monkeypatch):
+    """torch's C++ core may wrap what a Python callback raised: the run is interrupted, not failed."""
+    from lstm_odyssey.signals import Interrupted, sigterm_interrupts
+
+    def fit_hit_by_sigterm_inside_a_callback(*args, **kwargs):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt as err:
+            raise RuntimeError("a callback raised") from err
+
+    monkeypatch.setattr(train, "fit", fit_hit_by_sigterm_inside_a_callback)
+    with sigterm_interrupts(), pytest.raises(Interrupted) as err:
+        train.run(load_config([*TINY_RUN, "trainer.epochs=1"]), tmp_path)
+    assert err.value.signum == signal.SIGTERM and isinstance(err.value.__cause__, RuntimeError)
+    assert not (tmp_path / "result.json").exists()  # no failed record: a rerun resumes the run
+    monkeypatch.undo()
+    with sigterm_interrupts():  # a new block starts with no signal received
+        assert train.run(load_config([*TINY_RUN, "trainer.epochs=1"]), tmp_path)["status"] == "ok"
 
 
 def test_records_and_checkpoints_get_the_usual_permissions(tmp_path):

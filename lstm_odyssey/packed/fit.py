@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from .. import checkpoints, tracking, train
+from .. import checkpoints, signals, tracking, train
 from ..cells import get_spec
 from ..data import build_task
 from ..data.base import TaskData
@@ -364,6 +364,7 @@ def fit_pack(
         pack = Pack(cfgs, run_dirs, heads, Path(pack_dir) if pack_dir else run_dirs[0] / checkpoints.CHECKPOINT_DIR, path=path)
         return pack.run()
     except Exception as err:
+        signals.reraise_if_interrupted(err)
         if pack is not None:
             pack.fail(err)
         else:
