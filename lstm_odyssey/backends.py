@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .cells import FAMILIES, CellSpec
+from .cells import FAMILIES, CellSpec, ops
 from .cells.base import Weights
 from .graphs import graph_runner
 
@@ -110,6 +110,7 @@ class _Fused(torch.autograd.Function):
         outs, saved = runner.sequence_forward(spec, xp, states, weights, mask)
         ctx.entry = saved.pop("__entry__", None)  # the graph cache's capture: not a tensor, kept on ctx
         ctx.spec, ctx.runner, ctx.keys, ctx.num_states = spec, runner, list(saved), num_states
+        ctx.kernels = ops.kernel_settings_now()  # the backward takes the forward's path (it may run in another thread)
         ctx.save_for_backward(*saved.values(), *weights, mask)
         return tuple(outs)
 
@@ -122,7 +123,8 @@ class _Fused(torch.autograd.Function):
         weights, mask = list(values[k:-1]), values[-1]
         if ctx.entry is not None:
             saved["__entry__"] = ctx.entry
-        dxp, dstates, dweights = ctx.runner.sequence_backward(ctx.spec, saved, list(grads), weights, mask)
+        with ops.kernel_settings(**ctx.kernels):
+            dxp, dstates, dweights = ctx.runner.sequence_backward(ctx.spec, saved, list(grads), weights, mask)
         dstates = list(dstates) + [None] * (ctx.num_states - len(dstates))
         return (None, None, None, None, dxp, *dstates, *dweights)
 

@@ -2,12 +2,15 @@
 
     lstm-odyssey-bench --threads 2 --input 32 --hidden 128 --batch 64 --steps 100 --json bench.json
     python -m lstm_odyssey.bench --device cuda --hidden 512 --cells vanilla np gru
-    lstm-odyssey-bench --study       # trials per hour of the reproduction study, packed vs one at a time
 
 For each (cell, backend) it reports the median forward (no grad) and forward+backward time over
 `--repeats` runs after `--warmup` runs, the ratio to torch.nn.LSTM measured in the same process (runs
 of all cases are interleaved, so drifting load hits them alike), the first call's cost (compilation or
 graph capture), peak GPU memory, and the activation memory kept for backward per time step.
+
+The packed trials' benchmarks (trials per hour of the reproduction study, packs against single runs, the
+prices of the time cuts) are developer measurements: they live in the repository's `benchmarks/` folder, not
+in the package (`python -m benchmarks.study` from a checkout; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -220,13 +223,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: print the table, optionally write JSON (returns None: exit status 0).
-    `--study` first: trials per hour of the reproduction study instead (packed/study_bench.py)."""
+    """Console entry point: print the table, optionally write JSON (returns None: exit status 0)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--study"]:
-        from .packed import study_bench
-
-        return study_bench.main(argv[1:])
+        command = " ".join(["python -m benchmarks.study", *argv[1:]])
+        raise SystemExit(f"lstm-odyssey-bench: --study moved out of the package; from a checkout of the repository "
+                         f"run `{command}` (benchmarks/README.md)")
     args = parse_args(argv)
     result = measure(args)
     env = result["env"]

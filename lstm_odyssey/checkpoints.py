@@ -1,5 +1,7 @@
 """A run's checkpoints, in `<run_dir>/checkpoints/`: `last.pt`, everything a resumed run needs (model,
 optimiser, random streams, the epoch loop's state, the hyperparameters), and `best.pt`, the best epoch's model.
+A pack writes the same layout for all its trials to `pack.pt` (engine.py writes and reads it; here is its
+format and its checks).
 
 Written atomically (files.py); read with weights_only=True, so a file that holds other Python objects is
 refused before any of it runs; a run resumes only with the hyperparameters it was trained with (but for
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from .files import atomic_write
+from .schema import NO_DEFAULT, default
 
 log = logging.getLogger("lstm_odyssey.train")
 
@@ -50,9 +53,30 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
     except (OSError, RuntimeError, EOFError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is unreadable ({first}); delete it to start afresh") from None
-    if not isinstance(ckpt, dict) or not {"model", "optimizer", "loop"} <= set(ckpt):
+    ckpt = upgrade(ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(ckpt, dict) or not {"run_dirs", "active", "model", "optimizer", "loops", "hparams"} <= set(ckpt):
         raise CheckpointError(f"{path} is not a checkpoint of lstm-odyssey; delete it to start afresh")
     return ckpt
+
+
+def upgrade(ckpt: dict) -> dict:
+    """A checkpoint of an earlier release in today's layout: a run's `last.pt` (one `loop`, one `generator`)
+    and a pack's `pack.pt` (`params`, no hyperparameters) resume as they are."""
+    if {"model", "optimizer", "loop"} <= set(ckpt):
+        loop = ckpt["loop"]
+        return {"run_dirs": None, "active": [0], "model": ckpt["model"], "optimizer": ckpt["optimizer"],
+                "generators": [ckpt["generator"]], "loops": [loop], "hparams": [ckpt.get("hparams")],
+                "elapsed": loop.get("elapsed", 0.0), "torch_rng": ckpt["torch_rng"], "cuda_rng": ckpt.get("cuda_rng")}
+    if {"params", "optimizer", "loops", "active"} <= set(ckpt):
+        return {**{k: v for k, v in ckpt.items() if k != "params"}, "model": ckpt["params"],
+                "hparams": [None] * len(ckpt["active"])}
+    return ckpt
+
+
+def _with_defaults(hparams: dict, other: dict) -> dict:
+    """`hparams` with the schema's default for each key only `other` has (a key added by a newer release)."""
+    added = {k: d for k in other if k not in hparams and (d := default(k)) is not NO_DEFAULT}
+    return {**added, **hparams}
 
 
 def check_resumable(saved: dict | None, current: dict, path: Path) -> None:
@@ -61,6 +85,7 @@ def check_resumable(saved: dict | None, current: dict, path: Path) -> None:
         log.warning("%s records no hyperparameters (an older checkpoint); resuming without checking them", path)
         return
     missing = object()
+    saved, current = _with_defaults(saved, current), _with_defaults(current, saved)  # a key one side lacks: its default
     changed = sorted(k for k in set(saved) | set(current)
                      if k not in RESUMABLE_CHANGES and saved.get(k, missing) != current.get(k, missing))
     if changed:
@@ -72,34 +97,3 @@ def check_resumable(saved: dict | None, current: dict, path: Path) -> None:
             f"{path} was trained with other hyperparameters ({diffs}); rerun without trainer.resume=true, "
             "or in a new directory, to start afresh"
         )
-
-
-def save_last(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-              device: torch.device, loop: dict, hparams: dict) -> None:
-    """The state after an epoch, all that `resume` needs to continue as if the run had not stopped."""
-    save({
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "loop": loop,
-        "hparams": hparams,
-    }, path)
-
-
-def resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-           device: torch.device, hparams: dict) -> dict:
-    """Restore model, optimiser and random streams from `path` (written by `save_last` with the same
-    hyperparameters) and return the epoch loop's state."""
-    ckpt = load_checkpoint(path, device)
-    check_resumable(ckpt.get("hparams"), hparams, path)
-    try:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{path} does not fit this model ({first}); delete it to start afresh") from None
-    generator.set_state(ckpt["generator"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
-    return ckpt["loop"]

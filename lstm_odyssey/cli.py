@@ -30,14 +30,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hydra_plugins.odyssey_sweeper.odyssey_sweeper import OdysseySweeper
 
+from .cells.ops import kernel_settings
+from .engine import EPOCH_LOGGER
 from .results import OK, RECORD_NAME, read_record
-from .schema import one_line, validate
+from .schema import environment, one_line, validate
 from .settings import ConfigError
 from .signals import exit_code, reraise_if_interrupted, sigterm_interrupts
 from .sweep import register_studies
 from .sweep.packs import MANIFEST_KEY, run_pack
 from .sweep.worker import AlreadyRunning, die_with_parent, running
-from .train import EPOCH_LOGGER, describe, describe_error, run
+from .train import describe, describe_error, run
 
 log = logging.getLogger("lstm_odyssey.train")
 FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: its errors reach main() as exceptions, printed here
@@ -72,7 +74,7 @@ def _sweep_job(container: dict, run_dir: Path) -> dict | None:
     None when another process trains it right now. A job that is already `ok` is not trained again."""
     die_with_parent()
     quiet_console()
-    if container["trainer"].get("progress") == "auto":
+    if container["trainer"]["progress"] == "auto":
         container["trainer"]["progress"] = False  # bars of parallel jobs would garble the terminal
     manifest = (container.get("sweep") or {}).get(MANIFEST_KEY)
     try:
@@ -110,7 +112,8 @@ def main() -> None:
                 print(err, file=sys.stderr)
                 sys.exit(1)
         try:
-            record = _sweep_job(container, run_dir) if multirun else run(container, run_dir)
+            with kernel_settings(**container["kernels"]):  # the kernels the config names (and the record shows)
+                record = _sweep_job(container, run_dir) if multirun else run(container, run_dir)
         except Exception as err:
             reraise_if_interrupted(err)
             where = f" (record in {run_dir / RECORD_NAME})" if (run_dir / RECORD_NAME).exists() else ""
@@ -126,6 +129,7 @@ def main() -> None:
 
     register()
     with reported():
+        environment()  # a wrong value of a variable of schema.ENVIRONMENT: one line, before Hydra composes
         app()
 
 

@@ -6,11 +6,10 @@ hundreds of per-step launches cost one launch. The first call of a shape pays Tr
 from __future__ import annotations
 
 import collections
-import os
 
 import torch
 
-from .cells import FAMILIES
+from .cells import FAMILIES, ops
 
 
 class _Captured:
@@ -125,9 +124,13 @@ _GRAPH_RUNNERS: dict[torch.device, GraphRunner] = {}
 
 
 def graph_runner(device: torch.device) -> GraphRunner:
-    """The process-wide graph cache of one CUDA device (size: LSTM_ODYSSEY_GRAPH_CACHE, default 16)."""
+    """The process-wide graph cache of one CUDA device, holding at most the `graph_cache` setting in force
+    (config key kernels.graph_cache; without a config LSTM_ODYSSEY_GRAPH_CACHE, default 16: cells/ops.py)."""
     if device.index is None:
         device = torch.device(device.type, torch.cuda.current_device())
+    size = int(ops.kernel_setting("graph_cache"))
     if device not in _GRAPH_RUNNERS:
-        _GRAPH_RUNNERS[device] = GraphRunner(int(os.environ.get("LSTM_ODYSSEY_GRAPH_CACHE", "16")))
-    return _GRAPH_RUNNERS[device]
+        _GRAPH_RUNNERS[device] = GraphRunner(size)
+    runner = _GRAPH_RUNNERS[device]
+    runner.max_entries = size  # a smaller size takes effect as the next capture evicts the oldest
+    return runner

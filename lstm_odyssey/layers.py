@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import backends
-from .cells import FAMILIES, CellSpec, Init, get_spec
+from .cells import DEFAULT_INIT, FAMILIES, CellSpec, Init, get_spec, ops
 
 State = Any  # Tensor (gru, rnn) | tuple[Tensor, Tensor] (lstm) | tuple[Tensor, Tensor, Tensor] (fgr)
 BACKENDS = backends.BACKENDS  # auto loop torch fused graph: see backends.py
@@ -27,7 +27,9 @@ class RecurrentLayer(nn.Module):
     hx the initial state. States follow torch's layout (num_layers * num_directions, B, N), (.., N) when
     unbatched: a tensor for gru/rnn, (h, c) for the LSTM family and (h, c, gates) for FGR, whose gate
     activations are state too. `proj_size` (LSTM family) and `nonlinearity` (rnn family) are torch's
-    options of nn.LSTM and nn.RNN, so that `from_torch` converts every module torch builds.
+    options of nn.LSTM and nn.RNN, so that `from_torch` converts every module torch builds. `triton`, `scan`
+    and `graph_cache` choose this layer's kernels on the fused backends (cells/ops.py); None leaves the choice
+    to the run's config (kernels.*) or, without one, LSTM_ODYSSEY_TRITON / _SCAN / _GRAPH_CACHE.
     """
 
     def __init__(
@@ -39,12 +41,16 @@ class RecurrentLayer(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         batch_first: bool = True,
-        forget_bias: float = 1.0,
-        init: str = "torch",
-        peephole_init: str = "uniform",
+        forget_bias: float = DEFAULT_INIT.forget_bias,
+        init: str = DEFAULT_INIT.scheme,
+        peephole_init: str = DEFAULT_INIT.peephole,
         backend: str = "auto",
         proj_size: int = 0,
         nonlinearity: str = "tanh",
+        *,
+        triton: str | None = None,
+        scan: str | None = None,
+        graph_cache: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
@@ -57,6 +63,7 @@ class RecurrentLayer(nn.Module):
         Init(init, peephole_init, float(forget_bias))  # refuses an unknown scheme before anything is built
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.kernels = ops.check_kernel_settings(triton, scan, graph_cache)  # None: the environment's, else the default
         self.spec = get_spec(cell)
         self.family = FAMILIES[self.spec.family].with_options(self.spec, int(hidden_size), int(proj_size), nonlinearity)
         self.input_size = int(input_size)
@@ -127,15 +134,7 @@ class RecurrentLayer(nn.Module):
         and rnn; zeros when None). Keyword-only, beyond torch: `lengths` (the valid steps of each padded
         sequence, instead of packing), `state` (the older name of hx) and `return_gates`.
         Returns (output, final state[, gates]) shaped as torch returns them, unbatched for unbatched input."""
-        if state is not None:
-            if hx is not None:
-                raise ValueError("pass the initial state once: as hx (torch's name, the second argument) or as state=")
-            hx = state
-        if hx is not None and _looks_like_lengths(hx):
-            raise ValueError(
-                "the second argument is the initial state hx, as in torch.nn.LSTM; pass lengths by keyword: "
-                "layer(x, lengths=lengths)"
-            )
+        hx = _initial_state(hx, state)
         x = input
         packed = isinstance(x, PackedSequence)
         if packed:
@@ -164,7 +163,8 @@ class RecurrentLayer(nn.Module):
         if chosen == "torch":
             out, final, gates = self._forward_torch(x_tm, lengths, hx)
         else:
-            out, final, gates = self._forward_layers(x_tm, lengths, hx, return_gates, chosen)
+            with ops.kernel_settings(**self.kernels):
+                out, final, gates = self._forward_layers(x_tm, lengths, hx, return_gates, chosen)
 
         if self.batch_first:
             out = out.transpose(0, 1)
@@ -366,6 +366,21 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     t = torch.arange(steps)[:, None]
     index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t).to(x.device)
     return x.gather(0, index.view(steps, -1, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def _initial_state(hx: State | None, state: State | None) -> State | None:
+    """The initial state given as hx (torch's name) or `state` (the older one): refused when given twice, or
+    when what stands in torch's second place can only be lengths."""
+    if state is not None:
+        if hx is not None:
+            raise ValueError("pass the initial state once: as hx (torch's name, the second argument) or as state=")
+        hx = state
+    if hx is not None and _looks_like_lengths(hx):
+        raise ValueError(
+            "the second argument is the initial state hx, as in torch.nn.LSTM; pass lengths by keyword: "
+            "layer(x, lengths=lengths)"
+        )
+    return hx
 
 
 def _looks_like_lengths(hx: Any) -> bool:

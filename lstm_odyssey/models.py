@@ -8,10 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cells import CellSpec
+from .cells import DEFAULT_INIT, CellSpec
 from .data.base import CLASSIFICATION, MULTILABEL, PAD_CLASS, REGRESSION, SEQUENCE_TASKS, TASK_TYPES, Batch
 from .layers import RecurrentLayer
 from .summary import summary
+
+# model.encoder: auto = embedding for tokens, identity for real features; linear = a learned projection of real
+# features to embedding_dim (or hidden_size) units; embedding = a lookup table of token vectors
+ENCODERS = ("auto", "identity", "linear", "embedding")
 
 
 class SequenceModel(nn.Module):
@@ -39,15 +43,17 @@ class SequenceModel(nn.Module):
         tokens: bool = False,
         encoder: str = "auto",
         embedding_dim: int | None = None,
-        forget_bias: float = 1.0,
-        init: str = "torch",
-        peephole_init: str = "uniform",
+        forget_bias: float = DEFAULT_INIT.forget_bias,
+        init: str = DEFAULT_INIT.scheme,
+        peephole_init: str = DEFAULT_INIT.peephole,
         backend: str = "auto",
         tolerance: float | None = None,
     ) -> None:
         super().__init__()
         if task_type not in TASK_TYPES:
             raise ValueError(f"unknown task type {task_type!r}; choose one of {', '.join(TASK_TYPES)}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
         if encoder == "auto":
             encoder = "embedding" if tokens else "identity"
         if tokens != (encoder == "embedding"):
@@ -61,12 +67,10 @@ class SequenceModel(nn.Module):
         if encoder == "identity":
             self.encoder: nn.Module = nn.Identity()
             rnn_input = input_size
-        elif encoder in ("linear", "embedding"):
+        else:  # linear or embedding
             rnn_input = embedding_dim or hidden_size
             layer_cls = nn.Embedding if encoder == "embedding" else nn.Linear
             self.encoder = layer_cls(input_size, rnn_input)
-        else:
-            raise ValueError(f"unknown encoder {encoder!r}; choose auto, identity, linear or embedding")
         self.rnn = RecurrentLayer(
             rnn_input, hidden_size, cell, num_layers, bidirectional, dropout, batch_first=True,
             forget_bias=forget_bias, init=init, peephole_init=peephole_init, backend=backend,

@@ -2,8 +2,11 @@
 
 The dataclasses are registered in Hydra's ConfigStore (group `schema`) and are the base of conf/'s YAML files
 (`defaults: [/schema/trainer@_here_, _self_]`), so Hydra checks every key's type when it composes and refuses
-`trainer.epohcs=3`. What composition cannot refuse, `validate` does, at the start of every run and in the
-sweeper's pre-flight: keys added with `+` (Hydra adds them to a structured node all the same), each value's
+`trainer.epohcs=3`. They are the only source of the defaults: a YAML file sets only what its preset or task
+changes (tests/test_config_defaults.py holds them to it), the data options' defaults are their builders'
+(`schema/data_<task>`), and the environment variables of ENVIRONMENT replace a default when a config is
+composed. What composition cannot refuse, `validate` does, at the start of every run and in the sweeper's
+pre-flight: keys added with `+` (Hydra adds them to a structured node all the same), each value's
 allowed range, and the data options of each task (read off the task builder's signature, since one study's
 data options meet another task's: `data=imdb '~data.max_chars'`). Every problem is one `ConfigError` line that
 names the key, the value and what is allowed (settings.py: what a setting may be, and the checks);
@@ -14,15 +17,20 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cells import CellSpec
+from .backends import BACKENDS
+from .cells import DEFAULT_INIT, CellSpec, ops
+from .cells.base import INIT_SCHEMES, PEEPHOLE_INITS
+from .models import ENCODERS
 from .settings import (
     Allowed,
+    ConfigError,
     Setting,
     check_group,
     describe,
@@ -38,33 +46,47 @@ from .settings import (
 @dataclass
 class TrainerConfig:
     epochs: int = setting(20, low=1)
-    patience: int | None = setting(5, low=1, null="never stop early")
-    clip: float | None = setting(1.0, above=0, null="no clipping")
+    patience: int | None = setting(5, low=1, null="never stop early")  # epochs without a better validation metric
+    clip: float | None = setting(1.0, above=0, null="no clipping")  # gradient-norm clipping
     batch_size: int = setting(32, low=1)
     eval_batch_size: int | None = setting(256, low=1, null="trainer.batch_size")
-    input_noise: float = setting(0.0, low=0)
+    input_noise: float = setting(0.0, low=0)  # std of Gaussian noise added to real-valued inputs in training (the paper's)
     max_minutes: float | None = setting(None, above=0, null="no wall-clock cap")
     min_improvement: float | None = setting(None, low=0, below=1, null="no plateau rule")
-    device: str = "auto"
+    device: str = "auto"  # auto: cuda when available
     seed: int = 0
     deterministic: bool = False
-    resume: bool = False
-    progress: Any = setting("auto", choices=("auto", True, False))
+    resume: bool = False  # continue from checkpoints/last.pt in the run directory
+    progress: Any = setting("auto", choices=("auto", True, False))  # auto: a bar on a terminal, else a line per epoch
 
 
 @dataclass
 class ModelConfig:
+    """SequenceModel (models.py): encoder -> RecurrentLayer -> head. The defaults of init, peephole_init and
+    forget_bias are `cells.DEFAULT_INIT`'s (the layer's and the model's too)."""
+
     hidden_size: int = setting(64, low=1)
     num_layers: int = setting(1, low=1)
     bidirectional: bool = False
-    dropout: float = setting(0.0, low=0, below=1)
-    output_dropout: float = setting(0.0, low=0, below=1)
-    encoder: str = setting("auto", choices=("auto", "embedding", "identity"))
+    dropout: float = setting(0.0, low=0, below=1)  # between stacked layers (torch.nn.LSTM's)
+    output_dropout: float = setting(0.0, low=0, below=1)  # on the top layer's output before the head (Zaremba et al.)
+    encoder: str = setting("auto", choices=ENCODERS)  # auto: embedding for tokens, identity otherwise
     embedding_dim: int | None = setting(None, low=1, null="model.hidden_size")
-    forget_bias: float = 1.0
-    init: str = setting("torch", choices=("torch", "keras"))
-    peephole_init: str = setting("uniform", choices=("uniform", "zero"))
-    backend: str = "auto"
+    forget_bias: float = DEFAULT_INIT.forget_bias  # Jozefowicz et al. 2015; 0.0 for none
+    init: str = setting(DEFAULT_INIT.scheme, choices=INIT_SCHEMES)  # torch: U(±1/sqrt(N)); keras: Glorot + orthogonal
+    peephole_init: str = setting(DEFAULT_INIT.peephole, choices=PEEPHOLE_INITS)
+    backend: str = setting("auto", choices=BACKENDS)  # see backends.py
+
+
+@dataclass
+class KernelsConfig:
+    """Which kernels the fused backends (model.backend fused, graph) run: they compute the same function, so
+    these are no hyperparameters, but they decide which code runs (cells/ops.py; defaults `ops.KERNEL_DEFAULTS`).
+    LSTM_ODYSSEY_TRITON, _SCAN and _GRAPH_CACHE set them when a config is composed (ENVIRONMENT below)."""
+
+    triton: str = setting(ops.KERNEL_DEFAULTS["triton"], choices=ops.KERNEL_CHOICES["triton"])  # auto: on CUDA; force: anywhere
+    scan: str = setting(ops.KERNEL_DEFAULTS["scan"], choices=ops.KERNEL_CHOICES["scan"])  # off: sequential; log: log space
+    graph_cache: int = setting(ops.KERNEL_DEFAULTS["graph_cache"], low=1)  # CUDA graphs kept per device (backend graph)
 
 
 @dataclass
@@ -170,21 +192,74 @@ CELL_EXTRA_KEYS = ("preset",)  # get_spec's base preset for a labelled cell: `+c
 OPTIMIZERS: dict[str, type] = {"adam": AdamConfig, "sgd": SGDConfig}
 LOGGERS: dict[str, type] = {"none": NoLoggerConfig, "wandb": WandbLoggerConfig}
 SCHEMAS: dict[str, type] = {  # ConfigStore name (group `schema`) -> dataclass
-    "trainer": TrainerConfig, "model": ModelConfig, "paths": PathsConfig, "cell": CellConfig, "analysis": AnalysisConfig,
+    "trainer": TrainerConfig, "model": ModelConfig, "kernels": KernelsConfig, "paths": PathsConfig, "cell": CellConfig,
+    "analysis": AnalysisConfig,
     **{f"optim_{k}": v for k, v in OPTIMIZERS.items()}, **{f"logger_{k}": v for k, v in LOGGERS.items()},
 }
 
 
+# Environment variables that set a key of every run composed where they are set: they take the place of the
+# schema's default when the config is composed (a YAML file or an override that sets the key still wins), so the
+# composed config, and the run's record with it, holds the value the run uses. Without a config (the layer as a
+# library) the code reads them itself (cells/ops.py).
+ENVIRONMENT = {"paths.root": "LSTM_ODYSSEY_RESULTS", **{f"kernels.{name}": variable for name, variable in ops.KERNEL_ENV.items()}}
+
+
+def environment() -> dict[str, Any]:
+    """{dotted key: value} of ENVIRONMENT's variables that are set here, each checked as `validate` checks its
+    key (a ConfigError names the variable)."""
+    found = {}
+    for key, variable in ENVIRONMENT.items():
+        group, _, name = key.partition(".")
+        value = ops.kernel_from_environment(name) if group == "kernels" else os.environ.get(variable) or None
+        if value is None:
+            continue
+        item = lookup(key)
+        try:
+            check_group(group, {name: value}, {name: item})
+        except ConfigError:
+            raise ConfigError(f"{variable}={os.environ[variable]} is not allowed: {key} must be {describe(item)}") from None
+        found[key] = value
+    return found
+
+
+def task_defaults() -> dict[str, dict[str, Any]]:
+    """Each task's data options with their defaults, read off its builder's signature (`name` first, the
+    task's registry name): the only place a data option's default is written is its builder."""
+    from .data import available
+    from .data.base import REGISTRY
+
+    found = {}
+    for task in available():
+        options: dict[str, Any] = {"name": task}
+        for param in inspect.signature(REGISTRY[task]).parameters.values():
+            if param.name != "name" and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                options[param.name] = "???" if param.default is param.empty else param.default  # ???: must be set
+        found[task] = options
+    return found
+
+
 def register_schemas() -> None:
-    """Put the group dataclasses in Hydra's ConfigStore as `schema/<name>` (conf/'s YAMLs extend them). The
-    studies start from `schema/sweep`, SweepConfig's defaults as a plain node: a structured one would refuse
-    `~sweep.params`, so the sweeper checks the study's types when it starts instead."""
+    """Put the schema in Hydra's ConfigStore, group `schema` (conf/'s YAMLs extend these nodes and set only what
+    they change): each group's dataclass as `schema/<name>`, ENVIRONMENT's variables in place of its defaults;
+    each task's data options as `schema/data_<task>` (`task_defaults`, plain nodes: `validate` checks the
+    types); and `schema/sweep`, SweepConfig's defaults as a plain node (the studies start from it: a
+    structured one would refuse `~sweep.params`, so the sweeper checks the study's types when it starts).
+    Called when conf/ is imported and by `config.load_config`, so that a changed default or variable counts."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
     store = ConfigStore.instance()
+    preset = environment()
     for name, schema in SCHEMAS.items():
-        store.store(group="schema", name=name, node=schema, provider="lstm_odyssey")
+        node = OmegaConf.structured(schema)
+        for key, value in preset.items():
+            group, _, leaf = key.partition(".")
+            if group == name:
+                node[leaf] = value
+        store.store(group="schema", name=name, node=node, provider="lstm_odyssey")
+    for task, options in task_defaults().items():
+        store.store(group="schema", name=f"data_{task}", node=OmegaConf.create(options), provider="lstm_odyssey")
     store.store(group="schema", name="sweep", node=OmegaConf.create(dataclasses.asdict(SweepConfig())), provider="lstm_odyssey")
 
 
@@ -222,6 +297,8 @@ def validate(cfg: Mapping) -> None:
         check_group("trainer", cfg["trainer"], settings_of(TrainerConfig))
     if "model" in cfg:
         check_group("model", cfg["model"], settings_of(ModelConfig))
+    if "kernels" in cfg:
+        check_group("kernels", cfg["kernels"], settings_of(KernelsConfig))
     if "optim" in cfg:
         known, label = _named("optim", cfg["optim"], OPTIMIZERS, "adam")
         check_group("optim", cfg["optim"], known, label)
@@ -247,7 +324,7 @@ def validate(cfg: Mapping) -> None:
 
 
 def _schemas(group: str) -> list[type]:
-    return {"trainer": [TrainerConfig], "model": [ModelConfig], "optim": list(OPTIMIZERS.values()),
+    return {"trainer": [TrainerConfig], "model": [ModelConfig], "kernels": [KernelsConfig], "optim": list(OPTIMIZERS.values()),
             "logger": list(LOGGERS.values()), "paths": [PathsConfig], "sweep": [SweepConfig],
             "analysis": [AnalysisConfig]}.get(group, [])
 

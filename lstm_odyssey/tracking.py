@@ -53,21 +53,21 @@ class WandbTracker(Tracker):
     def __init__(self, cfg: dict, run_dir: Path) -> None:
         import wandb
 
-        logger = cfg.get("logger") or {}
+        logger = cfg["logger"]  # logger=wandb: every key of schema.WandbLoggerConfig
         cell, task, study = _names(cfg)
         sweep = cfg.get("sweep") or {}
-        mode = os.environ.get("WANDB_MODE") or logger.get("mode") or "offline"
+        mode = os.environ.get("WANDB_MODE") or logger["mode"]
         if mode not in MODES:
             raise ValueError(f"logger.mode is {mode!r}; use one of {', '.join(MODES)}")
-        tags = [f"cell:{cell}", f"task:{task}"] + ([f"study:{study}"] if study else []) + list(logger.get("tags") or [])
+        tags = [f"cell:{cell}", f"task:{task}"] + ([f"study:{study}"] if study else []) + list(logger["tags"] or [])
         run_dir.mkdir(parents=True, exist_ok=True)
         self.wandb = wandb
         self.run = wandb.init(
-            project=logger.get("project") or "lstm-odyssey",
-            entity=logger.get("entity"),
-            group=logger.get("group") or study,
+            project=logger["project"],
+            entity=logger["entity"],
+            group=logger["group"] or study,  # null: the study's name
             job_type=task,
-            name=logger.get("run_name") or sweep.get("job") or f"{task}-{cell}",
+            name=logger["run_name"] or sweep.get("job") or f"{task}-{cell}",
             tags=tags,
             config={k: v for k, v in cfg.items() if k not in ("logger", "paths")},
             dir=str(run_dir),

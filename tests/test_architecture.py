@@ -130,3 +130,38 @@ def test_the_circle_finder_finds_a_planted_circle(tmp_path):
     graph = import_graph(tmp_path, ("lstm_odyssey",))
     assert graph["lstm_odyssey.c"] == set()
     assert cycles(graph) == [["lstm_odyssey.a", "lstm_odyssey.sub.b"]]
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph between the package's parts: `lstm_odyssey.sweep.packs` counts as `lstm_odyssey.sweep`
+    (a subpackage is one node; a top-level module is its own)."""
+
+    def part(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    parts: dict[str, set[str]] = {}
+    for name, deps in graph.items():
+        parts.setdefault(part(name), set()).update(part(d) for d in deps if part(d) != part(name))
+    return parts
+
+
+def test_no_circle_between_subpackages():
+    """`sweep` and `packed` (or any two parts) must not import each other, even through different modules."""
+    parts = package_graph(import_graph(ROOT))
+    assert {"lstm_odyssey.sweep", "lstm_odyssey.packed", "lstm_odyssey.engine"} <= set(parts)
+    assert cycles(parts) == []
+
+
+def test_the_subpackage_check_finds_a_circle_the_module_check_misses(tmp_path):
+    pkg = tmp_path / "lstm_odyssey"
+    for sub in ("p", "q"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "p" / "one.py").write_text("from ..q import two\n")
+    (pkg / "q" / "two.py").write_text("")
+    (pkg / "q" / "three.py").write_text("from ..p import four\n")
+    (pkg / "p" / "four.py").write_text("")
+    graph = import_graph(tmp_path, ("lstm_odyssey",))
+    assert cycles(graph) == []
+    assert cycles(package_graph(graph)) == [["lstm_odyssey.p", "lstm_odyssey.q"]]

@@ -194,18 +194,14 @@ def test_binary_head_is_sigmoid_and_binary_cross_entropy() -> None:
 
 
 def test_training_on_the_task_end_to_end(imdb_root, tmp_path) -> None:
+    from lstm_odyssey.config import load_config
     from lstm_odyssey.train import run
 
     root, sha = imdb_root
-    cfg = {
-        "cell": {"name": "np"},
-        "data": {"name": "imdb", "root": str(root), "sha256": sha, "num_words": 2000, "maxlen": 8, "padding": "pre"},
-        "model": {"hidden_size": 8, "embedding_dim": 4},
-        "optim": {"name": "adam", "lr": 0.01},
-        "trainer": {"epochs": 2, "patience": None, "clip": 1.0, "batch_size": 4, "eval_batch_size": 16,
-                    "input_noise": 0.0, "seed": 0, "device": "cpu", "progress": False},
-        "logger": {"name": "none"},
-    }
+    cfg = load_config(["cell=np", "data=imdb", f"data.root={root}", f"data.sha256={sha}", "data.num_words=2000",
+                       "data.maxlen=8", "data.padding=pre", "model.hidden_size=8", "model.embedding_dim=4", "optim=adam",
+                       "optim.lr=0.01", "trainer.epochs=2", "trainer.patience=null", "trainer.batch_size=4",
+                       "trainer.eval_batch_size=16", "trainer.device=cpu", "trainer.progress=false"])
     record = run(cfg, tmp_path / "run")
     assert record["status"] == "ok" and record["task"] == "imdb"
     assert set(record["test"]) == {"nll", "error", "accuracy"}
@@ -217,12 +213,13 @@ def test_training_on_the_task_end_to_end(imdb_root, tmp_path) -> None:
 
 
 def test_defaults_name_the_keras_file() -> None:
-    from omegaconf import OmegaConf
+    from lstm_odyssey.config import load_config
 
-    cfg = OmegaConf.load(ROOT / "conf" / "data" / "imdb.yaml")
-    assert cfg.url == URL == "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
-    assert cfg.sha256 == SHA256 == "69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f"
-    assert (cfg.num_words, cfg.maxlen, cfg.start_char, cfg.oov_char, cfg.index_from, cfg.shuffle_seed) == (10000, 500, 1, 2, 3, 113)
+    cfg = load_config(["data=imdb"])["data"]  # the builder's defaults (conf/data/imdb.yaml sets none)
+    assert cfg["url"] == URL == "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
+    assert cfg["sha256"] == SHA256 == "69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f"
+    keras = ("num_words", "maxlen", "start_char", "oov_char", "index_from", "shuffle_seed")
+    assert tuple(cfg[k] for k in keras) == (10000, 500, 1, 2, 3, 113)
 
 
 def test_offline_the_error_is_one_line_and_says_what_to_set(tmp_path) -> None:

@@ -16,16 +16,18 @@ from test_packed_model import float64_one_thread  # noqa: F401  (autouse: float6
 from lstm_odyssey import train
 from lstm_odyssey.config import load_config
 from lstm_odyssey.data import build_task
+from lstm_odyssey.engine import Engine
 from lstm_odyssey.packed import fit as packed_fit
 from lstm_odyssey.packed import fused
-from lstm_odyssey.packed.fit import Pack, fit_pack, initial_models
+from lstm_odyssey.packed.fit import fit_pack, initial_models
 from lstm_odyssey.packed.model import PackedModel, template_for
 from lstm_odyssey.packed.plan import GPU_WIDTH, alone_cost, auto_width, check_packable, pack_cost, pack_key, plan_packs
+from lstm_odyssey.packed.plan import REFERENCE_BATCH as B
 from lstm_odyssey.results import read_record
 
 TINY = ["data.length=12", "data.n_train=64", "data.n_val=32", "data.n_test=32", "trainer.batch_size=16",
         "trainer.epochs=4", "trainer.patience=null", "trainer.progress=false"]
-TIMING = {"wall_seconds", "run_dir", "backend", "pack", "elapsed"}  # what a pack may record differently
+TIMING = {"wall_seconds", "trial_seconds", "run_dir", "backend", "pack", "elapsed"}  # what a pack may record differently
 
 
 def with_keys(base: dict, changes: dict) -> dict:
@@ -144,7 +146,7 @@ def test_a_killed_pack_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch
     cfgs = trial_cfgs("cell=gru", "optim=adam", "trainer.deterministic=true", "trainer.resume=true", variants=variants)
     straight = fit_pack([(cfg, tmp_path / f"straight{k}") for k, cfg in enumerate(cfgs)])
 
-    real_epoch = Pack.train_epoch
+    real_epoch = Engine.train_epoch
     calls = {"n": 0}
 
     def killed(self):
@@ -153,16 +155,18 @@ def test_a_killed_pack_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch
             raise KeyboardInterrupt  # as if the job were killed during epoch 3
         return real_epoch(self)
 
-    monkeypatch.setattr(Pack, "train_epoch", killed)
+    monkeypatch.setattr(Engine, "train_epoch", killed)
     trials = [(cfg, tmp_path / f"resumed{k}") for k, cfg in enumerate(cfgs)]
     with pytest.raises(KeyboardInterrupt):
         fit_pack(trials)
     assert read_record(tmp_path / "resumed2")["stopped_by"] == "early_stopping"
     assert not (tmp_path / "resumed0" / "result.json").exists()
     ckpt = torch.load(tmp_path / "resumed0" / "checkpoints" / packed_fit.CHECKPOINT, weights_only=True)
-    assert ckpt["active"] == [0, 1] and [loop["epoch"] for loop in ckpt["loops"]] == [2, 2]
-    assert all(p.shape[0] == 2 for p in ckpt["params"].values())  # the stopped trial's slice is gone
-    monkeypatch.setattr(Pack, "train_epoch", real_epoch)
+    # the checkpoint of epoch 2 holds trial 2, which stopped then (a larger trainer.epochs could continue it);
+    # the resume below keeps its record
+    assert ckpt["active"] == [0, 1, 2] and [loop["epoch"] for loop in ckpt["loops"]] == [2, 2, 2]
+    assert all(p.shape[0] == 3 for p in ckpt["model"].values())
+    monkeypatch.setattr(Engine, "train_epoch", real_epoch)
     resumed = fit_pack(trials)
     for a, b in zip(straight, resumed):
         assert a["history"] == b["history"] and (a["objective"], a["test"]) == (b["objective"], b["test"])
@@ -207,21 +211,21 @@ def test_a_pack_on_the_gpu_equals_the_pack_on_the_cpu(tmp_path):
 
 def test_plan_packs_sorts_by_size_and_follows_the_width_rule():
     sizes = [250, 20, 64, 30, 300, 25, 96, 97]  # 250 and 300: beyond the sizes where packing pays most
-    assert plan_packs(sizes, 3) == [[1, 5, 3], [2, 6, 7], [0, 4]]
-    packs = plan_packs(sizes, "auto")
+    assert plan_packs(sizes, 3, "cpu", B) == [[1, 5, 3], [2, 6, 7], [0, 4]]
+    packs = plan_packs(sizes, "auto", "cpu", B)
     assert sorted(k for p in packs for k in p) == list(range(len(sizes)))
     for pack in packs:
         largest = max(sizes[k] for k in pack)
-        assert len(pack) <= auto_width(largest)
+        assert len(pack) <= auto_width(largest, "cpu", B)
         assert [sizes[k] for k in pack] == sorted(sizes[k] for k in pack)
     assert [1, 5, 3] in packs and [2, 6, 7] in packs and [0] in packs and [4] in packs  # small ones together, large ones alone
     # one pack of the six would pad 20 units to 97: the model prices the two packs lower
-    assert pack_cost(3, 30) + pack_cost(3, 97) < pack_cost(6, 97)
-    many = plan_packs([20] * 40, "auto")
+    assert pack_cost(3, 30, B) + pack_cost(3, 97, B) < pack_cost(6, 97, B)
+    many = plan_packs([20] * 40, "auto", "cpu", B)
     assert [len(p) for p in many] == [32, 8]  # the widest measured pack, then the rest
-    assert plan_packs([20] * 40, "auto", "cuda") == plan_packs([20] * 40, GPU_WIDTH)
+    assert plan_packs([20] * 40, "auto", "cuda", B) == plan_packs([20] * 40, GPU_WIDTH, "cpu", B)
     with pytest.raises(ValueError, match="positive integer"):
-        plan_packs(sizes, 0)
+        plan_packs(sizes, 0, "cpu", B)
 
 
 def _cuts(n: int):
@@ -264,7 +268,7 @@ def test_cost_model_gives_the_measured_pack_ratios():
     measured = {(24, 8): (3.5, 3.7), (24, 16): (4.2, 4.9), (48, 8): (2.6, 3.2), (96, 8): (2.4, 2.5),
                 (128, 8): (1.6, 1.9), (192, 8): (1.2, 1.5), (256, 8): (1.0, 1.0), (384, 8): (0.9, 0.9)}
     for (n, k), (low, high) in measured.items():
-        ratio = k * alone_cost(n) / pack_cost(k, n)
+        ratio = k * alone_cost(n, B) / pack_cost(k, n, B)
         assert low * 0.85 <= ratio <= high * 1.15, (n, k, ratio)
     sizes = [47, 52, 256, 212, 84, 35, 199, 141, 34, 41]  # the modern study's first 10 trials
     plan = [[sizes[k] for k in p] for p in plan_packs(sizes, "auto", "cpu", 16)]

@@ -16,7 +16,7 @@ TINY = [
     "sweep.params.model.hidden_size.low=4", "sweep.params.model.hidden_size.high=12", "sweep.report=false",
     "sweep.n_trials=4", "cell=vanilla,gru", "hydra/launcher=basic",
 ]
-TIMING = {"wall_seconds", "run_dir", "overrides", "pack", "backend", "config", "git_commit", "traceback"}
+TIMING = {"wall_seconds", "trial_seconds", "run_dir", "overrides", "pack", "backend", "config", "git_commit", "traceback"}
 
 
 def sweep(sweep_dir: Path, *args: str) -> dict[str, dict]:
@@ -101,7 +101,7 @@ def test_the_reproduction_studies_compose_and_run_a_tiny_pack(tmp_path, study):
     assert records[0]["config"]["optim"]["name"] == ("sgd" if study == "odyssey_jsb" else "adam")
     assert records[0]["config"]["trainer"]["min_improvement"] == 0.001
     # the study benchmark times the same trials: trial k's hyperparameters as this sweep drew them
-    from lstm_odyssey.packed.study_bench import paired_samples, study_config
+    from benchmarks.study import paired_samples, study_config
 
     cfg = study_config(study, "vanilla", ["sweep.params.model.hidden_size.high=24"])
     drawn = paired_samples(cfg, 2)
@@ -143,7 +143,8 @@ def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path
     records of an uninterrupted pack, keeping its id, width and the departed trial's record."""
     from test_packed_fit import VARIANTS, trial_cfgs
 
-    from lstm_odyssey.packed.fit import Pack, fit_pack
+    from lstm_odyssey.engine import Engine
+    from lstm_odyssey.packed.fit import fit_pack
     from lstm_odyssey.sweep.packs import launch_plan, run_pack, write_manifest
 
     cfgs = trial_cfgs("cell=gru", "optim=adam", "trainer.deterministic=true", "trainer.resume=true", variants=VARIANTS[:3])
@@ -152,7 +153,7 @@ def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path
     dirs = [str(sweep_dir / "point" / f"{k:03d}") for k in range(4)]
     manifest = write_manifest(sweep_dir, [(cfg, Path(d)) for cfg, d in zip(cfgs, dirs)])
 
-    real_epoch, calls = Pack.train_epoch, {"n": 0, "kill_at": 3}
+    real_epoch, calls = Engine.train_epoch, {"n": 0, "kill_at": 3}
 
     def killed(self):
         calls["n"] += 1
@@ -160,7 +161,7 @@ def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path
             raise KeyboardInterrupt  # the study is stopped during this epoch
         return real_epoch(self)
 
-    monkeypatch.setattr(Pack, "train_epoch", killed)
+    monkeypatch.setattr(Engine, "train_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
         run_pack(manifest)  # trial 2 stops early at epoch 2, the others are killed in epoch 3
     departed = (Path(dirs[2]) / "result.json").read_text()
@@ -170,7 +171,7 @@ def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path
     newer = write_manifest(sweep_dir, [(cfgs[0], Path(dirs[0])), (cfgs[1], Path(dirs[1]))])
     with pytest.raises(KeyboardInterrupt):
         run_pack(newer)
-    monkeypatch.setattr(Pack, "train_epoch", real_epoch)
+    monkeypatch.setattr(Engine, "train_epoch", real_epoch)
 
     extra = cfgs[2]  # a new pending job of the same grid point, planned with the rest
     configs, labels = [cfgs[1], extra, cfgs[0]], ["point"] * 3

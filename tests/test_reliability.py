@@ -505,15 +505,16 @@ def test_an_interrupted_single_run_says_how_to_resume(tmp_path):
 
 def test_an_interrupt_that_a_library_turns_into_another_error_is_still_an_interrupt(tmp_path, monkeypatch):
     """torch's C++ core may wrap what a Python callback raised: the run is interrupted, not failed."""
+    from lstm_odyssey.engine import Engine
     from lstm_odyssey.signals import Interrupted, sigterm_interrupts
 
-    def fit_hit_by_sigterm_inside_a_callback(*args, **kwargs):
+    def epoch_hit_by_sigterm_inside_a_callback(*args, **kwargs):
         try:
             signal.raise_signal(signal.SIGTERM)
         except KeyboardInterrupt as err:
             raise RuntimeError("a callback raised") from err
 
-    monkeypatch.setattr(train, "fit", fit_hit_by_sigterm_inside_a_callback)
+    monkeypatch.setattr(Engine, "train_epoch", epoch_hit_by_sigterm_inside_a_callback)
     with sigterm_interrupts(), pytest.raises(Interrupted) as err:
         train.run(load_config([*TINY_RUN, "trainer.epochs=1"]), tmp_path)
     assert err.value.signum == signal.SIGTERM and isinstance(err.value.__cause__, RuntimeError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lstm_odyssey import tracking
+from lstm_odyssey.schema import WandbLoggerConfig
 
 pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
 
@@ -127,7 +129,7 @@ def test_a_wandb_failure_never_stops_the_run(tmp_path, monkeypatch):
         raise RuntimeError("no W&B today")
 
     monkeypatch.setattr(wandb, "init", broken_init)
-    cfg = {"logger": {"name": "wandb", "mode": "offline"}, "cell": {"name": "vanilla"}, "data": {"name": "adding"}}
+    cfg = {"logger": dataclasses.asdict(WandbLoggerConfig()), "cell": {"name": "vanilla"}, "data": {"name": "adding"}}
     tracker = tracking.start(cfg, tmp_path)
     assert isinstance(tracker, tracking.NullTracker)
     tracker.log({"x": 1.0}, step=1)

@@ -15,6 +15,8 @@ import torch
 from lstm_odyssey import train
 from lstm_odyssey.config import load_config
 from lstm_odyssey.data import build_task
+from lstm_odyssey.engine import Engine
+from lstm_odyssey.lifecycle import identify, stop_reason
 from lstm_odyssey.models import SequenceModel
 from lstm_odyssey.results import load_results, read_record
 
@@ -105,7 +107,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     straight = train.run(_deterministic(4), tmp_path / "straight")
 
-    real_epoch = train.train_epoch
+    real_epoch = Engine.train_epoch
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -114,10 +116,10 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
             raise KeyboardInterrupt  # as if the job were killed during epoch 3
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_epoch", interrupted)
+    monkeypatch.setattr(Engine, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train.run(_deterministic(4), tmp_path / "resumed")
-    monkeypatch.setattr(train, "train_epoch", real_epoch)
+    monkeypatch.setattr(Engine, "train_epoch", real_epoch)
     resumed = train.run(_deterministic(4, resume=True), tmp_path / "resumed")
 
     assert resumed["history"] == straight["history"]
@@ -195,29 +197,29 @@ def _loop(best_by_epoch, bad_epochs=0, epoch=None, elapsed=0.0):
 
 
 def test_stop_reason_follows_the_rules_in_order():
-    """Hand-worked cases of train.stop_reason: patience, the plateau rule (relative gain of the best objective
+    """Hand-worked cases of lifecycle.stop_reason: patience, the plateau rule (relative gain of the best objective
     over the last `patience` epochs), time cap, epoch cap."""
     trainer = {"epochs": 10, "patience": 3, "min_improvement": 0.01, "max_minutes": None}
     # best 10.0 three epochs ago, now 9.95: a gain of 0.5 % < 1 % -> plateau
-    assert train.stop_reason(trainer, _loop([10.0, 9.99, 9.97, 9.95])) == "plateau"
+    assert stop_reason(trainer, _loop([10.0, 9.99, 9.97, 9.95])) == "plateau"
     # now 9.8: 2 % >= 1 % -> go on
-    assert train.stop_reason(trainer, _loop([10.0, 9.9, 9.85, 9.8])) is None
+    assert stop_reason(trainer, _loop([10.0, 9.9, 9.85, 9.8])) is None
     # too few epochs to judge a plateau
-    assert train.stop_reason(trainer, _loop([10.0, 9.999, 9.998])) is None
+    assert stop_reason(trainer, _loop([10.0, 9.999, 9.998])) is None
     # without the rule the slow run goes on
-    assert train.stop_reason({**trainer, "min_improvement": None}, _loop([10.0, 9.99, 9.97, 9.95])) is None
+    assert stop_reason({**trainer, "min_improvement": None}, _loop([10.0, 9.99, 9.97, 9.95])) is None
     # patience wins over everything else
-    assert train.stop_reason(trainer, _loop([10.0, 9.0, 9.0, 9.0], bad_epochs=3)) == "early_stopping"
-    assert train.stop_reason({**trainer, "max_minutes": 1}, _loop([5.0, 4.0], elapsed=61.0)) == "time_cap"
-    assert train.stop_reason(trainer, _loop([5.0, 4.0], epoch=10)) == "epoch_cap"
+    assert stop_reason(trainer, _loop([10.0, 9.0, 9.0, 9.0], bad_epochs=3)) == "early_stopping"
+    assert stop_reason({**trainer, "max_minutes": 1}, _loop([5.0, 4.0], elapsed=61.0)) == "time_cap"
+    assert stop_reason(trainer, _loop([5.0, 4.0], epoch=10)) == "epoch_cap"
 
 
 def test_a_labelled_cell_keeps_its_label_in_the_record(tmp_path):
     """`cell.name` that is no preset is the user's label; a preset name with changed flags is described."""
     record = {}
     cfg = load_config(["cell=cifg", "cell.name=my_cifg_np", "cell.peepholes=false"])
-    train.identify(record, cfg)
+    identify(record, cfg)
     assert record["cell"] == "my_cifg_np" and record["cell_flags"]["coupled"] is True
     record = {}
-    train.identify(record, load_config(["cell=vanilla", "cell.peepholes=false"]))
+    identify(record, load_config(["cell=vanilla", "cell.peepholes=false"]))
     assert record["cell"] == "np"  # the flags equal a preset: its name, not the stale label

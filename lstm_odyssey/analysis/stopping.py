@@ -5,7 +5,7 @@ stops a run earlier, and up to that epoch the run is exactly what its record's h
 is exact: which runs would have ended at the cap, where each would have stopped, and its best validation
 score then. A looser rule (a smaller threshold, a higher cap) needs epochs that were never run: the replay
 refuses it. This answers "how do I get the capped share under 20 % without cutting the good runs short?"
-from the runs already paid for. The rule itself is `train.stop_reason`, replayed epoch by epoch; time caps
+from the runs already paid for. The rule itself is `lifecycle.stop_reason`, replayed epoch by epoch; time caps
 are not replayed (the history keeps no clock per epoch).
 
     python -m lstm_odyssey.analysis.stopping results/odyssey_jsb/paper --min-improvement 0.001 0.002 0.005
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import train
+from ..lifecycle import end_epoch, improves, new_loop, stop_reason
 from ..results import OK, find_records, read_record
+from ..schema import default
 from .text import markdown_table
 
 STOPPING_KEYS = ("min_improvement", "patience", "epochs")
@@ -30,7 +31,7 @@ STOPPING_KEYS = ("min_improvement", "patience", "epochs")
 def replay(record: dict, **rule: float | int | None) -> tuple[str, int, float]:
     """(stopped_by, epochs run, best validation objective) of `record`'s run under its own stopping rule with
     `rule` (min_improvement, patience, epochs) changed; the change must make the rule stricter."""
-    trainer = {**record["config"]["trainer"], "max_minutes": None}
+    trainer = {**{k: default(f"trainer.{k}") for k in STOPPING_KEYS}, **record["config"]["trainer"], "max_minutes": None}
     for key, value in rule.items():
         if key not in STOPPING_KEYS:
             raise ValueError(f"cannot replay {key!r}: only {', '.join(STOPPING_KEYS)} can be changed")
@@ -41,12 +42,12 @@ def replay(record: dict, **rule: float | int | None) -> tuple[str, int, float]:
                              "that were never run; rerun the study with it instead")
         trainer[key] = value
     metric = f"val_{record['metric']}"
-    loop = train.new_loop()
+    loop = new_loop()
     for entry in record["history"]:
         objective = entry[metric]
-        best = {"objective": objective, "epoch": entry["epoch"]} if train.improves(loop, objective) else None
-        train.end_epoch(loop, entry, 0.0, best)
-        reason = train.stop_reason(trainer, loop)
+        best = {"objective": objective, "epoch": entry["epoch"]} if improves(loop, objective) else None
+        end_epoch(loop, entry, best)
+        reason = stop_reason(trainer, loop)
         if reason:
             return reason, loop["epoch"], loop["best"]["objective"]
     return record["stopped_by"], loop["epoch"], loop["best"]["objective"] if loop["best"] else float("nan")

@@ -1,7 +1,7 @@
 """The cells: flags and presets (spec.py) and one module per family (lstm.py, gru.py, rnn.py), each
 with its family object; `FAMILIES` maps `CellSpec.family` to it. docs/equations.md has the math."""
 
-from .base import Family, Init
+from .base import DEFAULT_INIT, Family, Init
 from .gru import GRU
 from .lstm import LSTM
 from .rnn import RNN
@@ -9,4 +9,4 @@ from .spec import MODERN_CELLS, ODYSSEY_VARIANTS, PRESETS, CellSpec, get_spec
 
 FAMILIES: dict[str, Family] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
-__all__ = ["FAMILIES", "MODERN_CELLS", "ODYSSEY_VARIANTS", "PRESETS", "CellSpec", "Family", "Init", "get_spec"]
+__all__ = ["DEFAULT_INIT", "FAMILIES", "MODERN_CELLS", "ODYSSEY_VARIANTS", "PRESETS", "CellSpec", "Family", "Init", "get_spec"]

@@ -27,8 +27,9 @@ from .spec import PRESETS, CellSpec
 
 Params = dict[str, Tensor]  # one layer-direction's parameters by name (weight_ih, weight_hh, bias, ...)
 Weights = list[Tensor | None]  # the recurrent tensors a step reads, in the family's `recurrent_names` order
-INIT_SCHEMES = ("torch", "keras")
-PEEPHOLE_INITS = ("uniform", "zero")
+INIT_SCHEMES = ("torch", "keras")  # the first is the default (Init, and the config's model.init)
+PEEPHOLE_INITS = ("uniform", "zero")  # the first is the default
+FORGET_BIAS = 1.0  # Jozefowicz et al. 2015 (Keras's unit_forget_bias=True); 0.0 for none
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,18 @@ class Init:
     recurrent matrices orthogonal and biases zero. `peephole`: U(±1/√N) or zero. `forget_bias`: the LSTM
     forget gate's bias (a CIFG cell, whose forget gate is 1 - i, gets -forget_bias on its input gate)."""
 
-    scheme: str = "torch"
-    peephole: str = "uniform"
-    forget_bias: float = 1.0
+    scheme: str = INIT_SCHEMES[0]
+    peephole: str = PEEPHOLE_INITS[0]
+    forget_bias: float = FORGET_BIAS
 
     def __post_init__(self) -> None:
         if self.scheme not in INIT_SCHEMES:
             raise ValueError(f"init must be 'torch' (uniform ±1/√N) or 'keras' (Glorot + orthogonal), not {self.scheme!r}")
         if self.peephole not in PEEPHOLE_INITS:
             raise ValueError(f"peephole_init must be 'uniform' or 'zero', not {self.peephole!r}")
+
+
+DEFAULT_INIT = Init()  # the defaults of the layer, the model and the config's model.init, peephole_init, forget_bias
 
 
 @dataclass(frozen=True)

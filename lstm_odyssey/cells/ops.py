@@ -9,8 +9,12 @@ trial and its batched one (baddbmm, bmm) for K, so that the one-trial path costs
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -64,16 +68,73 @@ def tanh_(x: Tensor) -> Tensor:
     return x.mul_(2).sigmoid_().mul_(2).sub_(1)
 
 
+# -- which kernels run: the config keys kernels.triton, kernels.scan, kernels.graph_cache -------------
+# Their defaults (the schema's too: lstm_odyssey/schema.py reads them here), their values, and the environment
+# variables that set them. A run enters `kernel_settings` with its config's values (cli.py), a layer with its own
+# (RecurrentLayer(triton=...)); the fused backward takes its forward's (backends.py). Code that runs outside
+# both (the layer used as a library) reads the environment variable, else the default.
+KERNEL_DEFAULTS: dict[str, Any] = {"triton": "auto", "scan": "auto", "graph_cache": 16}
+KERNEL_CHOICES: dict[str, tuple[str, ...]] = {"triton": ("auto", "off", "force"), "scan": ("auto", "off", "log")}
+KERNEL_ENV = {"triton": "LSTM_ODYSSEY_TRITON", "scan": "LSTM_ODYSSEY_SCAN", "graph_cache": "LSTM_ODYSSEY_GRAPH_CACHE"}
+_chosen: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("kernel_settings", default=None)
+
+
+def kernel_from_environment(name: str) -> Any:
+    """The value the environment variable of setting `name` gives (None when unset): `0` reads as `off`,
+    the graph cache's size as an integer (left as text when it is none, for the caller to refuse)."""
+    raw = os.environ.get(KERNEL_ENV[name], "").strip()
+    if not raw:
+        return None
+    if name == "graph_cache":
+        return int(raw) if raw.lstrip("-").isdigit() else raw
+    return "off" if raw == "0" else raw
+
+
+def kernel_setting(name: str) -> Any:
+    """The value of `name` in force: the one `kernel_settings` set (a run's config), else the environment's,
+    else the default."""
+    chosen = _chosen.get() or {}
+    if chosen.get(name) is not None:
+        return chosen[name]
+    found = kernel_from_environment(name)
+    return KERNEL_DEFAULTS[name] if found is None else found
+
+
+def kernel_settings_now() -> dict[str, Any]:
+    """The settings `kernel_settings` set here (for an autograd backward, which may run in another thread)."""
+    return dict(_chosen.get() or {})
+
+
+@contextlib.contextmanager
+def kernel_settings(**values: Any) -> Iterator[None]:
+    """Within the block, the given settings (None: leave as is) are in force for this thread or task."""
+    token = _chosen.set({**(_chosen.get() or {}), **{k: v for k, v in values.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _chosen.reset(token)
+
+
+def check_kernel_settings(triton: Any = None, scan: Any = None, graph_cache: Any = None) -> dict[str, Any]:
+    """The settings a layer was given, checked (None: not given); raises ValueError in one line."""
+    for name, value in (("triton", triton), ("scan", scan)):
+        if value is not None and value not in KERNEL_CHOICES[name]:
+            raise ValueError(f"{name} must be one of {', '.join(KERNEL_CHOICES[name])}, not {value!r}")
+    if graph_cache is not None and (isinstance(graph_cache, bool) or not isinstance(graph_cache, int) or graph_cache < 1):
+        raise ValueError(f"graph_cache must be a positive integer, not {graph_cache!r}")
+    return {"triton": triton, "scan": scan, "graph_cache": graph_cache}
+
+
 def triton_available() -> bool:
     """Triton is importable (it ships with CUDA builds of torch; CPU builds lack it)."""
     return importlib.util.find_spec("triton") is not None
 
 
 def use_triton(t: Tensor) -> bool:
-    """Per-step Triton kernels for CUDA tensors where Triton is present. LSTM_ODYSSEY_TRITON=0 turns
-    them off; =force runs them on any device (CPU under TRITON_INTERPRET=1, for tests)."""
-    choice = os.environ.get("LSTM_ODYSSEY_TRITON", "auto")
-    if choice == "0" or t.dtype not in (torch.float32, torch.float64):  # kernels compute in the input dtype
+    """Per-step Triton kernels for CUDA tensors where Triton is present (triton `auto`); `off` turns them
+    off, `force` runs them on any device (CPU under TRITON_INTERPRET=1, for tests)."""
+    choice = kernel_setting("triton")
+    if choice == "off" or t.dtype not in (torch.float32, torch.float64):  # kernels compute in the input dtype
         return False
     return (choice == "force" or t.is_cuda) and triton_available()
 
@@ -85,16 +146,15 @@ def triton_runs(xp: Tensor) -> bool:
 
 
 def scan_enabled() -> bool:
-    """Cells that are parallel in time run the scan (LSTM_ODYSSEY_SCAN=0: the sequential eager path,
-    for comparisons)."""
-    return os.environ.get("LSTM_ODYSSEY_SCAN", "auto") != "0"
+    """Cells that are parallel in time run the scan (scan `off`: the sequential eager path, for comparisons)."""
+    return kernel_setting("scan") != "off"
 
 
 def scan_in_log_space(t: Tensor) -> bool:
-    """The parallel log-space scan on CUDA (or anywhere with LSTM_ODYSSEY_SCAN=log); on the CPU one fused
+    """The parallel log-space scan on CUDA (or anywhere with scan `log`); on the CPU one fused
     multiply-add per step is cheaper: torch's CPU logcumsumexp is an unvectorised loop (33 ms against 7 ms
     for the whole sweep, 100 x 64 x 128 floats)."""
-    return os.environ.get("LSTM_ODYSSEY_SCAN", "auto") == "log" or t.is_cuda
+    return kernel_setting("scan") == "log" or t.is_cuda
 
 
 # -- activations the cells share: g (input), h (output) ------------------------------------------

@@ -122,7 +122,8 @@ REGISTRY: dict[str, Builder] = {}
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
-    """Register `build(**options) -> TaskData` under `name` (the `data.name` config key)."""
+    """Register `build(**options) -> TaskData` under `name` (the `data.name` config key). Its keyword arguments
+    are the task's `data.*` options, and their defaults the config's (schema.task_defaults)."""
 
     def wrap(fn: Builder) -> Builder:
         REGISTRY[name] = fn

@@ -15,7 +15,7 @@ not run those padded steps: `forward` orders the trials longest first (a permuta
 trial axis, undone on the way out), and `recurrent` cuts time into segments where a prefix of the trials is
 still running (`segments`), so trial k stops after its own T_k steps, as its single run does, or a little
 later where one more cut would cost more than it saves (`cut_prices`). Measured on the Adam study's first
-50 trials (`lstm-odyssey-bench --study`, idle 2-core CPU): 1.93x trials per hour against one at a time, 1.72x
+50 trials (`python -m benchmarks.study`, idle 2-core CPU): 1.93x trials per hour against one at a time, 1.72x
 without the cuts.
 """
 
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .. import backends
 from ..layers import RecurrentLayer, reverse_padded
 from ..models import SEQUENCE_TASKS, SequenceModel
+from . import costs
 
 Params = dict[str, Tensor]
 
@@ -70,13 +71,12 @@ def encode(encoder: nn.Module, params: Params, x: Tensor) -> Tensor:
 
 
 # The price of a step of the sweep, in microseconds on one CPU thread (vanilla, batch 8, forward + backward),
-# from `python -m lstm_odyssey.packed.bench_cuts` on the idle 2-core machine: a running trial's step cost
-# 23-52 us at 32 units, 134-230 at 100, 500-970 at 200 (least squares: 12-35 + 0.017 n^2); what every running
-# trial shares was within the noise (-400 to +340 us per step); a segment cost 0.7-1.8 ms (20 segments of 5
-# steps against one). So a cut pays once it saves a few dozen trial-steps.
-STEP_SHARED_US = 50.0
-TRIAL_STEP_US = (30.0, 0.017)  # a running trial's step: constant + per (hidden units)^2, at batch 8
-SEGMENT_US = 1000.0
+# measured by `python -m benchmarks.cuts`: costs.json's `cuts` section (the measurements, the command, the
+# machine). A cut pays once it saves a few dozen trial-steps.
+_CUTS = costs.section("cuts")
+STEP_SHARED_US = float(_CUTS["step_shared_us"])  # what every running trial's step shares
+TRIAL_STEP_US = tuple(float(v) for v in _CUTS["trial_step_us"])  # a running trial's step: constant + per (hidden units)^2, at batch 8
+SEGMENT_US = float(_CUTS["segment_us"])  # one more segment
 
 
 def cut_prices(hidden_size: int, batch_size: int) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """Which trials share a pack: the keys they must share, and how wide a pack of given hidden sizes should be.
 
-The CPU width rule is measured (`python -m lstm_odyssey.packed.bench`: one CPU thread, JSB Chorales-like
+The CPU width rule is measured (`python -m benchmarks.packs`: one CPU thread, JSB Chorales-like
 shapes (input 88, batch 8, 50-70 steps), Adam, vanilla LSTM, PackedModel's fused path against single runs
 on the fused backend, interleaved in one process). The machine was a 2-core one shared with other jobs
 (load 2-5), so the figures are ratios and move by 10-20 % between runs. Trials per hour of a pack over
@@ -24,7 +24,8 @@ to its largest, were 0.9-1.0x (K=8), 0.7-1.0x (16) and 0.6x (32); sorted by size
 So `auto` prices every way of cutting the sorted sizes into packs and takes the cheapest (`plan_packs`, a
 dynamic programme over contiguous runs). The price of one training batch, in ms on one thread, is fitted
 to the table above and to single runs timed in the same way (vanilla, batch 8, load 3: 41, 43, 59, 68, 79
-and 120 ms per batch at 24, 48, 96, 128, 192 and 256 units):
+and 120 ms per batch at 24, 48, 96, 128, 192 and 256 units); the numbers the code uses live in costs.json
+(`plan` section, with the command that refits them), as first fitted:
 
     alone:                  40 + 0.0012 n^2
     a pack of K, padded:    36 + K (6 + 0.0015 N^2)      (N: the pack's largest size)
@@ -45,17 +46,22 @@ import json
 from collections.abc import Mapping, Sequence
 
 from ..results import flatten
+from . import costs
 
 PER_TRIAL_KEYS = frozenset({
     "trainer.seed", "trainer.input_noise", "trainer.clip", "trainer.patience", "trainer.epochs",
     "trainer.max_minutes", "model.hidden_size", "model.forget_bias",
 })
-PACKED_GROUPS = ("cell", "data", "model", "optim", "trainer")
-ALONE_COST = (40.0, 0.0012)  # ms per batch of 8 for a trial alone: per-op costs, flops * n^2 (fitted, see above)
-PACK_COST = (36.0, 6.0, 0.0015)  # a pack of K padded to N: shared per-op costs + K * (per-trial costs + flops * N^2)
-WIDTH_CAP = ((64, 32), (200, 16))  # (largest hidden size of the pack, widest pack measured to pay); beyond: 8
-WIDEST_BEYOND = 8
-GPU_WIDTH = 32  # not measured (no GPU was available): replace with a measured rule
+PACKED_GROUPS = ("cell", "data", "model", "optim", "trainer", "kernels")
+# The cost model's numbers: costs.json's `plan` section (how they were measured, the command that regenerates
+# them, the machine), ms per batch of 8 on one CPU thread.
+_PLAN = costs.section("plan")
+REFERENCE_BATCH = 8  # the batch the costs were measured at; the n^2 terms scale with batch / 8
+ALONE_COST = tuple(float(v) for v in _PLAN["alone_cost_ms"])  # a trial alone: per-op costs, flops * n^2
+PACK_COST = tuple(float(v) for v in _PLAN["pack_cost_ms"])  # a pack of K padded to N: shared + K * (per trial + flops * N^2)
+WIDTH_CAP = tuple((int(h), int(k)) for h, k in _PLAN["width_cap"])  # (largest hidden size of the pack, widest pack measured to pay)
+WIDEST_BEYOND = int(_PLAN["widest_beyond"])  # the cap above the last of WIDTH_CAP
+GPU_WIDTH = int(_PLAN["gpu_width"])  # not measured (no GPU was available): replace with a measured rule
 
 
 def is_per_trial(key: str) -> bool:
@@ -90,29 +96,29 @@ def check_packable(cfgs: Sequence[Mapping]) -> None:
 def unpackable(cfg: Mapping) -> str | None:
     """Why a trial cannot train in a pack, or None: its dropout masks would not be those of its single run."""
     model = cfg["model"]
-    if model.get("dropout") and model.get("num_layers", 1) > 1:
+    if model["dropout"] and model["num_layers"] > 1:
         return "packed trials do not support dropout between layers yet; use model.dropout=0 or sweep.pack=1"
-    if model.get("output_dropout"):
+    if model["output_dropout"]:
         return "packed trials do not support output dropout yet; use model.output_dropout=0 or sweep.pack=1"
     return None
 
 
-def alone_cost(hidden_size: int, batch_size: int = 8) -> float:
+def alone_cost(hidden_size: int, batch_size: int) -> float:
     """The modelled time of one training batch of a trial alone (ms, one CPU thread)."""
     overhead, flops = ALONE_COST
-    return overhead + flops * hidden_size**2 * batch_size / 8
+    return overhead + flops * hidden_size**2 * batch_size / REFERENCE_BATCH
 
 
-def pack_cost(width: int, hidden_size: int, batch_size: int = 8) -> float:
+def pack_cost(width: int, hidden_size: int, batch_size: int) -> float:
     """The modelled time of one training batch of `width` trials padded to `hidden_size` (a pack of one
     runs alone)."""
     if width == 1:
         return alone_cost(hidden_size, batch_size)
     shared, per_trial, flops = PACK_COST
-    return shared + width * (per_trial + flops * hidden_size**2 * batch_size / 8)
+    return shared + width * (per_trial + flops * hidden_size**2 * batch_size / REFERENCE_BATCH)
 
 
-def auto_width(hidden_size: int, device: str = "cpu", batch_size: int = 8) -> int:
+def auto_width(hidden_size: int, device: str, batch_size: int) -> int:
     """The widest pack that `auto` forms of trials this large (1: they train alone)."""
     if device.startswith("cuda"):
         return GPU_WIDTH
@@ -121,7 +127,7 @@ def auto_width(hidden_size: int, device: str = "cpu", batch_size: int = 8) -> in
     return max(pays, default=1)
 
 
-def plan_packs(hidden_sizes: Sequence[int], width: int | str = "auto", device: str = "cpu", batch_size: int = 8) -> list[list[int]]:
+def plan_packs(hidden_sizes: Sequence[int], width: int | str, device: str, batch_size: int) -> list[list[int]]:
     """Positions of the trials of one grid point grouped into packs, sorted by hidden size (so that a pack
     pads little): `width` at a time, or with "auto" the cheapest cut into runs of consecutive sizes under
     the cost model above (on a GPU, `GPU_WIDTH` at a time)."""

@@ -100,7 +100,8 @@ class CollectRecords(Callback):
         self.report = report
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        report = self.report and bool((config.get("sweep") or {}).get("report", True))
+        study = config.get("sweep")  # None: a multirun without a study (+sweep=...)
+        report = self.report and (study is None or bool(study["report"]))
         try:
             collect(Path(config.hydra.sweep.dir), report=report)
         except Exception as err:

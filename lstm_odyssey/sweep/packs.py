@@ -19,7 +19,6 @@ unfinished members are rerun one by one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -27,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..engine import finished
 from ..files import atomic_write_text
-from ..packed.fit import CHECKPOINT, fit_pack
+from ..packed.fit import CHECKPOINT, fit_pack, pack_id_of
 from ..packed.plan import pack_key, plan_packs, unpackable
 from ..results import DIVERGED, OK, flatten
 from ..schema import default
@@ -49,7 +49,7 @@ def check_setting(value: Any) -> str | None:
 
 
 def _device(cfg: dict) -> str:
-    device = str(cfg["trainer"].get("device", "auto"))
+    device = str(cfg["trainer"]["device"])
     if device == "auto":
         import torch
 
@@ -75,7 +75,7 @@ def plan(configs: Sequence[dict], labels: Sequence[str], setting: int | str) -> 
             continue
         if problem and setting != 1:
             raise ValueError(problem)
-        for part in plan_packs(sizes, setting, _device(first), int(first["trainer"].get("batch_size", 8))):
+        for part in plan_packs(sizes, setting, _device(first), int(first["trainer"]["batch_size"])):
             packs.append([members[j] for j in part])
     return sorted(packs, key=lambda p: p[0])
 
@@ -124,9 +124,9 @@ def saved_pack(manifest: Path) -> SavedPack | None:
         dirs = [str(m["run_dir"]) for m in spec["members"]]
         if ckpt["run_dirs"] != dirs:
             return None
-        active = set(ckpt["active"])
-        return SavedPack([d for k, d in enumerate(dirs) if k in active], [d for k, d in enumerate(dirs) if k not in active],
-                         sum(int(loop["epoch"]) for loop in ckpt["loops"]))
+        saved = {dirs[k] for k in ckpt["active"]}
+        training = [d for d in dirs if d in saved and not finished(Path(d))]  # a member that stopped at that epoch left
+        return SavedPack(training, [d for d in dirs if d not in training], sum(int(loop["epoch"]) for loop in ckpt["loops"]))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as err:
         log.warning("ignoring the pack checkpoint of %s (%s: %s); its members start afresh", manifest, type(err).__name__, err)
         return None
@@ -173,14 +173,9 @@ def unchanged(now: dict, stored: dict) -> bool:
     return all(value == default(key) for key, value in now_flat.items() if key not in stored_flat)
 
 
-def pack_id(run_dirs: Sequence[Path]) -> str:
-    """A stable id of a pack from its members' run directories."""
-    return hashlib.sha1("\n".join(str(d) for d in run_dirs).encode()).hexdigest()[:12]
-
-
 def write_manifest(sweep_dir: Path, members: Sequence[tuple[dict, Path]]) -> Path:
     """The file a pack job reads: each member's resolved config and run directory."""
-    ident = pack_id([d for _, d in members])
+    ident = pack_id_of([d for _, d in members])
     path = sweep_dir / PACKS_DIR / f"{ident}.json"
     atomic_write_text(path, json.dumps({"id": ident, "members": [{"config": c, "run_dir": str(d)} for c, d in members]},
                                        default=str))

@@ -4,6 +4,7 @@ Every problem is a `StudyConfigError`: one line, and Hydra prints just that."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,7 +33,8 @@ class StudyConfigError(CompactHydraException):
 
 def study_config(config: DictConfig) -> dict:
     """The run config's `sweep` block as a plain dict, checked: its keys and values, and the settings
-    that exclude each other."""
+    that exclude each other. A key the study deleted (`~sweep.params`) has SweepConfig's default, so the sweep
+    reads every key of the schema."""
     if "sweep" not in config or config.sweep is None:
         raise StudyConfigError("hydra/sweeper=odyssey needs a study: add +sweep=<name> (see sweeps/, e.g. +sweep=quick)")
     study = OmegaConf.to_container(config.sweep, resolve=True)
@@ -41,22 +43,23 @@ def study_config(config: DictConfig) -> dict:
         check_group("sweep", study, settings_of(SweepConfig))
     except ConfigError as err:
         raise StudyConfigError(str(err)) from None
-    problem = packs.check_setting(study.get("pack", 1))
+    study = {**dataclasses.asdict(SweepConfig()), **study}
+    problem = packs.check_setting(study["pack"])
     if problem:
         raise StudyConfigError(problem)
-    sampler = study.get("sampler", "random")
-    if study.get("pack", 1) != 1 and sampler not in UP_FRONT:
+    sampler = study["sampler"]
+    if study["pack"] != 1 and sampler not in UP_FRONT:
         raise StudyConfigError("sweep.pack packs trials known up front; use sweep.sampler=random (or listed) with it, "
                                "or sweep.pack=1")
-    if study.get("paired") and sampler not in UP_FRONT:
+    if study["paired"] and sampler not in UP_FRONT:
         raise StudyConfigError("sweep.paired=true shares random samples across cells; use sweep.sampler=random with it")
-    if study.get("seeds", 1) > 1 and sampler not in UP_FRONT:
+    if study["seeds"] > 1 and sampler not in UP_FRONT:
         raise StudyConfigError("sweep.seeds repeats trial k's configuration over seeds, which TPE cannot (it asks "
                                "as it learns); use sweep.sampler=random or listed, or a grid axis sweep.grid.trainer.seed")
     study["n_trials"] = _trial_count(study)
     if "batch_size" in study:  # renamed: it read like trainer.batch_size, the minibatch
         old = study.pop("batch_size")
-        if study.get("jobs_per_launch") is None:
+        if study["jobs_per_launch"] is None:
             study["jobs_per_launch"] = old
         if old is not None:
             log.warning("sweep.batch_size is deprecated and read until 0.3; use sweep.jobs_per_launch")
@@ -66,8 +69,8 @@ def study_config(config: DictConfig) -> dict:
 def _trial_count(study: Mapping) -> int:
     """Trials per grid point: sweep.n_trials (1 when null); with sampler listed, one per config of sweep.configs,
     which n_trials may repeat but not contradict."""
-    n_trials, configs = study.get("n_trials"), study.get("configs")
-    if study.get("sampler") != LISTED:
+    n_trials, configs = study["n_trials"], study["configs"]
+    if study["sampler"] != LISTED:
         if configs is not None:
             raise StudyConfigError("sweep.configs is read by sweep.sampler=listed only; set it, or drop sweep.configs")
         return 1 if n_trials is None else int(n_trials)
@@ -83,7 +86,7 @@ def _trial_count(study: Mapping) -> int:
 def listed_configs(study: Mapping, space: list[Param]) -> list[dict[str, Any]] | None:
     """sweep.configs checked against the search space (each gives exactly the keys of sweep.params, each value
     inside its declared range), as {config key: value} in the order of sweep.params; None unless listed."""
-    if study.get("sampler") != LISTED:
+    if study["sampler"] != LISTED:
         return None
     declared = [p.key for p in space]
     out = []
@@ -111,7 +114,7 @@ def seed_axis(study: Mapping, grid: dict[str, list[str]], fixed: list[str], spac
               configured: Any = 0) -> dict[str, list[str]]:
     """The grid with sweep.seeds as the axis trainer.seed = 0 .. K-1 (unchanged when K is 1); a study that
     also sets trainer.seed itself (`configured`: the composed config's, 0 by default) is refused."""
-    seeds = int(study.get("seeds", 1))
+    seeds = int(study["seeds"])
     if seeds == 1:
         return grid
     where = ("a grid axis" if SEED_KEY in grid else "a searched parameter" if SEED_KEY in {p.key for p in space}
@@ -126,7 +129,7 @@ def seed_axis(study: Mapping, grid: dict[str, list[str]], fixed: list[str], spac
 def sample_label(point: Sequence[tuple[str, str]], study: Mapping) -> str:
     """What a grid point's random samples are drawn for: its label, less the seed axis of sweep.seeds (every
     seed of trial k runs the same configuration, paired or not)."""
-    if int(study.get("seeds", 1)) > 1:
+    if int(study["seeds"]) > 1:
         point = [(key, value) for key, value in point if key != SEED_KEY]
     return point_label(point)
 

@@ -77,6 +77,41 @@ class SweepBusy(CompactHydraException):
     """Another live sweep holds the sweep directory's lock."""
 
 
+def open_studies(prefix: str, suffix: str, points: list, storage: Any, study_cfg: dict, space: list[Param],
+                 exclusive: bool) -> dict:
+    """The Optuna study of each grid point; a listed study resumes only with the configurations it ran."""
+    studies = {point: trials.open_study(f"{prefix}{point_label(point)}{suffix}", point_label(point), storage,
+                                        study_cfg, exclusive=exclusive) for point in points}
+    if study_cfg["configs"] is not None:
+        for point, study in studies.items():
+            problem = trials.listed_mismatch(study, space, study_cfg["configs"])
+            if problem:
+                raise StudyConfigError(f"{point_label(point)}: {problem}")
+    return studies
+
+
+def sampling(study_cfg: dict) -> str:
+    """How a study samples its trials, in a few words: `random, paired, 3 seeds`."""
+    seeds = f", {study_cfg['seeds']} seeds" if study_cfg["seeds"] > 1 else ""
+    return f"{study_cfg['sampler']}{', paired' if study_cfg['paired'] else ''}{seeds}"
+
+
+def finish(name: str, progress: Progress, sweep_dir: Path) -> None:
+    """The study's last lines (log and terminal); a study none of whose jobs ended ok collects its records and
+    raises StudyFailed."""
+    total = sum(progress.counts.values())
+    summary = ", ".join(f"{s} {progress.counts.get(s, 0)}" for s in STATUSES)
+    before = total - progress.ran
+    elsewhere = f"; {progress.elsewhere} claimed by other sweeps" if progress.elsewhere else ""
+    log.info("study %s: %d jobs: %s (%d ran now, %d done before)%s", name, total, summary, progress.ran, before, elsewhere)
+    print(f"[sweep] {name}: {total} jobs: {summary} ({progress.ran} ran now, {before} done before){elsewhere}; {sweep_dir}")
+    if total and progress.counts.get(OK, 0) == 0 and not progress.elsewhere:
+        from .collect import collect
+
+        collect(sweep_dir)
+        raise StudyFailed(f"every job of study {name} failed; read the errors in the result.json files under {sweep_dir}")
+
+
 class StudySweeper(Sweeper):
     """Hydra sweeper over `sweep.*` (see module doc). Registered as `hydra/sweeper=odyssey`."""
 
@@ -104,17 +139,17 @@ class StudySweeper(Sweeper):
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study_cfg = study_config(self.config)
-        grid, fixed = split_arguments(list(arguments), study_cfg.get("grid") or {}, self.hydra_context.config_loader)
-        space = search_space(study_cfg.get("params"), grid)
+        grid, fixed = split_arguments(list(arguments), study_cfg["grid"] or {}, self.hydra_context.config_loader)
+        space = search_space(study_cfg["params"], grid)
         grid = seed_axis(study_cfg, grid, fixed, space,  # sweep.seeds: the axis trainer.seed = 0 .. K-1
-                         OmegaConf.select(self.config, "trainer.seed", default=0))
+                         self.config.trainer.seed)
         study_cfg["configs"] = listed_configs(study_cfg, space)  # sweep.sampler=listed: trial k runs configs[k]
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        name = study_cfg.get("name") or "study"
+        name = study_cfg["name"] or "study"  # sweep.name=null
         n_trials = int(study_cfg["n_trials"])  # resolved by study_config (listed: one per config)
-        width = int(study_cfg.get("jobs_per_launch") or launcher_width(self.config.hydra.get("launcher")))
-        cooperate = bool(study_cfg.get("cooperate"))
+        width = int(study_cfg["jobs_per_launch"] or launcher_width(self.config.hydra.get("launcher")))
+        cooperate = bool(study_cfg["cooperate"])
         fixed_key = job_key(fixed)
         suffix = "" if fixed_key == job_key([]) else f"@{fixed_key[:6]}"
         points = [tuple(zip(grid, values)) for values in itertools.product(*grid.values())]
@@ -127,21 +162,10 @@ class StudySweeper(Sweeper):
             if not cooperate:
                 self._lock(sweep_dir)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-            storage = trials.study_storage(study_cfg.get("storage"), self.config.hydra.get("launcher"), sweep_dir)
-            studies = {point: trials.open_study(f"{name}/{point_label(point)}{suffix}", point_label(point), storage,
-                                                study_cfg, exclusive=not cooperate) for point in points}
-            if study_cfg["configs"] is not None:  # a listed study resumes only with the configurations it ran
-                for point, study in studies.items():
-                    problem = trials.listed_mismatch(study, space, study_cfg["configs"])
-                    if problem:
-                        raise StudyConfigError(f"{point_label(point)}: {problem}")
-            log.info(
-                "study %s: %d grid points x %d trials (%s%s), %s, batches of %d, storage %s",
-                name, len(points), n_trials, study_cfg.get("sampler", "random"),
-                (", paired" if study_cfg.get("paired") else "")
-                + (f", {study_cfg['seeds']} seeds" if study_cfg.get("seeds", 1) > 1 else ""),
-                sweep_dir, width, trials.storage_name(storage, sweep_dir),
-            )
+            storage = trials.study_storage(study_cfg["storage"], self.config.hydra.get("launcher"), sweep_dir)
+            studies = open_studies(f"{name}/", suffix, points, storage, study_cfg, space, exclusive=not cooperate)
+            log.info("study %s: %d grid points x %d trials (%s), %s, batches of %d, storage %s", name, len(points),
+                     n_trials, sampling(study_cfg), sweep_dir, width, trials.storage_name(storage, sweep_dir))
             os.environ[SWEEP_ENV] = sweep_owner()  # local workers die with this process (sweep/worker.py)
             for logger in LAUNCHER_LOGGERS:
                 logging.getLogger(logger).setLevel(logging.WARNING)
@@ -150,7 +174,7 @@ class StudySweeper(Sweeper):
             self.progress = Progress(name, len(slots), read=record_status)
             pending: list[Job] = []
             with sigterm_interrupts(), self.progress:  # a cancelled sweep stops its local workers; a rerun resumes
-                packing = study_cfg.get("pack", 1) != 1
+                packing = study_cfg["pack"] != 1
                 for i, (k, point) in enumerate(slots):
                     job = self._prepare(point, k, studies[point], space, fixed, sweep_dir, study_cfg)
                     if job is not None:
@@ -161,23 +185,12 @@ class StudySweeper(Sweeper):
                 if packing:  # every job is known up front: pack them, then hand the launcher all the packs at
                     # once (unless sweep.jobs_per_launch says otherwise), so no worker idles while packs remain
                     units = self._pack(pending, sweep_dir, study_cfg["pack"])
-                    per_launch = int(study_cfg.get("jobs_per_launch") or len(units) or 1)
+                    per_launch = int(study_cfg["jobs_per_launch"] or len(units) or 1)
                     for start in range(0, len(units), per_launch):
                         self._launch(units[start : start + per_launch], sweep_dir)
                 self._wait_for_others(sweep_dir)
             progress = self.progress
-
-        total = sum(progress.counts.values())
-        summary = ", ".join(f"{s} {progress.counts.get(s, 0)}" for s in STATUSES)
-        before = total - progress.ran
-        elsewhere = f"; {progress.elsewhere} claimed by other sweeps" if progress.elsewhere else ""
-        log.info("study %s: %d jobs: %s (%d ran now, %d done before)%s", name, total, summary, progress.ran, before, elsewhere)
-        print(f"[sweep] {name}: {total} jobs: {summary} ({progress.ran} ran now, {before} done before){elsewhere}; {sweep_dir}")
-        if total and progress.counts.get(OK, 0) == 0 and not progress.elsewhere:
-            from .collect import collect
-
-            collect(sweep_dir)
-            raise StudyFailed(f"every job of study {name} failed; read the errors in the result.json files under {sweep_dir}")
+        finish(name, progress, sweep_dir)
         return []
 
     def _lock(self, sweep_dir: Path) -> None:
@@ -198,7 +211,7 @@ class StudySweeper(Sweeper):
         another sweep holds it, or a process from an earlier sweep still trains it: then this sweep waits)."""
         assert self.holdings is not None and self.progress is not None
         job = Job(point=point, k=k, study=study)
-        rerun_failed = bool(study_cfg.get("rerun_failed"))
+        rerun_failed = bool(study_cfg["rerun_failed"])
         trial = trials.latest_trial(study, k, space)
         if trial is not None:  # the common case on a rerun: a finished job needs no claim
             run_dir = job.place(self._values(space, trial.params, study_cfg, k), fixed, sweep_dir)
@@ -240,7 +253,7 @@ class StudySweeper(Sweeper):
     def _values(space: list[Param], params: Mapping[str, Any], study_cfg: Mapping, k: int) -> dict[str, Any]:
         """Trial k's config values: its sample; with sampler listed, sweep.configs[k] itself (its trial's
         parameters are those, but 1 - (1 - x) need not be x)."""
-        if study_cfg.get("configs") is not None:
+        if study_cfg["configs"] is not None:
             return dict(study_cfg["configs"][k])
         return to_values(space, params) if space else {}
 

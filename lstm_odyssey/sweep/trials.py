@@ -90,14 +90,14 @@ def latest_trial(study: optuna.Study, k: int, space: Sequence[Param] = ()) -> op
 
 def ask(study: optuna.Study, space: list[Param], study_cfg: Mapping, label: str, k: int) -> optuna.Trial:
     """A new trial of index k with its sample (`label`: the grid point's, less the seed axis of sweep.seeds)."""
-    if study_cfg.get("sampler") == "listed":  # trial k's parameters are sweep.configs[k] (checked in sweep/study.py)
+    if study_cfg["sampler"] == "listed":  # trial k's parameters are sweep.configs[k] (checked in sweep/study.py)
         study.sampler = ListedSampler({p.optuna_name: p.optuna_value(study_cfg["configs"][k][p.key]) for p in space})
-    elif study_cfg.get("sampler", "random") == "random":
+    elif study_cfg["sampler"] == "random":
         # Trial k's sample depends on (seed, point, k) only: reproducible, resumable, and shared when paired.
-        seed = study_cfg.get("seed")
-        trial_seed = None if seed is None else derive_seed(seed, "paired" if study_cfg.get("paired") else label, k)
+        seed = study_cfg["seed"]
+        trial_seed = None if seed is None else derive_seed(seed, "paired" if study_cfg["paired"] else label, k)
         study.sampler = optuna.samplers.RandomSampler(seed=trial_seed)
-    elif study_cfg.get("sampler") == "tpe":
+    elif study_cfg["sampler"] == "tpe":
         # Seeded per k, not once per sweep: the fresh sampler of a resumed sweep would replay the first session's
         # draws and ask again for the parameters of a trial already run.
         study.sampler = _tpe(study_cfg, label, k)
@@ -142,7 +142,7 @@ def listed_mismatch(study: optuna.Study, space: Sequence[Param], configs: Sequen
 
 def _tpe(study_cfg: Mapping, *parts: Any) -> optuna.samplers.TPESampler:
     """Optuna's TPE, seeded from the study's seed and `parts` (the grid point; trial k when asking)."""
-    return optuna.samplers.TPESampler(seed=derive_seed(study_cfg.get("seed"), *parts), constant_liar=True)
+    return optuna.samplers.TPESampler(seed=derive_seed(study_cfg["seed"], *parts), constant_liar=True)
 
 
 def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, k: int) -> int:

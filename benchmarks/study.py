@@ -1,7 +1,7 @@
 """Trials per hour of the reproduction study, packed (`sweep.pack=auto`) against one trial at a time.
 
-    lstm-odyssey-bench --study                                   # both protocols, 16 trials each
-    lstm-odyssey-bench --study --protocols adam --trials 40 --repeats 3 --json study.json
+    python -m benchmarks.study                                   # both protocols, 16 trials each
+    python -m benchmarks.study --protocols adam --trials 40 --repeats 3 --json study.json
 
 For each protocol (`paper`: sweeps/odyssey_jsb.yaml, SGD with Nesterov momentum, batch 1; `adam`:
 sweeps/odyssey_jsb_adam.yaml, Adam, batch 8, clipping) it composes the study as `lstm-odyssey-train -m
@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
-from ..data import build_task
-from ..data.base import SequenceSplit, TaskData
-from .bench import Packs, Singles, environment, load_average, print_header, time_into
-from .bench_cuts import fixed_cuts
-from .plan import plan_packs
+from benchmarks.cuts import fixed_cuts
+from benchmarks.packs import Packs, Singles, environment, load_average, print_header, time_into
+from lstm_odyssey.data import build_task
+from lstm_odyssey.data.base import SequenceSplit, TaskData
+from lstm_odyssey.packed.plan import plan_packs
 
 PROTOCOLS = {"paper": "odyssey_jsb", "adam": "odyssey_jsb_adam"}  # protocol -> study (sweeps/<study>.yaml)
 CASES = ("one at a time", "packed (auto)", "packed, uncut")
@@ -47,7 +47,7 @@ def study_config(study: str, cell: str, overrides: Sequence[str] = ()) -> dict[s
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from ..sweep import register_studies
+    from lstm_odyssey.sweep import register_studies
 
     register_studies()
     with initialize_config_module("lstm_odyssey.conf", version_base="1.3"):
@@ -61,8 +61,8 @@ def paired_samples(cfg: dict, n: int) -> list[dict[str, Any]]:
     """Trial k's hyperparameters for k < n, as the sweeper of a paired random study draws them."""
     import optuna
 
-    from ..sweep.jobs import derive_seed
-    from ..sweep.space import distributions, parse_space, to_values
+    from lstm_odyssey.sweep.jobs import derive_seed
+    from lstm_odyssey.sweep.space import distributions, parse_space, to_values
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = parse_space(cfg["sweep"]["params"])
@@ -159,7 +159,7 @@ def measure(args: argparse.Namespace) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="study-bench-"))
     load_before = load_average()
     rows = [measure_protocol(p, args, folder) for p in args.protocols]
-    env = environment("lstm-odyssey-bench --study " + " ".join(args.argv), load_before)
+    env = environment("python -m benchmarks.study " + " ".join(args.argv), load_before)
     return {"config": {k: v for k, v in vars(args).items() if k not in ("json", "argv")}, "env": env, "rows": rows}
 
 
@@ -183,7 +183,7 @@ def format_table(result: dict) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="lstm-odyssey-bench --study", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--cell", default="vanilla")
     parser.add_argument("--trials", type=int, default=16, help="the study's first paired trials to time")

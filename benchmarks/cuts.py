@@ -1,14 +1,16 @@
 """What a pack's time cuts cost and save: the prices behind `fused.cut_prices`.
 
-    python -m lstm_odyssey.packed.bench_cuts                          # the grid, and the fitted prices
-    python -m lstm_odyssey.packed.bench_cuts --trials 4 16 --hidden 32 128 --steps 100 --repeats 9
+    python -m benchmarks.cuts                          # the grid, and the fitted prices (from the repository root)
+    python -m benchmarks.cuts --trials 4 16 --hidden 32 128 --steps 100 --repeats 9
+    python -m benchmarks.cuts --write                  # also write them to lstm_odyssey/packed/costs.json
 
 For each pack of K trials of `--hidden` units (vanilla, input 88, batch 8, `--steps` steps, one thread),
 `fused.recurrent` forward + backward is timed three ways, interleaved: one segment of all K trials; the
 same sweep cut in `--segments` equal segments, all trials running (so the difference is what segments
 cost); and half the trials leaving at half time (so the difference is what a running trial's step costs).
 From these it fits a step's shared cost, a running trial's step (a constant and a term in hidden^2) and a
-segment's cost, in microseconds: the constants of `fused.py`.
+segment's cost, in microseconds: the constants `fused.py` reads from `cuts` in lstm_odyssey/packed/costs.json,
+which `--write` replaces (with this command and the machine).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from contextlib import contextmanager
 
 import torch
 
-from ..data.base import MULTILABEL
-from ..models import SequenceModel
-from . import fused
-from .bench import time_into
+from benchmarks.packs import environment, least_squares, load_average, print_header, time_into, write_costs
+from lstm_odyssey.data.base import MULTILABEL
+from lstm_odyssey.models import SequenceModel
+from lstm_odyssey.packed import fused
 
 FEATURES, BATCH = 88, 8
 
@@ -80,35 +82,45 @@ def measure(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def fit(rows: list[dict]) -> dict[str, float]:
-    """The constants of `fused.py` from the grid: medians for the shared step and the segment, least squares
+def fit(rows: list[dict]) -> dict[str, float | list[float]]:
+    """costs.json's `cuts` numbers from the grid: medians for the shared step and the segment, least squares
     of a trial's step on (1, hidden^2)."""
-    a = torch.tensor([[1.0, r["hidden"] ** 2] for r in rows], dtype=torch.float64)
-    b = torch.tensor([[r["trial_step_us"]] for r in rows], dtype=torch.float64)
-    const, per_unit2 = torch.linalg.lstsq(a, b).solution.flatten().tolist()
-    return {"STEP_SHARED_US": statistics.median(r["shared_step_us"] for r in rows), "TRIAL_STEP_US": (const, per_unit2),
-            "SEGMENT_US": statistics.median(r["segment_us"] for r in rows)}
+    trial_step = least_squares([[1.0, r["hidden"] ** 2] for r in rows], [r["trial_step_us"] for r in rows])
+    return {"step_shared_us": statistics.median(r["shared_step_us"] for r in rows), "trial_step_us": trial_step,
+            "segment_us": statistics.median(r["segment_us"] for r in rows)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lstm_odyssey.packed.bench_cuts", description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cuts", description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, nargs="+", default=[4, 10, 20])
     parser.add_argument("--hidden", type=int, nargs="+", default=[32, 64, 100, 140, 200])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--segments", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--write", nargs="?", const="", metavar="FILE",
+                        help="write the fitted prices to costs.json's cuts section (FILE: a copy of it; default: the package's own)")
     args = parser.parse_args(argv)
     if min(args.trials) < 2 or args.steps < args.segments or args.segments < 2:
         parser.error("--trials must be at least 2 and --steps at least --segments (itself at least 2)")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    load_before = load_average()
     rows = measure(args)
-    print(f"# {' '.join(['python -m lstm_odyssey.packed.bench_cuts', *(sys.argv[1:] if argv is None else argv)])}")
+    env = environment(" ".join(["python -m benchmarks.cuts", *args.argv]), load_before)
+    print_header(env)
     print("| trials | hidden | one segment (ms) | shared step (us) | trial step (us) | segment (us) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['trials']} | {r['hidden']} | {r['one_us'] / 1e3:.1f} | {r['shared_step_us']:.0f} | {r['trial_step_us']:.1f} | {r['segment_us']:.0f} |")
     prices = fit(rows)
-    const, per_unit2 = prices["TRIAL_STEP_US"]
-    print(f"STEP_SHARED_US = {prices['STEP_SHARED_US']:.0f}, TRIAL_STEP_US = ({const:.1f}, {per_unit2:.5f}), SEGMENT_US = {prices['SEGMENT_US']:.0f}")
+    const, per_unit2 = prices["trial_step_us"]
+    print(f"step_shared_us = {prices['step_shared_us']:.0f}, trial_step_us = [{const:.1f}, {per_unit2:.5f}], segment_us = {prices['segment_us']:.0f}")
+    if args.write is not None:
+        print(f"# wrote them to {write_costs('cuts', prices, env, args.write)}")
 
 
 if __name__ == "__main__":

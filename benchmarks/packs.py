@@ -1,11 +1,12 @@
 """Trials per hour: a pack of K trials against K single runs of the fastest backend, JSB Chorales-like shapes.
 
-    python -m lstm_odyssey.packed.bench                       # the table
-    python -m lstm_odyssey.packed.bench --widths 8 16 32 --hidden 24 48 96 128 192 --drawn 40 --json packed.json
+    python -m benchmarks.packs                       # the table (from the repository root)
+    python -m benchmarks.packs --widths 8 16 32 --hidden 24 48 96 128 192 --drawn 40 --json packed.json
+    python -m benchmarks.packs --write               # also refit the planner's costs (lstm_odyssey/packed/costs.json)
 
 Both sides run the real training code on the same synthetic multilabel task (88 binary inputs and targets,
-sequences of 50-70 steps, batch 8, Adam): `train.train_epoch` for each single run (its model on
-`backend=auto`, which picks the fused or torch backend), `Pack.train_epoch` for the pack, on each of
+sequences of 50-70 steps, batch 8, Adam): an epoch of the training loop (engine.py) for each single run (its model on
+`backend=auto`, which picks the fused or torch backend), and for the pack, on each of
 `--paths` (PackedModel's `fused` path, the default, and the `vmap` reference). Each case is timed over one
 epoch of `--steps` batches, the cases interleaved `--repeats` times in one process (drifting load hits
 them alike). Times are medians; "× single runs" is the median over the repeats of the ratio within a
@@ -19,11 +20,17 @@ single runs, as packs of consecutive sizes after sorting (bucketed: little paddi
 drawn order (each padded to its largest), all on the first of `--paths`, and as `plan.plan_packs(...,
 "auto")` groups them (packs of the small sizes, single runs of the large ones) on every path: the
 study-level figure.
+
+`--write` refits the planner's cost model to the fixed rows by least squares (ms per training batch: a trial
+alone on 1 and n^2, a pack of K padded to N on 1, K and K N^2; needs two hidden sizes and two widths) and
+writes it, with this command and the machine, to `plan` in lstm_odyssey/packed/costs.json, the file
+`packed.plan` reads; the width caps and the GPU width there stay as they are.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
@@ -37,12 +44,15 @@ from pathlib import Path
 
 import torch
 
-from .. import train
-from ..config import load_config
-from ..data.base import MULTILABEL, SequenceSplit, TaskData
-from .fit import Pack
-from .model import PATHS
-from .plan import plan_packs
+from lstm_odyssey import train
+from lstm_odyssey.config import load_config
+from lstm_odyssey.data.base import MULTILABEL, SequenceSplit, TaskData
+from lstm_odyssey.engine import Engine, Setup
+from lstm_odyssey.lifecycle import record_head
+from lstm_odyssey.packed import costs
+from lstm_odyssey.packed.fit import pack_setup
+from lstm_odyssey.packed.model import PATHS
+from lstm_odyssey.packed.plan import plan_packs
 
 FEATURES, BATCH_SIZE, JSB_BATCHES = 88, 8, 29
 
@@ -70,34 +80,35 @@ def trial_configs(cell: str, hidden: list[int]) -> list[dict]:
     return cfgs
 
 
-class Singles:
-    """K single runs as `train.fit` trains them (fastest backend), one epoch each per call."""
+def engine_for(cfgs: list[dict], folder: Path, setup: Setup) -> Engine:
+    """The training loop of `cfgs` (run directories under `folder`), stepped an epoch at a time."""
+    dirs = [folder / f"trial{k}" for k in range(len(cfgs))]
+    return Engine(cfgs, dirs, [record_head(c, d) for c, d in zip(cfgs, dirs)], setup, folder / "checkpoint.pt")
 
-    def __init__(self, cfgs: list[dict], task: TaskData) -> None:
-        self.cfgs, self.task = cfgs, task
-        self.models = []
-        for cfg in cfgs:
+
+class Singles:
+    """K single runs as `train.run` trains them (`train.SingleRunner`, the fastest backend), one epoch each per call."""
+
+    def __init__(self, cfgs: list[dict], task: TaskData, folder: Path | None = None) -> None:
+        cpu, folder = torch.device("cpu"), folder or Path(tempfile.mkdtemp(prefix="bench-singles-"))
+        self.engines = []
+        for k, cfg in enumerate(cfgs):
             torch.manual_seed(cfg["trainer"]["seed"])
-            self.models.append(train.build_model(cfg, task))
-        self.optimizers = [train.build_optimizer(c, m) for c, m in zip(cfgs, self.models)]
-        self.generators = [torch.Generator().manual_seed(c["trainer"]["seed"]) for c in cfgs]
-        self.backend = self.models[0].rnn.select_backend()
+            model = train.build_model(cfg, task)
+            self.engines.append(engine_for([cfg], folder / f"single{k}", Setup(task, cpu, [model], train.SingleRunner(cfg, task, model, cpu))))
+        self.backend = self.engines[0].runner.backend
 
     def epoch(self) -> None:
-        for cfg, model, opt, g in zip(self.cfgs, self.models, self.optimizers, self.generators):
-            train.train_epoch(model, self.task, opt, cfg["trainer"], g, torch.device("cpu"))
+        for engine in self.engines:
+            engine.train_epoch()
 
 
 class Packs:
     """The same trials in packs (lists of positions), one epoch of every pack per call."""
 
     def __init__(self, cfgs: list[dict], task: TaskData, groups: list[list[int]], folder: Path, path: str = "fused") -> None:
-        self.packs = []
-        for j, group in enumerate(groups):
-            members = [cfgs[k] for k in group]
-            dirs = [folder / f"pack{j}_{k}" for k in group]
-            heads = [train.record_head(c, d) for c, d in zip(members, dirs)]
-            self.packs.append(Pack(members, dirs, heads, folder / f"pack{j}", task=task, path=path))
+        self.packs = [engine_for([cfgs[k] for k in group], folder / f"pack{j}", pack_setup([cfgs[k] for k in group], task, path))
+                      for j, group in enumerate(groups)]
 
     def epoch(self) -> None:
         for pack in self.packs:
@@ -110,12 +121,11 @@ def time_into(fn: Callable[[], None], times: list[float]) -> None:
     times.append(time.perf_counter() - start)
 
 
-def measure(args: argparse.Namespace) -> dict:
-    """Every case of the benchmark; returns the JSON-able result."""
-    torch.set_num_threads(args.threads)
-    task = jsb_like_task(args.steps * BATCH_SIZE)
-    folder = Path(tempfile.mkdtemp(prefix="packed-bench-"))
-    cases: dict[str, tuple[Callable[[], None], dict]] = {}
+Cases = dict[str, tuple[Callable[[], None], dict]]  # name -> (one epoch of the case, what the row says of it)
+
+
+def fixed_cases(args: argparse.Namespace, task: TaskData, folder: Path, cases: Cases) -> None:
+    """Per fixed hidden size: `--singles` single runs, and a pack of each width on each path."""
     for h in args.hidden:
         singles = Singles(trial_configs(args.cell, [h] * args.singles), task)
         cases[f"single h={h}"] = (singles.epoch, {"kind": "single", "hidden": h, "width": 1, "trials": args.singles,
@@ -124,34 +134,40 @@ def measure(args: argparse.Namespace) -> dict:
             for path in args.paths:
                 packs = Packs(trial_configs(args.cell, [h] * k), task, [list(range(k))], folder, path)
                 cases[f"pack h={h} K={k} {path}"] = (packs.epoch, {"kind": "pack", "hidden": h, "width": k, "trials": k, "path": path})
-    if args.drawn:
-        g = torch.Generator().manual_seed(args.seed)
-        drawn = [round(math.exp(math.log(20) + (math.log(200) - math.log(20)) * u)) for u in torch.rand(args.drawn, generator=g).tolist()]
-        cfgs = trial_configs(args.cell, drawn)
-        singles = Singles(cfgs, task)
-        cases["drawn singles"] = (singles.epoch, {"kind": "drawn", "strategy": "single", "width": 1, "trials": len(drawn),
-                                                  "hidden_sizes": drawn, "backend": singles.backend})
-        for k in args.widths:
-            in_order = [list(range(j, min(j + k, len(drawn)))) for j in range(0, len(drawn), k)]
-            for strategy, groups in (("bucketed", plan_packs(drawn, k)), ("padded", in_order)):
-                packs = Packs(cfgs, task, groups, folder, args.paths[0])
-                cases[f"drawn {strategy} K={k} {args.paths[0]}"] = (packs.epoch, {
-                    "kind": "drawn", "strategy": strategy, "width": k, "trials": len(drawn), "hidden_sizes": drawn,
-                    "path": args.paths[0]})
-        groups = plan_packs(drawn, "auto")
-        for path in args.paths:
-            alone = Singles([cfgs[g[0]] for g in groups if len(g) == 1], task) if any(len(g) == 1 for g in groups) else None
-            packs = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder, path)
 
-            def auto_epoch(packs=packs, alone=alone) -> None:
-                packs.epoch()
-                if alone is not None:
-                    alone.epoch()
 
-            cases[f"drawn auto {path}"] = (auto_epoch, {"kind": "drawn", "strategy": "auto", "width": "auto", "trials": len(drawn),
-                                                        "hidden_sizes": drawn, "packs": groups, "path": path})
+def drawn_cases(args: argparse.Namespace, task: TaskData, folder: Path, cases: Cases) -> None:
+    """`--drawn` hidden sizes from log-U[20, 200]: single runs, bucketed and padded packs, the `auto` plan."""
+    g = torch.Generator().manual_seed(args.seed)
+    drawn = [round(math.exp(math.log(20) + (math.log(200) - math.log(20)) * u)) for u in torch.rand(args.drawn, generator=g).tolist()]
+    cfgs = trial_configs(args.cell, drawn)
+    singles = Singles(cfgs, task)
+    cases["drawn singles"] = (singles.epoch, {"kind": "drawn", "strategy": "single", "width": 1, "trials": len(drawn),
+                                              "hidden_sizes": drawn, "backend": singles.backend})
+    for k in args.widths:
+        in_order = [list(range(j, min(j + k, len(drawn)))) for j in range(0, len(drawn), k)]
+        for strategy, groups in (("bucketed", plan_packs(drawn, k, "cpu", cfgs[0]["trainer"]["batch_size"])), ("padded", in_order)):
+            packs = Packs(cfgs, task, groups, folder, args.paths[0])
+            cases[f"drawn {strategy} K={k} {args.paths[0]}"] = (packs.epoch, {
+                "kind": "drawn", "strategy": strategy, "width": k, "trials": len(drawn), "hidden_sizes": drawn,
+                "path": args.paths[0]})
+    groups = plan_packs(drawn, "auto", "cpu", cfgs[0]["trainer"]["batch_size"])
+    for path in args.paths:
+        alone = Singles([cfgs[g[0]] for g in groups if len(g) == 1], task) if any(len(g) == 1 for g in groups) else None
+        packs = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder, path)
+
+        def auto_epoch(packs=packs, alone=alone) -> None:
+            packs.epoch()
+            if alone is not None:
+                alone.epoch()
+
+        cases[f"drawn auto {path}"] = (auto_epoch, {"kind": "drawn", "strategy": "auto", "width": "auto", "trials": len(drawn),
+                                                    "hidden_sizes": drawn, "packs": groups, "path": path})
+
+
+def time_cases(cases: Cases, args: argparse.Namespace) -> list[dict]:
+    """One warm-up epoch of every case, then `--repeats` rounds of all of them, interleaved: a row per case."""
     times: dict[str, list[float]] = {name: [] for name in cases}
-    load_before = load_average()
     for fn, _ in cases.values():  # warm-up
         fn()
     for _ in range(args.repeats):
@@ -164,6 +180,12 @@ def measure(args: argparse.Namespace) -> dict:
         rows.append({**info, "case": name, "epoch_seconds": seconds, "seconds_all": times[name],
                      "ms_per_trial_step": per_trial_step * 1e3,
                      "trials_per_hour": 3600 / (per_trial_step * JSB_BATCHES * args.epochs)})
+    return rows
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """Each row's speed against its single runs (packs: the same hidden size; drawn: the drawn singles), and a
+    fused pack's against the same case on the vmap path."""
     singles = {r["hidden"]: r for r in rows if r["kind"] == "single"}
     drawn_single = next((r for r in rows if r["kind"] == "drawn" and r["strategy"] == "single"), None)
     by_case = {(r["kind"], r.get("hidden"), r.get("strategy"), r["width"], r.get("path")): r for r in rows}
@@ -174,9 +196,62 @@ def measure(args: argparse.Namespace) -> dict:
         vmap = by_case.get((r["kind"], r.get("hidden"), r.get("strategy"), r["width"], "vmap"))
         if r.get("path") == "fused" and vmap is not None:
             r["vs_vmap"] = relative_speed(r, vmap)
-    env = environment("python -m lstm_odyssey.packed.bench " + " ".join(args.argv), load_before)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Every case of the benchmark; returns the JSON-able result."""
+    torch.set_num_threads(args.threads)
+    task = jsb_like_task(args.steps * BATCH_SIZE)
+    folder = Path(tempfile.mkdtemp(prefix="packed-bench-"))
+    cases: Cases = {}
+    fixed_cases(args, task, folder, cases)
+    if args.drawn:
+        drawn_cases(args, task, folder, cases)
+    load_before = load_average()
+    rows = time_cases(cases, args)
+    add_speedups(rows)
+    env = environment("python -m benchmarks.packs " + " ".join(args.argv), load_before)
     config = {k: v for k, v in vars(args).items() if k not in ("json", "argv")}
     return {"config": config, "env": env, "rows": rows, "auto_rule": auto_rule(rows, args.paths[0])}
+
+
+def fit_costs(rows: list[dict], steps: int, path: str = "fused") -> dict[str, list[float]]:
+    """The planner's cost model (costs.json's `plan` section, ms per training batch of 8) refitted by least
+    squares to one run: single runs' time per trial on (1, n^2), packs' on `path` per pack on (1, K, K N^2)."""
+    singles = [r for r in rows if r["kind"] == "single"]
+    packs = [r for r in rows if r["kind"] == "pack" and r["path"] == path]
+    if len({r["hidden"] for r in singles}) < 2 or len({r["width"] for r in packs}) < 2:
+        raise ValueError("fitting the cost model needs at least 2 hidden sizes and 2 widths (--hidden, --widths)")
+    alone = least_squares([[1.0, r["hidden"] ** 2] for r in singles],
+                          [1e3 * r["epoch_seconds"] / steps / r["trials"] for r in singles])
+    pack = least_squares([[1.0, r["width"], r["width"] * r["hidden"] ** 2] for r in packs],
+                         [1e3 * r["epoch_seconds"] / steps for r in packs])
+    return {"alone_cost_ms": alone, "pack_cost_ms": pack}
+
+
+def least_squares(a: list[list[float]], b: list[float]) -> list[float]:
+    """The coefficients x minimising |a x - b| (float64), rounded to 4 significant digits."""
+    x = torch.linalg.lstsq(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64).unsqueeze(1)).solution
+    return [float(f"{v:.4g}") for v in x.flatten().tolist()]
+
+
+def write_costs(name: str, values: dict, env: dict, path: str | Path | None = None) -> Path:
+    """Replace the numbers `values` of costs.json's section `name` (the package's file, or `path`) and its
+    record of how they were measured (the command, the machine, torch): the file the library reads."""
+    target = Path(path) if path else Path(str(costs.COSTS_FILE))
+    data = costs.load(target)
+    unknown = set(values) - set(data[name])
+    if unknown:
+        raise KeyError(f"{target} section {name!r} has no {sorted(unknown)}")
+    data[name].update(values)
+    data[name]["measured"] = {
+        "command": env["command"],
+        "machine": f"{env['cpu']}, {env['cores']} cores, {env['threads']} thread(s), load {env['load_average']} before",
+        "torch": env["torch"], "date": datetime.date.today().isoformat(),
+        "note": "written by --write: the numbers as fitted, not rounded by hand",
+    }
+    target.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return target
 
 
 def load_average() -> list[float] | None:
@@ -228,7 +303,7 @@ def format_table(result: dict) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m lstm_odyssey.packed.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.packs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cell", default="vanilla")
     parser.add_argument("--hidden", type=int, nargs="*", default=[24, 48, 96, 128, 192], help="fixed hidden sizes to time")
     parser.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32], help="pack widths K")
@@ -242,6 +317,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", metavar="FILE", help="also write every number here")
+    parser.add_argument("--write", nargs="?", const="", metavar="FILE",
+                        help="refit the planner's cost model to this run (on the first of --paths) and write it to "
+                             "costs.json's plan section (FILE: a copy of it; default: the package's own)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
@@ -255,6 +333,10 @@ def main(argv: list[str] | None = None) -> None:
     print("# proposed auto width by hidden size: " + ", ".join(f"h={r['hidden']}: K={r['width']} ({r['speedup']:.2f}x)" for r in result["auto_rule"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.write is not None:
+        fitted = fit_costs(result["rows"], args.steps, args.paths[0])
+        target = write_costs("plan", fitted, result["env"], args.write)
+        print(f"# wrote {fitted} to {target}")
 
 
 if __name__ == "__main__":
