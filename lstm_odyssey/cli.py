@@ -30,9 +30,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hydra_plugins.odyssey_sweeper.odyssey_sweeper import OdysseySweeper
 
+from . import jobstate
 from .cells.ops import kernel_settings
 from .engine import EPOCH_LOGGER
-from .results import OK, RECORD_NAME, read_record
+from .results import RECORD_NAME
 from .schema import environment, one_line, validate
 from .settings import ConfigError
 from .signals import exit_code, reraise_if_interrupted, sigterm_interrupts
@@ -81,11 +82,8 @@ def _sweep_job(container: dict, run_dir: Path) -> dict | None:
         if manifest:  # a pack of trials (sweep.pack): each member writes its own record
             return run_pack(manifest)[0]
         with running(run_dir):
-            try:
-                done = read_record(run_dir / RECORD_NAME)
-            except (OSError, ValueError):
-                done = None
-            if isinstance(done, dict) and done.get("status") == OK:
+            done = jobstate.done(run_dir)
+            if done:
                 log.warning("%s is done already (ok); not training it again", run_dir)
                 return done
             return run(container, run_dir)

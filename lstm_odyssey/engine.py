@@ -34,6 +34,7 @@ from . import checkpoints, signals, tracking
 from .cells import get_spec
 from .cells.ops import kernel_settings
 from .data.base import Batch, TaskData
+from .jobstate import finished
 from .lifecycle import end_epoch, final_results, identify, improves, new_loop, stop_reason
 from .results import DIVERGED, FAILED, OK, hparams_of, read_record, write_record
 
@@ -340,14 +341,6 @@ def record_failure(cfg: dict, run_dir: Path, record: dict, tracker: tracking.Tra
         except ValueError:  # a logger the config gets wrong: that error is in the record already
             return
     tracker.finish(record)
-
-
-def finished(run_dir: Path) -> bool:
-    """Whether the run directory holds the record of a run that ended (ok or diverged)."""
-    try:
-        return read_record(run_dir).get("status") in (OK, DIVERGED)
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _facts(setup: Setup, model) -> dict[str, Any]:

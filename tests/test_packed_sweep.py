@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lstm_odyssey.config import load_config
 from lstm_odyssey.sweep.packs import check_setting, plan
 
 TINY = [
@@ -49,11 +50,14 @@ def test_a_packed_study_gives_the_records_of_the_unpacked_one(tmp_path):
             assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
 
 
+def job_config(*overrides: str) -> dict:
+    """A job's resolved config (as the sweeper stores it): vanilla on the adding task, Adam at lr 0.01, CPU."""
+    return load_config(["cell=vanilla", "data=adding", "optim=adam", "optim.lr=0.01", "trainer.device=cpu", *overrides])
+
+
 def test_jobs_share_a_pack_only_within_a_grid_point_and_by_size():
-    base = {"cell": {"name": "vanilla"}, "data": {"name": "adding"}, "optim": {"name": "adam", "lr": 0.01},
-            "trainer": {"device": "cpu", "seed": 0, "batch_size": 8}}
-    configs = [{**base, "model": {"hidden_size": h}} for h in (100, 30, 20, 150)]
-    configs.append({**base, "cell": {"name": "gru"}, "model": {"hidden_size": 20}})
+    configs = [job_config(f"model.hidden_size={h}", "trainer.batch_size=8") for h in (100, 30, 20, 150)]
+    configs.append(job_config("cell=gru", "model.hidden_size=20", "trainer.batch_size=8"))
     labels = ["a/vanilla"] * 4 + ["a/gru"]
     # sorted by size (20, 30, 100, 150), two at a time; the gru job never joins a vanilla pack
     assert plan(configs, labels, 2) == [[0, 3], [2, 1], [4]]
@@ -68,9 +72,7 @@ def test_jobs_share_a_pack_only_within_a_grid_point_and_by_size():
 
 def test_trials_with_output_dropout_run_alone_under_auto_and_are_refused_a_width():
     """A packed trial's dropout mask would not be its single run's, so such trials never share a pack."""
-    base = {"cell": {"name": "vanilla"}, "data": {"name": "adding"}, "optim": {"name": "adam", "lr": 0.01},
-            "trainer": {"device": "cpu", "seed": 0, "batch_size": 1}}
-    configs = [{**base, "model": {"hidden_size": h, "output_dropout": 0.3}} for h in (30, 20, 40)]
+    configs = [job_config(f"model.hidden_size={h}", "model.output_dropout=0.3", "trainer.batch_size=1") for h in (30, 20, 40)]
     assert plan(configs, ["a/vanilla"] * 3, "auto") == [[0], [1], [2]]
     assert plan(configs, ["a/vanilla"] * 3, 1) == [[0], [1], [2]]
     with pytest.raises(ValueError, match="use model.output_dropout=0 or sweep.pack=1"):
@@ -141,7 +143,7 @@ def test_a_pack_stopped_after_a_member_left_resumes_from_its_checkpoint(tmp_path
     """A study stopped while a pack trains, after one of its trials had left: the rerun's plan relaunches that
     pack's manifest (not a new pack of the trials still pending), which resumes from its last epoch to the
     records of an uninterrupted pack, keeping its id, width and the departed trial's record."""
-    from test_packed_fit import VARIANTS, trial_cfgs
+    from helpers import VARIANTS, trial_cfgs
 
     from lstm_odyssey.engine import Engine
     from lstm_odyssey.packed.fit import fit_pack

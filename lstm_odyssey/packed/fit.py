@@ -41,6 +41,7 @@ from ..checkpoints import CHECKPOINT_DIR
 from ..data import build_task
 from ..data.base import Batch, TaskData
 from ..engine import Setup, train_trials
+from ..jobstate import PACK_CHECKPOINT
 from ..lifecycle import record_head
 from ..models import SequenceModel
 from .model import PackedModel, stack_batches, template_for
@@ -48,7 +49,6 @@ from .optim import PackedOptimizer, clip_grad_norms_
 from .plan import check_packable
 
 BACKENDS = {"fused": "packed_fused", "vmap": "packed_loop"}  # the record's `backend` for each PackedModel path
-CHECKPOINT = "pack.pt"
 
 
 def initial_models(cfgs: Sequence[dict], task: TaskData | None = None) -> tuple[TaskData, list[SequenceModel]]:
@@ -169,5 +169,5 @@ def fit_pack(
     ident = pack_id or pack_id_of(run_dirs)
     heads = [{**record_head(cfg, d), "pack": {"id": ident, "width": len(cfgs), "position": k}}
              for k, (cfg, d) in enumerate(zip(cfgs, run_dirs))]
-    checkpoint = (Path(pack_dir) if pack_dir else run_dirs[0] / CHECKPOINT_DIR) / CHECKPOINT
+    checkpoint = (Path(pack_dir) if pack_dir else run_dirs[0] / CHECKPOINT_DIR) / PACK_CHECKPOINT
     return train_trials(cfgs, run_dirs, heads, lambda c: pack_setup(c, task, path), checkpoint)

@@ -2,9 +2,7 @@
 
 Each job is trial k of a grid point. Its run directory is `<grid point>/<k>_<key>`, where the key hashes
 the job's overrides (minus bookkeeping), so the same command on the same sweep directory finds its
-earlier jobs: an `ok` or `diverged` record is kept; a failed job is resumed from its last checkpoint when it
-has one (or run again when it was killed before its first), else kept unless `sweep.rerun_failed=true`
-(which starts failed and diverged jobs afresh); a job without a record is run, resuming from its checkpoint.
+earlier jobs; what their records mean (keep, resume, run again) is jobstate.py's.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoints import CHECKPOINT_DIR, LAST
-from ..results import DIVERGED, OK, RECORD_NAME, read_record
 from .lock import RUNNING_NAME, Holder, read_holder
 from .space import format_value
 
@@ -31,8 +27,6 @@ if TYPE_CHECKING:
 UNKEYED_PREFIXES = ("sweep.", "+sweep", "++sweep", "hydra.", "logger", "+logger", "paths.", "trainer.device",
                     "trainer.progress", "trainer.resume")
 GRID_FIRST = ("data", "cell")  # the run directory reads task/cell/...
-CHECKPOINT = Path(CHECKPOINT_DIR) / LAST  # what a failed job resumes from
-KILLED = "killed"  # a record's stopped_by when its job ended without writing one
 
 
 @dataclass
@@ -103,30 +97,6 @@ def launcher_width(launcher_cfg: Mapping | None) -> int:
     if cfg.get("array_parallelism"):
         return max(1, int(cfg["array_parallelism"]))
     return 1
-
-
-def record_status(path: Path) -> dict | None:
-    """The record in a run directory, or None when there is none (or it is unreadable)."""
-    try:
-        record = read_record(path / RECORD_NAME)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def needs_run(record: dict | None, run_dir: Path, rerun_failed: bool) -> bool:
-    """Whether a job must run (again): no record; a failure that can resume from its checkpoint, or whose
-    job was killed before writing a checkpoint; any failed or diverged job with `rerun_failed`."""
-    if record is None:
-        return True
-    status = record.get("status")
-    if status == OK:
-        return False
-    if rerun_failed:
-        return True
-    if status == DIVERGED:
-        return False
-    return (run_dir / CHECKPOINT).exists() or record.get("stopped_by") == KILLED
 
 
 def running_elsewhere(run_dir: Path) -> Holder | None:

@@ -22,17 +22,16 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine import finished
+from .. import jobstate
 from ..files import atomic_write_text
-from ..packed.fit import CHECKPOINT, fit_pack, pack_id_of
+from ..jobstate import SavedPack, finished
+from ..packed.fit import fit_pack, pack_id_of
 from ..packed.plan import pack_key, plan_packs, unpackable
-from ..results import DIVERGED, OK, flatten
-from ..schema import default
-from .jobs import record_status
+from ..results import flatten
+from ..schema import complete, default
 from .worker import running
 
 log = logging.getLogger("lstm_odyssey.sweep")
@@ -100,33 +99,12 @@ def launch_plan(sweep_dir: Path, run_dirs: Sequence[str], configs: Sequence[dict
     return units
 
 
-@dataclass
-class SavedPack:
-    """What a pack's checkpoint says of its members: the run directories still training at its last epoch,
-    those that had left, and the epochs the training ones had run."""
-
-    active: list[str]
-    left: list[str]
-    epochs: int
-
-
 def saved_pack(manifest: Path) -> SavedPack | None:
     """The checkpoint of the manifest's pack, when there is one and it belongs to all of the manifest's members
     (a pack formed again from some of them writes its own); None otherwise, or when it cannot be read."""
     try:
         spec = json.loads(manifest.read_text())
-        path = manifest.parent / spec["id"] / CHECKPOINT
-        if not path.exists():
-            return None
-        import torch
-
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        dirs = [str(m["run_dir"]) for m in spec["members"]]
-        if ckpt["run_dirs"] != dirs:
-            return None
-        saved = {dirs[k] for k in ckpt["active"]}
-        training = [d for d in dirs if d in saved and not finished(Path(d))]  # a member that stopped at that epoch left
-        return SavedPack(training, [d for d in dirs if d not in training], sum(int(loop["epoch"]) for loop in ckpt["loops"]))
+        return jobstate.saved_pack(manifest.parent / spec["id"], [str(m["run_dir"]) for m in spec["members"]])
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as err:
         log.warning("ignoring the pack checkpoint of %s (%s: %s); its members start afresh", manifest, type(err).__name__, err)
         return None
@@ -189,15 +167,15 @@ def run_pack(manifest: str | Path, guard: Callable[[Path], Any] = running) -> li
     without an ok record train as a new pack. Returns the members' records."""
     manifest = Path(manifest)
     spec = json.loads(manifest.read_text())
-    members = [(member["config"], Path(member["run_dir"])) for member in spec["members"]]
+    members = [(complete(member["config"]), Path(member["run_dir"])) for member in spec["members"]]
     pack_dir = manifest.parent / spec["id"]
     saved = saved_pack(manifest)
-    if saved and saved.active and all((record_status(Path(d)) or {}).get("status") in (OK, DIVERGED) for d in saved.left):
+    if saved and saved.active and all(finished(Path(d)) for d in saved.left):
         to_fit, done = members, []
         held = [Path(d) for d in saved.active]
     else:
-        to_fit = [(cfg, d) for cfg, d in members if (record_status(d) or {}).get("status") != OK]
-        done = [r for _, d in members if (r := record_status(d)) and r.get("status") == OK]
+        to_fit = [(cfg, d) for cfg, d in members if not jobstate.done(d)]
+        done = [r for _, d in members if (r := jobstate.done(d))]
         held = [d for _, d in to_fit]
     if not to_fit:
         return done

@@ -32,20 +32,12 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from ..results import FAILED, OK, RECORD_NAME, STATUSES, hparams_of, write_record
+from .. import jobstate
+from ..jobstate import KILLED
+from ..results import FAILED, OK, STATUSES, hparams_of, write_record
 from ..signals import sigterm_interrupts
 from . import packs, trials
-from .jobs import (
-    CHECKPOINT,
-    KILLED,
-    Job,
-    job_key,
-    launcher_width,
-    needs_run,
-    point_label,
-    record_status,
-    running_elsewhere,
-)
+from .jobs import Job, job_key, launcher_width, point_label, running_elsewhere
 from .lock import LOCK_NAME, Holder, Holdings, acquire
 from .progress import Progress
 from .space import Param, to_values
@@ -171,7 +163,7 @@ class StudySweeper(Sweeper):
                 logging.getLogger(logger).setLevel(logging.WARNING)
 
             slots = [(k, point) for k in range(n_trials) for point in points]
-            self.progress = Progress(name, len(slots), read=record_status)
+            self.progress = Progress(name, len(slots), read=jobstate.record)
             pending: list[Job] = []
             with sigterm_interrupts(), self.progress:  # a cancelled sweep stops its local workers; a rerun resumes
                 packing = study_cfg["pack"] != 1
@@ -215,8 +207,8 @@ class StudySweeper(Sweeper):
         trial = trials.latest_trial(study, k, space)
         if trial is not None:  # the common case on a rerun: a finished job needs no claim
             run_dir = job.place(self._values(space, trial.params, study_cfg, k), fixed, sweep_dir)
-            record = record_status(run_dir)
-            if not needs_run(record, run_dir, rerun_failed):
+            record = jobstate.record(run_dir)
+            if not jobstate.needs_run(record, run_dir, rerun_failed):
                 self._finish(job, trial.number, record, run_dir, before=True)  # type: ignore[arg-type]
                 return None
         claim = acquire(sweep_dir / job.label / f".claim-{k:03d}", "job claim")
@@ -232,8 +224,8 @@ class StudySweeper(Sweeper):
         else:
             number, params = trial.number, trial.params
         run_dir = job.place(self._values(space, params, study_cfg, k), fixed, sweep_dir)
-        record = record_status(run_dir)
-        if not needs_run(record, run_dir, rerun_failed):
+        record = jobstate.record(run_dir)
+        if not jobstate.needs_run(record, run_dir, rerun_failed):
             self._finish(job, number, record, run_dir, before=True)  # type: ignore[arg-type]
             return None
         finished = trial is not None and trial.state.is_finished()
@@ -242,9 +234,7 @@ class StudySweeper(Sweeper):
             self.waiting.append(job)
             return None
         if record is not None:
-            if rerun_failed or not (run_dir / CHECKPOINT).exists():
-                (run_dir / CHECKPOINT).unlink(missing_ok=True)  # start afresh
-            (run_dir / RECORD_NAME).unlink()  # the new attempt writes its own; its absence means "not done"
+            jobstate.restart(run_dir, rerun_failed)
         job.overrides += [f"++sweep.trial={k}", f"++sweep.job={job.subdir}", "trainer.resume=true",
                           f"hydra.sweep.subdir={job.subdir}"]
         return job
@@ -312,7 +302,7 @@ class StudySweeper(Sweeper):
         for i, unit in enumerate(jobs):
             for job in unit.trials:  # a pack's members are rerun alone if its worker died
                 run_dir = sweep_dir / job.subdir
-                record = record_status(run_dir)
+                record = jobstate.record(run_dir)
                 if record is None and running_elsewhere(run_dir):  # the launcher lost track of a job that still runs
                     self.waiting.append(job)
                     continue
@@ -335,7 +325,7 @@ class StudySweeper(Sweeper):
                 log.warning("waiting for %s, trained by %s", job.subdir, holder.describe())
             while running_elsewhere(run_dir) is not None:
                 time.sleep(WAIT_POLL_S)
-            record = record_status(run_dir) or self._missing_record(job, run_dir, None)
+            record = jobstate.record(run_dir) or self._missing_record(job, run_dir, None)
             self._finish(job, job.trial_number, record, run_dir)
         self.waiting = []
 
