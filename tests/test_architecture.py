@@ -165,3 +165,63 @@ def test_the_subpackage_check_finds_a_circle_the_module_check_misses(tmp_path):
     graph = import_graph(tmp_path, ("lstm_odyssey",))
     assert cycles(graph) == []
     assert cycles(package_graph(graph)) == [["lstm_odyssey.p", "lstm_odyssey.q"]]
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+# Exempt: the hand-written kernels. Each long function there is one fused step (the Triton kernels) or one whole
+# sweep, forward or backward (eager, scan), written out in place as docs/equations.md has it; the Triton steps
+# follow the eager sweep's in-place order line for line, which helpers would hide rather than shorten.
+KERNEL_MODULES = {
+    "lstm_odyssey/cells/lstm_eager.py",
+    "lstm_odyssey/cells/lstm_scan.py",
+    "lstm_odyssey/cells/lstm_triton.py",
+}
+
+
+def oversized(root: Path, packages=PACKAGES, exempt=frozenset(KERNEL_MODULES)) -> list[str]:
+    """'path: N lines' for each module over MAX_MODULE_LINES and 'path:line name(): N lines' for each function
+    (or method, nested ones too) over MAX_FUNCTION_LINES, counted from its `def` line to its last line, decorators
+    aside; modules whose root-relative path is in `exempt` are skipped."""
+    found: list[tuple[str, int, str]] = []  # (path, line, what), to list them in file order
+    for path in module_files(root, packages).values():
+        relative = path.relative_to(root).as_posix()
+        if relative in exempt:
+            continue
+        source = path.read_text(encoding="utf-8")
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            found.append((relative, 0, f"{relative}: {len(source.splitlines())} lines"))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append((relative, node.lineno, f"{relative}:{node.lineno} {node.name}(): {length} lines"))
+    return [line for *_, line in sorted(found)]
+
+
+def test_no_module_or_function_is_too_long():
+    """No module over 400 lines and no function over 60, outside the hand-written kernels (KERNEL_MODULES)."""
+    assert all((ROOT / p).is_file() for p in KERNEL_MODULES), "an exempt kernel module moved: update KERNEL_MODULES"
+    offenders = oversized(ROOT)
+    assert not offenders, (f"over {MAX_MODULE_LINES} lines a module or {MAX_FUNCTION_LINES} a function; split them:\n"
+                           + "\n".join(offenders))
+
+
+def test_the_length_check_finds_a_planted_long_function(tmp_path):
+    """The check above can fail: a decorated method one line too long and a module one line too long are found,
+    a function of exactly the limit and a long function in an exempt module are not."""
+
+    def function(name: str, lines: int, indent: str = "") -> str:
+        return f"{indent}def {name}():\n" + "".join(f"{indent}    x{k} = {k}\n" for k in range(lines - 1))
+
+    pkg = tmp_path / "lstm_odyssey"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "fits.py").write_text(function("fits", MAX_FUNCTION_LINES))
+    (pkg / "long.py").write_text("class C:\n    @staticmethod\n" + function("long", MAX_FUNCTION_LINES + 1, "    "))
+    (pkg / "big.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    (pkg / "kernel.py").write_text(function("kernel", 2 * MAX_FUNCTION_LINES))
+    assert oversized(tmp_path, ("lstm_odyssey",), exempt={"lstm_odyssey/kernel.py"}) == [
+        f"lstm_odyssey/big.py: {MAX_MODULE_LINES + 1} lines",
+        f"lstm_odyssey/long.py:3 long(): {MAX_FUNCTION_LINES + 1} lines",
+    ]

@@ -62,42 +62,63 @@ def write_report(
     figures into a W&B run (job_type "analysis") in the sweep's group."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     plan = plan or load_plan(paths, plan_overrides)
-    reference = plan.reference
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     tables: dict[str, pd.DataFrame] = {}
     figures: dict[str, Path] = {}
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        raw = load(*paths)
-    notes.extend(str(w.message) for w in caught if "record" in str(w.message) or "no such" in str(w.message))
+    raw = _load_runs(paths, notes)
     lines = ["# lstm-odyssey report", "", f"Sweep: {', '.join(f'`{p}`' for p in paths)}", ""]
     if raw.empty:
         notes.insert(0, f"no run records (result.json) found under {', '.join(map(str, paths))}: nothing to analyse")
         lines += ["## Findings", "", "Nothing to analyse: the sweep has no finished runs yet.", ""]
-        return _finish(out, lines, notes, tables, figures, paths, wandb, wandb_project, wandb_group)
+    else:
+        lines += _report_body(prepare(raw, metric), plan, importance_min_runs, out, tables, figures, notes)
+    return _finish(out, lines, notes, tables, figures, paths, wandb, wandb_project, wandb_group)
 
-    df = prepare(raw, metric)
-    lines += plan_markdown(plan, sorted(df["metric"].dropna().unique()))
+
+def _load_runs(paths: list[Path], notes: list[str]) -> pd.DataFrame:
+    """The run records; the loader's warnings about unreadable records or missing paths become notes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        raw = load(*paths)
+    notes.extend(str(w.message) for w in caught if "record" in str(w.message) or "no such" in str(w.message))
+    return raw
+
+
+def _report_body(df: pd.DataFrame, plan: AnalysisConfig, importance_min_runs: int, out: Path,
+                 tables: dict[str, pd.DataFrame], figures: dict[str, Path], notes: list[str]) -> list[str]:
+    """Every section of a report of a sweep with runs, in order; the order of the tables and notes it adds is the
+    order the report lists them in, so it is kept."""
+    lines = plan_markdown(plan, sorted(df["metric"].dropna().unique()))
+    summary, sig, imp, marg, lrh = _analyse(df, plan, importance_min_runs, tables, notes)
+    tasks = sorted(df["task"].unique())
+    for task in tasks:
+        _figures(df, task, sig, imp, marg, plan, out, figures, notes)
+    lines += paper_section(df, sig, lrh, plan, tables, notes)
+    lines += _design_section(df, tasks, plan)
+    lines += _verdicts_section(sig, tasks, plan, figures)
+    lines += ["## Findings", "", findings(df, summary, sig, imp, lrh, plan.reference, plan.alpha), ""]
+    lines += _significant_section(sig, plan)
+    from .replicates import replicate_section  # here, so that `python -m lstm_odyssey.analysis.replicates` runs clean
+
+    lines += replicate_section(df, plan, tables)
+    lines += _compute_section(df, tables)
+    return lines + _table_sections(summary, imp, lrh) + _figures_section(tasks, figures)
+
+
+def _analyse(df: pd.DataFrame, plan: AnalysisConfig, importance_min_runs: int, tables: dict[str, pd.DataFrame],
+             notes: list[str]) -> tuple[pd.DataFrame | None, ...]:
+    """Fill the plan, runs and analysis tables; return the five the sections read (summary, significance,
+    importance, marginals, lr × hidden), None where a part failed: a note says why, the report goes on."""
     tables["plan"] = pd.DataFrame([{"key": k, "value": str(v)} for k, v in dataclasses.asdict(plan).items()])
     tables["runs"] = df[[c for c in RUN_COLUMNS + hyperparameters(df) if c in df.columns]]
-    summary = summarize(df, top=plan.top_fraction, reference=reference)
+    summary = summarize(df, top=plan.top_fraction, reference=plan.reference)
     tables["summary"] = summary
     if not df["ok"].any():
         notes.append("no run finished ok (all diverged or failed): no statistics, importance or marginals")
-    sig = _try(notes, "significance", lambda: significance(df, plan))
-    if sig is not None:
-        sig["verdict_text"] = verdict_sentences(sig, plan.alpha)
-        tables["significance"] = sig
-        if reference not in set(df["cell"]):
-            notes.append(f"significance: the sweep has no runs of the reference cell {reference!r}; "
-                         f"pass --plan reference=CELL to compare against another cell")
-        for _, r in sig[(sig["verdict"] == "untested") & (sig["subset"] == ALL)].iterrows():
-            if r["note"] and reference in set(df[df["task"] == r["task"]]["cell"]):
-                notes.append(f"significance of {r['cell']} on {r['task']}: cannot tell from these runs, because {r['note']}")
+    sig = _significance(df, plan, tables, notes)
     imp = _try(notes, "importance", lambda: importance(df, min_runs=importance_min_runs, notes=notes))
     if imp is not None:
         tables["importance"] = imp
@@ -107,52 +128,87 @@ def write_report(
     lrh = _try(notes, "learning rate × hidden size", lambda: lr_by_hidden(df, notes=notes))
     if lrh is not None:
         tables["lr_hidden"] = lrh
-    tasks = sorted(df["task"].unique())
-    for task in tasks:
-        _figures(df, task, sig, imp, marg, plan, out, figures, notes)
+    return summary, sig, imp, marg, lrh
 
-    lines += paper_section(df, sig, lrh, plan, tables, notes)
-    lines += ["## Design", ""]
+
+def _significance(df: pd.DataFrame, plan: AnalysisConfig, tables: dict[str, pd.DataFrame],
+                  notes: list[str]) -> pd.DataFrame | None:
+    """The significance table with its verdicts in words, and a note for each comparison that could not be tested
+    although the reference ran on its task."""
+    reference = plan.reference
+    sig = _try(notes, "significance", lambda: significance(df, plan))
+    if sig is None:
+        return None
+    sig["verdict_text"] = verdict_sentences(sig, plan.alpha)
+    tables["significance"] = sig
+    if reference not in set(df["cell"]):
+        notes.append(f"significance: the sweep has no runs of the reference cell {reference!r}; "
+                     f"pass --plan reference=CELL to compare against another cell")
+    for _, r in sig[(sig["verdict"] == "untested") & (sig["subset"] == ALL)].iterrows():
+        if r["note"] and reference in set(df[df["task"] == r["task"]]["cell"]):
+            notes.append(f"significance of {r['cell']} on {r['task']}: cannot tell from these runs, because {r['note']}")
+    return sig
+
+
+def _design_section(df: pd.DataFrame, tasks: list[str], plan: AnalysisConfig) -> list[str]:
+    """Per task, whether the runs pair up trial by trial, and so which primary test the plan takes."""
+    lines = ["## Design", ""]
     for task in tasks:
         paired, why = design(df[df["task"] == task])
         lines.append(f"- {task}: {'paired' if paired else 'unpaired'}: {why}. The primary test: "
                      f"{primary_test(plan, paired)}, on all {'pairs' if paired else 'runs'}.")
-    lines.append("")
-    if sig is not None and len(sig):
-        lines += ["## Verdicts against the reference", "",
-                  f"Primary: all pairs (`subset` all). Secondary, never deciding a claim: the best {plan.top_fraction:.0%} of "
-                  "the pairs by the mean validation score of both runs (`top pairs`), each cell's own best runs (`top own`, "
-                  "unpaired, as Greff et al. read it), and strata fixed before training (learning-rate decade, hidden-size "
-                  "band). `diff` is the primary estimate of cell − reference with its 95 % CI; `p_holm` its test against 0; "
-                  "`equivalence` whether it is shown within ±δ (TOST) or beyond δ; `n_missing` counts trials one of the two "
-                  "lacks, `n_failed` pairs with a failed run (ranked worst).", ""]
-        for task in tasks:
-            s = sig[sig["task"] == task]
-            lines += [f"### {task}", "", markdown_table(s, VERDICT_COLUMNS), ""]
-            lines += [f"- {text}" for text in grouped_sentences(s[s["subset"] == ALL])] + [""]
-            if f"paired_{task}" in figures:
-                lines += [f"![paired_{task}](figures/{figures[f'paired_{task}'].name})", ""]
-    lines += ["## Findings", "", findings(df, summary, sig, imp, lrh, reference, plan.alpha), ""]
-    if sig is not None:
-        hits = significant_cells(sig)
-        lines += ["## Significant cells (all pairs)", ""]
-        if hits:
-            lines += [f"- {h}" for h in hits]
-        elif len(sig) and (sig["verdict"] == "untested").all():
-            lines += [f"- none could be tested against {reference}: see *What could not be computed*"]
-        else:
-            lines += [f"- none: no cell differs from {reference} after Holm correction at α = {plan.alpha}"]
-        lines.append("")
-    from .replicates import replicate_section  # here, so that `python -m lstm_odyssey.analysis.replicates` runs clean
+    return lines + [""]
 
-    lines += replicate_section(df, plan, tables)
+
+def _verdicts_section(sig: pd.DataFrame | None, tasks: list[str], plan: AnalysisConfig,
+                      figures: dict[str, Path]) -> list[str]:
+    """Each task's verdicts against the reference: the table, the sentences, the paired figure."""
+    if sig is None or not len(sig):
+        return []
+    lines = ["## Verdicts against the reference", "",
+             f"Primary: all pairs (`subset` all). Secondary, never deciding a claim: the best {plan.top_fraction:.0%} of "
+             "the pairs by the mean validation score of both runs (`top pairs`), each cell's own best runs (`top own`, "
+             "unpaired, as Greff et al. read it), and strata fixed before training (learning-rate decade, hidden-size "
+             "band). `diff` is the primary estimate of cell − reference with its 95 % CI; `p_holm` its test against 0; "
+             "`equivalence` whether it is shown within ±δ (TOST) or beyond δ; `n_missing` counts trials one of the two "
+             "lacks, `n_failed` pairs with a failed run (ranked worst).", ""]
+    for task in tasks:
+        s = sig[sig["task"] == task]
+        lines += [f"### {task}", "", markdown_table(s, VERDICT_COLUMNS), ""]
+        lines += [f"- {text}" for text in grouped_sentences(s[s["subset"] == ALL])] + [""]
+        if f"paired_{task}" in figures:
+            lines += [f"![paired_{task}](figures/{figures[f'paired_{task}'].name})", ""]
+    return lines
+
+
+def _significant_section(sig: pd.DataFrame | None, plan: AnalysisConfig) -> list[str]:
+    """The cells that differ from the reference on all pairs, or why none does."""
+    if sig is None:
+        return []
+    hits = significant_cells(sig)
+    lines = ["## Significant cells (all pairs)", ""]
+    if hits:
+        lines += [f"- {h}" for h in hits]
+    elif len(sig) and (sig["verdict"] == "untested").all():
+        lines += [f"- none could be tested against {plan.reference}: see *What could not be computed*"]
+    else:
+        lines += [f"- none: no cell differs from {plan.reference} after Holm correction at α = {plan.alpha}"]
+    return lines + [""]
+
+
+def _compute_section(df: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """What the study cost in process hours (also the `compute` table)."""
     tables["compute"] = study_cost(df)
-    lines += ["## Compute", "", "Processes: a pack trains its trials in one process, a single run in its own; "
-              "`process_hours` sums their wall time (a pack's is its longest trial's); with W workers side by side the study "
-              "took about process_hours / W.", "", markdown_table(tables["compute"], list(tables["compute"].columns)), ""]
-    lines += ["## Summary per task and cell", "",
-              "Test metric at the best validation epoch; `top_*` over the best runs by validation; `epoch_capped` is "
-              "the share of ok runs stopped by the epoch cap rather than early stopping.", ""]
+    return ["## Compute", "", "Processes: a pack trains its trials in one process, a single run in its own; "
+            "`process_hours` sums their wall time (a pack's is its longest trial's); with W workers side by side the study "
+            "took about process_hours / W.", "", markdown_table(tables["compute"], list(tables["compute"].columns)), ""]
+
+
+def _table_sections(summary: pd.DataFrame, imp: pd.DataFrame | None, lrh: pd.DataFrame | None) -> list[str]:
+    """The summary per task and cell, and the fANOVA importances and the lr × hidden table when there are any."""
+    lines = ["## Summary per task and cell", "",
+             "Test metric at the best validation epoch; `top_*` over the best runs by validation; `epoch_capped` is "
+             "the share of ok runs stopped by the epoch cap rather than early stopping.", ""]
     lines += [markdown_table(summary, ["task", "cell", "runs", "ok", "diverged", "failed", "epoch_capped", "mean",
                                        "sd", "median", "n_top", "top_mean", "top_sd", "top_median", "best_test",
                                        "best_run"]), ""]
@@ -172,14 +228,17 @@ def write_report(
                   "observations each; `note` says why it was not run.", ""]
         lines += [markdown_table(lrh, ["task", "hidden_min", "hidden_max", "n", "distinct_lrs", "best_lr_low",
                                        "best_lr_high", "vertex_log10_lr", "shift_p"]), ""]
+    return lines
 
-    lines += ["## Figures", ""]
+
+def _figures_section(tasks: list[str], figures: dict[str, Path]) -> list[str]:
+    """Every figure but the paired ones (those stand beside their verdicts), task by task."""
+    lines = ["## Figures", ""]
     for task in tasks:
         for name, path in figures.items():
             if name.endswith(f"_{task}") and not name.startswith("paired_"):
                 lines += [f"![{name}](figures/{path.name})", ""]
-    return _finish(out, lines, notes, tables, figures, paths, wandb, wandb_project, wandb_group)
-
+    return lines
 
 VERDICT_COLUMNS = ["subset", "cell", "n", "n_missing", "n_failed", "diff", "ci_low", "ci_high", "p_holm", "verdict",
                    "margin", "p_within", "p_beyond_holm", "equivalence", "wins", "ties", "losses", "mean_diff", "t_p", "note"]

@@ -123,56 +123,77 @@ def findings(df: pd.DataFrame, summary: pd.DataFrame, sig: pd.DataFrame | None, 
         if sig is None or reference not in set(tdf["cell"]):
             text += f"no {reference} runs, so no cell could be compared with {reference}. "
         else:
-            s = sig[(sig["task"] == task) & (sig["subset"] == ALL)]
-            hits = s[s["verdict"].isin(["better", "worse"])]
-            if len(s):
-                text += (f"every cell is compared with {reference} by the plan's primary test on all "
-                         f"{'pairs (trial by trial)' if s['design'].iloc[0] == 'paired' else 'runs'}. ")
-            if len(hits):
-                text += "; ".join(f"{r['cell'].upper()} is significantly {r['verdict']} ({_estimate(r)}, Holm {_p(r['p_holm'])})"
-                                  for _, r in hits.iterrows()) + ". "
-                rest = sorted(set(s.loc[s["verdict"] == "n.s.", "cell"]))
-                if rest:
-                    text += f"{', '.join(c.upper() for c in rest)} show no significant difference at α = {alpha}. "
-            elif (s["verdict"] == "untested").all():
-                text += f"no cell had enough runs for a test against {reference}: cannot tell from these runs. "
-            else:
-                text += f"no cell differs significantly from {reference} at α = {alpha} after Holm correction. "
-            within = s.loc[s["equivalence"] == "within δ", "cell"]
-            if len(within):
-                text += (f"{', '.join(c.upper() for c in within)} {'is' if len(within) == 1 else 'are'} shown equivalent "
-                         f"to {reference} within ±{fmt(s['margin'].iloc[0])} (TOST). ")
-        capped = (tdf.loc[tdf["ok"], "stopped_by"] == "epoch_cap").mean() if "stopped_by" in tdf and ok else np.nan
-        if np.isfinite(capped) and capped > 0:
-            text += (f"{capped:.0%} of ok runs stopped at the epoch cap, so these verdicts reflect learning speed "
-                     "as much as reachable performance. ")
-        if imp is not None and len(imp):
-            pooled = imp[(imp["task"] == task) & (imp["cell"] == POOLED)]
-            params = pooled[pooled["param"] != "cell"]  # the cell is a factor of the pooled forest, not a hyperparameter
-            if len(params):
-                top = params.sort_values("importance", ascending=False).iloc[0]
-                main = pooled["variance_fraction"].sum()
-                cell = pooled.loc[pooled["param"] == "cell", "importance"]
-                text += (f"The most important hyperparameter (fANOVA over all cells) is {top['param']} "
-                         f"(importance {top['importance']:.2f}"
-                         + (f"; the cell itself, a factor of the same forest, {cell.iloc[0]:.2f}" if len(cell) else "")
-                         + f"); main effects explain {main:.0%} of the variance of the fANOVA forest, the rest is "
-                         f"interactions and noise ({int(top['n_runs'])} runs). ")
-        if lrh is not None and len(lrh[lrh["task"] == task]):
-            lt = lrh[lrh["task"] == task]
-            p_shift = lt["shift_p"].iloc[0]
-            if not np.isfinite(p_shift):
-                reason = lt["note"].dropna().iloc[0] if lt["note"].notna().any() else "the F-test could not be computed"
-                text += ("Learning rate × hidden size: cannot tell from these runs whether the hidden size shifts the "
-                         f"optimal learning rate, because {reason}. ")
-            else:
-                where = ", ".join(f"{_lr_text(r)} for hidden {_range(r)}" for _, r in lt.iterrows())
-                text += (f"The best learning rate is {where} (the F-test of a quadratic in log lr per hidden-size "
-                         f"group against a shared one gives {_p(p_shift)}; a secondary test of the curves' shapes, while "
-                         "the verdict on the optimum's shift is the bootstrap interval of the paper's findings). ")
+            text += _comparison_words(sig[(sig["task"] == task) & (sig["subset"] == ALL)], reference, alpha)
+        text += _cap_words(tdf, ok) + _importance_words(imp, task) + _lr_hidden_words(lrh, task)
         parts.append(text.strip())
     return " ".join(parts)
 
+
+def _comparison_words(s: pd.DataFrame, reference: str, alpha: float) -> str:
+    """The primary verdicts of one task (`s`: its rows on all pairs): which cells differ, which are equivalent."""
+    text = ""
+    hits = s[s["verdict"].isin(["better", "worse"])]
+    if len(s):
+        text += (f"every cell is compared with {reference} by the plan's primary test on all "
+                 f"{'pairs (trial by trial)' if s['design'].iloc[0] == 'paired' else 'runs'}. ")
+    if len(hits):
+        text += "; ".join(f"{r['cell'].upper()} is significantly {r['verdict']} ({_estimate(r)}, Holm {_p(r['p_holm'])})"
+                          for _, r in hits.iterrows()) + ". "
+        rest = sorted(set(s.loc[s["verdict"] == "n.s.", "cell"]))
+        if rest:
+            text += f"{', '.join(c.upper() for c in rest)} show no significant difference at α = {alpha}. "
+    elif (s["verdict"] == "untested").all():
+        text += f"no cell had enough runs for a test against {reference}: cannot tell from these runs. "
+    else:
+        text += f"no cell differs significantly from {reference} at α = {alpha} after Holm correction. "
+    within = s.loc[s["equivalence"] == "within δ", "cell"]
+    if len(within):
+        text += (f"{', '.join(c.upper() for c in within)} {'is' if len(within) == 1 else 'are'} shown equivalent "
+                 f"to {reference} within ±{fmt(s['margin'].iloc[0])} (TOST). ")
+    return text
+
+
+def _cap_words(tdf: pd.DataFrame, ok: int) -> str:
+    """A warning when ok runs hit the epoch cap: then the verdicts measure learning speed too."""
+    capped = (tdf.loc[tdf["ok"], "stopped_by"] == "epoch_cap").mean() if "stopped_by" in tdf and ok else np.nan
+    if np.isfinite(capped) and capped > 0:
+        return (f"{capped:.0%} of ok runs stopped at the epoch cap, so these verdicts reflect learning speed "
+                "as much as reachable performance. ")
+    return ""
+
+
+def _importance_words(imp: pd.DataFrame | None, task: str) -> str:
+    """The most important hyperparameter of the pooled fANOVA forest, and how much the main effects explain."""
+    if imp is None or not len(imp):
+        return ""
+    pooled = imp[(imp["task"] == task) & (imp["cell"] == POOLED)]
+    params = pooled[pooled["param"] != "cell"]  # the cell is a factor of the pooled forest, not a hyperparameter
+    if not len(params):
+        return ""
+    top = params.sort_values("importance", ascending=False).iloc[0]
+    main = pooled["variance_fraction"].sum()
+    cell = pooled.loc[pooled["param"] == "cell", "importance"]
+    return (f"The most important hyperparameter (fANOVA over all cells) is {top['param']} "
+            f"(importance {top['importance']:.2f}"
+            + (f"; the cell itself, a factor of the same forest, {cell.iloc[0]:.2f}" if len(cell) else "")
+            + f"); main effects explain {main:.0%} of the variance of the fANOVA forest, the rest is "
+            f"interactions and noise ({int(top['n_runs'])} runs). ")
+
+
+def _lr_hidden_words(lrh: pd.DataFrame | None, task: str) -> str:
+    """The best learning rate per hidden-size group and the F-test of a shift, or why it could not be run."""
+    if lrh is None or not len(lrh[lrh["task"] == task]):
+        return ""
+    lt = lrh[lrh["task"] == task]
+    p_shift = lt["shift_p"].iloc[0]
+    if not np.isfinite(p_shift):
+        reason = lt["note"].dropna().iloc[0] if lt["note"].notna().any() else "the F-test could not be computed"
+        return ("Learning rate × hidden size: cannot tell from these runs whether the hidden size shifts the "
+                f"optimal learning rate, because {reason}. ")
+    where = ", ".join(f"{_lr_text(r)} for hidden {_range(r)}" for _, r in lt.iterrows())
+    return (f"The best learning rate is {where} (the F-test of a quadratic in log lr per hidden-size "
+            f"group against a shared one gives {_p(p_shift)}; a secondary test of the curves' shapes, while "
+            "the verdict on the optimum's shift is the bootstrap interval of the paper's findings). ")
 
 def _range(row: pd.Series) -> str:
     lo, hi = int(row["hidden_min"]), int(row["hidden_max"])

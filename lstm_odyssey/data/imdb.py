@@ -203,41 +203,17 @@ def build(
     """Binary sentiment of IMDB reviews with Keras's conventions (module doc). head 'sigmoid': one logit and
     binary cross-entropy, Keras's Dense(1, 'sigmoid'); 'softmax': two classes. max_reviews: keep the first n
     reviews of each split (quick tests only)."""
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
-    if head not in ("sigmoid", "softmax"):
-        raise ValueError(f"data.head={head!r}; use sigmoid (one logit, Keras's Dense(1)) or softmax (two classes)")
-    if padding not in PADDINGS or truncating not in TRUNCATINGS:
-        pad_sequences([], 1, padding, truncating)  # raises the one-line error
-    if num_words is not None and num_words <= max(index_from, 2):
-        raise ValueError(f"data.num_words={num_words} leaves no word after the reserved indices; use e.g. 10000")
+    _check_options(val_fraction, head, padding, truncating, num_words, index_from)
     path = find_or_download(RELATIVE, url, sha256 or None, root=root, verify=bool(sha256))
     checksum = sha256 if sha256 else sha256_of(path)
     options = dict(num_words=num_words, skip_top=skip_top, load_maxlen=load_maxlen, seed=shuffle_seed,
                    start_char=start_char, oov_char=oov_char, index_from=index_from)
-
-    def make() -> dict:
-        (x_train, y_train), (x_test, y_test) = load_data(path, **options)
-        return {"x_train": [torch.tensor(x, dtype=torch.int32) for x in x_train], "y_train": torch.as_tensor(y_train),
-                "x_test": [torch.tensor(x, dtype=torch.int32) for x in x_test], "y_test": torch.as_tensor(y_test)}
-
-    data = cached("imdb", options_key(source=checksum, v=1, **options), make, folder=cache_dir)
-    x_train = [x.tolist() for x in data["x_train"]]
-    x_test = [x.tolist() for x in data["x_test"]]
-    y_train, y_test = data["y_train"].numpy(), data["y_test"].numpy()
+    x_train, y_train, x_test, y_test = _load_cached(path, checksum, options, cache_dir)
     if max_reviews is not None:
         x_train, y_train, x_test, y_test = x_train[:max_reviews], y_train[:max_reviews], x_test[:max_reviews], y_test[:max_reviews]
     x_train = pad_sequences(x_train, maxlen, padding, truncating)
     x_test = pad_sequences(x_test, maxlen, padding, truncating)
-    n_val = int(len(x_train) * val_fraction)  # Keras's validation_split: the last fraction, not shuffled again
-    n_fit = len(x_train) - n_val
-    splits = {
-        "train": _split(x_train[:n_fit], y_train[:n_fit]),
-        "val": _split(x_train[n_fit:], y_train[n_fit:]),
-        "test": _split(x_test, y_test),
-    }
-    if len(splits["val"]) == 0:
-        raise ValueError(f"data.val_fraction={val_fraction} leaves no validation review; raise it")
+    splits = _splits(x_train, y_train, x_test, y_test, val_fraction)
     vocabulary = num_words or 1 + max(int(x.max()) for s in splits.values() for x in s.xs)
     info = {
         "source": str(path),
@@ -253,3 +229,47 @@ def build(
         name="imdb", task_type=CLASSIFICATION, input_size=vocabulary, output_size=1 if head == "sigmoid" else 2,
         metric="nll", tokens=True, info=info, **splits,
     )
+
+
+def _check_options(val_fraction: float, head: str, padding: str, truncating: str, num_words: int | None,
+                   index_from: int) -> None:
+    """Refuse a bad option with one line before anything is downloaded or read."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
+    if head not in ("sigmoid", "softmax"):
+        raise ValueError(f"data.head={head!r}; use sigmoid (one logit, Keras's Dense(1)) or softmax (two classes)")
+    if padding not in PADDINGS or truncating not in TRUNCATINGS:
+        pad_sequences([], 1, padding, truncating)  # raises the one-line error
+    if num_words is not None and num_words <= max(index_from, 2):
+        raise ValueError(f"data.num_words={num_words} leaves no word after the reserved indices; use e.g. 10000")
+
+
+def _load_cached(path: Path, checksum: str, options: dict, cache_dir: str | None
+                 ) -> tuple[list[list[int]], np.ndarray, list[list[int]], np.ndarray]:
+    """`load_data(path, **options)` as x_train, y_train, x_test, y_test, through the cache (keyed by the file's
+    checksum and the options), so the file is read and its words mapped once per set of options."""
+
+    def make() -> dict:
+        (x_train, y_train), (x_test, y_test) = load_data(path, **options)
+        return {"x_train": [torch.tensor(x, dtype=torch.int32) for x in x_train], "y_train": torch.as_tensor(y_train),
+                "x_test": [torch.tensor(x, dtype=torch.int32) for x in x_test], "y_test": torch.as_tensor(y_test)}
+
+    data = cached("imdb", options_key(source=checksum, v=1, **options), make, folder=cache_dir)
+    x_train = [x.tolist() for x in data["x_train"]]
+    x_test = [x.tolist() for x in data["x_test"]]
+    return x_train, data["y_train"].numpy(), x_test, data["y_test"].numpy()
+
+
+def _splits(x_train: list[list[int]], y_train: np.ndarray, x_test: list[list[int]], y_test: np.ndarray,
+            val_fraction: float) -> dict[str, SequenceSplit]:
+    """train, val and test; val is the last `val_fraction` of the training reviews, as Keras's validation_split."""
+    n_val = int(len(x_train) * val_fraction)  # Keras's validation_split: the last fraction, not shuffled again
+    n_fit = len(x_train) - n_val
+    splits = {
+        "train": _split(x_train[:n_fit], y_train[:n_fit]),
+        "val": _split(x_train[n_fit:], y_train[n_fit:]),
+        "test": _split(x_test, y_test),
+    }
+    if len(splits["val"]) == 0:
+        raise ValueError(f"data.val_fraction={val_fraction} leaves no validation review; raise it")
+    return splits

@@ -76,6 +76,25 @@ def load_sequences(path: str | Path, task_type: str) -> tuple[list, list, np.nda
     """Check the file against the format; returns per-sequence inputs and targets, the split column
     (or None) and whether the inputs are tokens. Every malformed field gets a one-line FormatError."""
     path = Path(path).expanduser()
+    arrays = _read_arrays(path, task_type)
+    x, lengths, y = arrays["x"], arrays["lengths"], arrays["y"]
+    tokens = _check_inputs(path, x, lengths)
+    total, n = int(lengths.sum()), len(lengths)
+    per_step = task_type in (STEP_CLASSIFICATION, MULTILABEL)
+    _check_targets(path, y, task_type, total, n)
+    split = arrays.get("split")
+    if split is not None:
+        split = _split_names(path, split, n)
+
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    xs = [x[bounds[k] : bounds[k + 1]] for k in range(n)]
+    ys = [y[bounds[k] : bounds[k + 1]] for k in range(n)] if per_step else [y[k] for k in range(n)]
+    return xs, ys, split, tokens
+
+
+def _read_arrays(path: Path, task_type: str) -> dict[str, np.ndarray]:
+    """The file's arrays, read without unpickling; a bad task type, a missing or unreadable file, or a missing
+    field is a FormatError before any array is looked at."""
     if task_type not in TASK_TYPES:
         raise FormatError(f"data.task_type={task_type!r} is not a task type; choose one of {', '.join(TASK_TYPES)}")
     if not path.is_file():
@@ -88,12 +107,16 @@ def load_sequences(path: str | Path, task_type: str) -> tuple[list, list, np.nda
     for key in ("x", "lengths", "y"):
         if key not in arrays:
             raise _fail(path, key, f"is missing (the file has: {', '.join(sorted(arrays)) or 'nothing'})")
-    x, lengths, y = arrays["x"], arrays["lengths"], arrays["y"]
+    return arrays
+
+
+def _check_inputs(path: Path, x: np.ndarray, lengths: np.ndarray) -> bool:
+    """Check `lengths` and `x` against each other; returns whether `x` holds integer tokens."""
     if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
         raise _fail(path, "lengths", f"must be a 1-D integer array, got shape {lengths.shape} of {lengths.dtype}")
     if len(lengths) == 0 or (lengths < 1).any():
         raise _fail(path, "lengths", "must hold at least one sequence, each of length >= 1")
-    total, n = int(lengths.sum()), len(lengths)
+    total = int(lengths.sum())
     tokens = np.issubdtype(x.dtype, np.integer)
     if tokens and x.ndim != 1:
         raise _fail(path, "x", f"of integer tokens must be 1-D (S,), got shape {x.shape}")
@@ -105,7 +128,11 @@ def load_sequences(path: str | Path, task_type: str) -> tuple[list, list, np.nda
         raise _fail(path, "x", "has negative token ids")
     if not tokens and not np.isfinite(x).all():
         raise _fail(path, "x", "has NaN or infinite values")
+    return bool(tokens)
 
+
+def _check_targets(path: Path, y: np.ndarray, task_type: str, total: int, n: int) -> None:
+    """Check `y` has the rows (one per step or per sequence) and values the task type needs."""
     per_step = task_type in (STEP_CLASSIFICATION, MULTILABEL)
     rows = total if per_step else n
     if y.shape[:1] != (rows,):
@@ -120,21 +147,16 @@ def load_sequences(path: str | Path, task_type: str) -> tuple[list, list, np.nda
     elif y.ndim not in (1, 2) or not np.issubdtype(y.dtype, np.number) or not np.isfinite(y).all():
         raise _fail(path, "y", f"must be (N,) or (N, D) finite numbers for regression, got shape {y.shape} of {y.dtype}")
 
-    split = arrays.get("split")
-    if split is not None:
-        if split.shape != (n,):
-            raise _fail(path, "split", f"must have one entry per sequence ({n}), got shape {split.shape}")
-        names = np.array([SPLITS[int(s)] if str(s) in ("0", "1", "2") else str(s) for s in split.tolist()])
-        bad = sorted(set(names.tolist()) - set(SPLITS))
-        if bad:
-            raise _fail(path, "split", f"has values {bad}; use train, val, test (or 0, 1, 2)")
-        split = names
 
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
-    xs = [x[bounds[k] : bounds[k + 1]] for k in range(n)]
-    ys = [y[bounds[k] : bounds[k + 1]] for k in range(n)] if per_step else [y[k] for k in range(n)]
-    return xs, ys, split, bool(tokens)
-
+def _split_names(path: Path, split: np.ndarray, n: int) -> np.ndarray:
+    """The split column as names: 0/1/2 become train/val/test; anything else is a FormatError."""
+    if split.shape != (n,):
+        raise _fail(path, "split", f"must have one entry per sequence ({n}), got shape {split.shape}")
+    names = np.array([SPLITS[int(s)] if str(s) in ("0", "1", "2") else str(s) for s in split.tolist()])
+    bad = sorted(set(names.tolist()) - set(SPLITS))
+    if bad:
+        raise _fail(path, "split", f"has values {bad}; use train, val, test (or 0, 1, 2)")
+    return names
 
 def _tensor_x(x: np.ndarray, tokens: bool) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).long() if tokens else torch.from_numpy(np.ascontiguousarray(x)).float()
