@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import torch
+from helpers import compare
 
 from lstm_odyssey import PRESETS, RecurrentLayer, backends
 from lstm_odyssey.layers import BACKENDS
@@ -21,47 +22,7 @@ CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA (CI has no GPU)")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add synchronisation (seconds on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def run(layer: RecurrentLayer, backend: str, x: torch.Tensor, lengths, state):
-    """Outputs, final state and gradients of a loss that touches every output and final state."""
-    layer.backend = backend
-    layer.zero_grad()
-    out, final = layer(x, lengths=lengths, state=state)
-    finals = list(final) if isinstance(final, tuple) else [final]
-    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
-    loss = (out * weight).sum() + sum(0.3 * (f * f).sum() for f in finals)
-    grads = torch.autograd.grad(loss, [x, *layer.parameters(), *state])
-    return [out, *finals, *grads]
-
-
-def compare(cell: str, backend: str, device: str = "cpu", dtype=torch.float64, tol: float = 1e-10, **options) -> None:
-    torch.manual_seed(0)
-    batch, steps = 4, 7
-    for lengths in (None, [5, 3, 7, 1]):
-        for bidirectional in (False, True):
-            layer = RecurrentLayer(3, 5, cell, num_layers=2, bidirectional=bidirectional, **options)
-            layer = layer.to(device=device, dtype=dtype)
-            x = torch.randn(batch, steps, 3, dtype=dtype, device=device, requires_grad=True)
-            shapes = layer._state_shapes(batch)
-            state = [torch.randn(s, dtype=dtype, device=device, requires_grad=True) for s in shapes]
-            torch.manual_seed(1)  # the same dropout masks for both backends
-            expected = run(layer, "loop", x, lengths, state)
-            for attempt in range(2 if backend == "graph" else 1):  # graph: eager first, captured when seen again
-                torch.manual_seed(1)
-                got = run(layer, backend, x, lengths, state)
-                assert len(got) == len(expected)
-                for k, (g, e) in enumerate(zip(got, expected)):
-                    err = (g - e).abs().max().item()
-                    where = f"{cell}/{backend}#{attempt} lengths={lengths} bidirectional={bidirectional}"
-                    assert err < tol, f"{where}: tensor {k} off by {err}"
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("cell", list(PRESETS))
@@ -89,7 +50,7 @@ def test_triton_kernels_equal_loop_under_the_interpreter():
     """The CUDA kernels' math, run by Triton's CPU interpreter (a fresh process: the variable must be
     set before triton is imported)."""
     code = (
-        "import sys, torch; sys.path.insert(0, 'tests'); import test_backends as t; torch.set_num_threads(1)\n"
+        "import sys, torch; sys.path.insert(0, 'tests'); import helpers as t; torch.set_num_threads(1)\n"
         "for cell in ('vanilla', 'cifg', 'nfg', 'noaf', 'fgr', 'gru', 'gru_cho'):\n"
         "    t.compare(cell, 'fused')\n"
         "from lstm_odyssey.cells import ops; assert ops.use_triton(torch.zeros(1))\n"

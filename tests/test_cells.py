@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_refused_in_one_line
 from omegaconf import OmegaConf
 
 from lstm_odyssey import cells
@@ -471,12 +472,7 @@ def test_parameter_counts_match_keras_and_torch() -> None:
     ],
 )
 def test_impossible_cells_are_refused_naming_the_conflict(flags: dict, words: tuple[str, ...]) -> None:
-    with pytest.raises(ValueError) as err:
-        get_spec(flags)
-    message = str(err.value)
-    assert "\n" not in message
-    for word in words:
-        assert word in message
+    assert_refused_in_one_line(flags, words)
 
 
 def test_impossible_cells_are_refused_by_the_dataclass_and_the_layer() -> None:

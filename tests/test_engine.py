@@ -4,11 +4,12 @@ charged its own share of the pack's time, so a time cap stops it where its own r
 from __future__ import annotations
 
 import pytest
-from test_packed_fit import TIMING, VARIANTS, assert_close, trial_cfgs, with_keys
-from test_packed_model import float64_one_thread  # noqa: F401  (autouse: float64, one thread)
+from helpers import TIMING, VARIANTS, assert_close, trial_cfgs, with_keys
 
 from lstm_odyssey import engine, train
 from lstm_odyssey.packed.fit import PackRunner, fit_pack
+
+pytestmark = pytest.mark.usefixtures("float64_one_thread")  # tests/conftest.py
 
 
 def test_a_pack_of_one_gives_the_record_of_the_single_run(tmp_path):

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import STEPS, K, assert_refused_in_one_line, assert_same, compare, one_trial
 from omegaconf import OmegaConf
-from test_backends import compare, one_thread  # noqa: F401 (autouse: one torch thread for tiny tensors)
-from test_cells import test_impossible_cells_are_refused_naming_the_conflict as refused_in_one_line
-from test_trials import STEPS, K, assert_same, one_trial
 
 from lstm_odyssey import RecurrentLayer, backends
 from lstm_odyssey.cells import FAMILIES, MODERN_CELLS, PRESETS, CellSpec, get_spec, ops
@@ -27,6 +25,8 @@ from lstm_odyssey.layers import BACKENDS
 ROOT = Path(__file__).resolve().parents[1]
 DTYPE = torch.float64
 CPU = torch.device("cpu")
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread for tiny tensors
 
 
 def sigmoid(x):
@@ -555,7 +555,7 @@ def test_stacked_trials_of_new_cells_equal_each_trial_alone():
     ],
 )
 def test_impossible_new_cells_are_refused_in_one_line(flags, words):
-    refused_in_one_line(flags, words)
+    assert_refused_in_one_line(flags, words)
 
 
 def test_new_flags_default_to_every_existing_preset_and_combine():

@@ -3,17 +3,15 @@ early stopping, divergence and record (float64, CPU); a killed pack resumes to t
 
 from __future__ import annotations
 
-import copy
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_packed_model import float64_one_thread  # noqa: F401  (autouse: float64, one thread)
+from helpers import TIMING, VARIANTS, assert_close, trial_cfgs, with_keys
 
-from lstm_odyssey import train
+from lstm_odyssey import jobstate, train
 from lstm_odyssey.config import load_config
 from lstm_odyssey.data import build_task
 from lstm_odyssey.engine import Engine
@@ -25,51 +23,7 @@ from lstm_odyssey.packed.plan import GPU_WIDTH, alone_cost, auto_width, check_pa
 from lstm_odyssey.packed.plan import REFERENCE_BATCH as B
 from lstm_odyssey.results import read_record
 
-TINY = ["data.length=12", "data.n_train=64", "data.n_val=32", "data.n_test=32", "trainer.batch_size=16",
-        "trainer.epochs=4", "trainer.patience=null", "trainer.progress=false"]
-TIMING = {"wall_seconds", "trial_seconds", "run_dir", "backend", "pack", "elapsed"}  # what a pack may record differently
-
-
-def with_keys(base: dict, changes: dict) -> dict:
-    cfg = copy.deepcopy(base)
-    for key, value in changes.items():
-        group, name = key.split(".")
-        cfg[group][name] = value
-    return cfg
-
-
-# learning rate, hidden size, noise, seed, clipping, forget bias and patience differ; trial 2 (lr 0) stops
-# early at epoch 2, trial 3 (lr 1e30, no clipping) diverges mid-epoch
-VARIANTS = [
-    {"optim.lr": 0.05, "model.hidden_size": 6, "trainer.input_noise": 0.0, "trainer.seed": 0},
-    {"optim.lr": 0.2, "model.hidden_size": 9, "trainer.input_noise": 0.1, "trainer.seed": 1, "trainer.clip": None,
-     "model.forget_bias": 0.0},
-    {"optim.lr": 0.0, "model.hidden_size": 4, "trainer.input_noise": 0.05, "trainer.seed": 2, "trainer.patience": 1},
-    {"optim.lr": 1e30, "model.hidden_size": 5, "trainer.seed": 3, "trainer.clip": None},
-]
-
-
-def trial_cfgs(*overrides: str, variants=VARIANTS) -> list[dict]:
-    base = load_config([*TINY, *overrides])
-    return [with_keys(base, v) for v in variants]
-
-
-def assert_close(a, b, path="record", tol=1e-6):
-    """Equal records: same keys and types; floats to `tol` (relative for large values)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict), path
-        keys_a, keys_b = set(a) - TIMING, set(b) - TIMING
-        assert keys_a == keys_b, f"{path}: {sorted(keys_a ^ keys_b)}"
-        for k in keys_a:
-            assert_close(a[k], b[k], f"{path}.{k}", tol)
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for j, (x, y) in enumerate(zip(a, b)):
-            assert_close(x, y, f"{path}[{j}]", tol)
-    elif isinstance(a, float) and isinstance(b, float):
-        assert math.isclose(a, b, rel_tol=tol, abs_tol=tol), f"{path}: {a} != {b}"
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
+pytestmark = pytest.mark.usefixtures("float64_one_thread")  # tests/conftest.py
 
 
 def max_difference(a, b) -> float:
@@ -161,7 +115,7 @@ def test_a_killed_pack_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch
         fit_pack(trials)
     assert read_record(tmp_path / "resumed2")["stopped_by"] == "early_stopping"
     assert not (tmp_path / "resumed0" / "result.json").exists()
-    ckpt = torch.load(tmp_path / "resumed0" / "checkpoints" / packed_fit.CHECKPOINT, weights_only=True)
+    ckpt = torch.load(tmp_path / "resumed0" / "checkpoints" / jobstate.PACK_CHECKPOINT, weights_only=True)
     # the checkpoint of epoch 2 holds trial 2, which stopped then (a larger trainer.epochs could continue it);
     # the resume below keeps its record
     assert ckpt["active"] == [0, 1, 2] and [loop["epoch"] for loop in ckpt["loops"]] == [2, 2, 2]

@@ -32,14 +32,7 @@ SETUPS = {  # name: task type, tokens, layers, bidirectional
 ENCODERS = {"sequence-linear-encoder": "linear"}  # the others: auto (identity, or an embedding for tokens)
 
 
-@pytest.fixture(autouse=True)
-def float64_one_thread():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("float64_one_thread")  # tests/conftest.py
 
 
 def make(setup: str, cell: str, hidden: int, forget_bias: float = 1.0, meta: bool = False, dropout: float = 0.0) -> SequenceModel:

@@ -29,8 +29,8 @@ import optuna
 import psutil
 import pytest
 import torch
+from helpers import env, records, run_sweep, sweep_cmd, trials
 from hydra.experimental.callback import Callback
-from test_sweeps import env, records, run_sweep, sweep_cmd, trials
 
 from lstm_odyssey import train
 from lstm_odyssey.config import load_config
@@ -292,7 +292,7 @@ def test_a_killed_worker_fails_its_job_only_and_the_rerun_resumes_it(tmp_path):
 def test_a_job_that_kills_its_worker_fails_alone(tmp_path):
     proc = run_sweep(
         tmp_path, "cell=vanilla", "sweep.n_trials=1", "~sweep.params", "data.length=10,3", "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2", "+hydra.callbacks.kill._target_=test_sweeps.KillJob", "+hydra.callbacks.kill.length=3",
+        "hydra.launcher.n_jobs=2", "+hydra.callbacks.kill._target_=helpers.KillJob", "+hydra.callbacks.kill.length=3",
     )
     status = {r["_path"].parent.parent.name: r for r in records(tmp_path)}
     assert status["data.length-10"]["status"] == "ok"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from helpers import env, records, run_sweep, sweep_cmd, trials
 from omegaconf import OmegaConf
 
 from lstm_odyssey.cli import register
@@ -18,55 +16,6 @@ from lstm_odyssey.sweep import study_names
 from lstm_odyssey.sweep.collect import summary_table
 from lstm_odyssey.sweep.jobs import job_key, launcher_width
 from lstm_odyssey.sweep.space import SearchSpaceError, parse_space, to_values
-
-TESTS = Path(__file__).parent
-# A tiny adding problem and one epoch: every job takes well under a second of training.
-TINY = [
-    "data.length=10", "data.n_train=64", "data.n_val=32", "data.n_test=32", "trainer.epochs=1",
-    "sweep.params.model.hidden_size.low=4", "sweep.params.model.hidden_size.high=8", "sweep.report=false",
-]
-
-
-def sweep_cmd(sweep_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=quick", f"hydra.sweep.dir={sweep_dir}", *TINY, *args]
-
-
-def env(**extra: str) -> dict[str, str]:
-    out = dict(os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), out.get("PYTHONPATH")]))  # for KillJob
-    out.update(extra)
-    return out
-
-
-def run_sweep(sweep_dir: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(sweep_cmd(sweep_dir, *args), capture_output=True, text=True, env=env(), timeout=300)
-    if ok and proc.returncode != 0:
-        raise AssertionError(f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def records(sweep_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) | {"_path": p} for p in sorted(sweep_dir.rglob("result.json"))]
-
-
-def trials(sweep_dir: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
-    storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
-    return {
-        s.study_name: optuna.load_study(study_name=s.study_name, storage=storage).get_trials()
-        for s in optuna.get_all_study_summaries(storage)
-    }
-
-
-class KillJob:
-    """Hydra callback for these tests: a job whose data.length is `length` dies at its start, leaving no record."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-
-    def on_job_start(self, config, **kwargs) -> None:
-        if config.data.length == self.length:
-            os._exit(9)
-
 
 # ------------------------------------------------------------------------------------------- units
 
@@ -196,7 +145,7 @@ def test_failed_diverged_and_killed_jobs_are_records_and_the_sweep_goes_on(tmp_p
     proc = run_sweep(
         tmp_path, "cell=vanilla", "sweep.n_trials=1", "~sweep.params", "data.length=10,1,3", "optim.lr=0.01,1e30",
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",  # batches of 2: the two length-3 jobs die together
-        "+hydra.callbacks.kill._target_=test_sweeps.KillJob", "+hydra.callbacks.kill.length=3",
+        "+hydra.callbacks.kill._target_=helpers.KillJob", "+hydra.callbacks.kill.length=3",
     )
     recs = {(r["_path"].parent.parent.parts[-2], r["_path"].parent.parent.name): r for r in records(tmp_path)}
     assert len(recs) == 6

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import STEPS, K, assert_same, one_trial
 
 from lstm_odyssey.cells import FAMILIES, get_spec
 
 CELLS = ["vanilla", "fgr", "gru", "gru_cho", "rnn", "cifg"]  # LSTM with peepholes, FGR, both GRU resets, tanh RNN
-K, STEPS, BATCH, N = 3, 5, 2, 4
+BATCH, N = 2, 4  # K trials, STEPS time steps: tests/helpers.py
 
 
 def stacked_inputs(cell: str, seed: int = 0):
@@ -33,16 +34,6 @@ def stacked_inputs(cell: str, seed: int = 0):
         states[2] = torch.rand((K, BATCH, widths[2]), generator=gen, dtype=torch.float64)
     kn = len(spec.blocks) * N
     return spec, family, draw(STEPS, K, BATCH, kn), states, weights, gen
-
-
-def one_trial(weights, k: int):
-    """Trial k's weights in the single-trial layout: matrices (rows, cols), vectors (n,)."""
-    return [None if w is None else w[k] if w.shape[-2] != 1 else w[k, 0] for w in weights]
-
-
-def assert_same(stacked, separate, what: str):
-    assert stacked.shape == separate.shape, what
-    torch.testing.assert_close(stacked, separate, rtol=1e-12, atol=1e-12, msg=what)
 
 
 @pytest.mark.parametrize("cell", CELLS)
