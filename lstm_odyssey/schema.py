@@ -358,22 +358,6 @@ def default(key: str) -> Any:
     return NO_DEFAULT
 
 
-COMPLETED_GROUPS = ("trainer", "model", "kernels")  # groups of one schema, which a newer release may extend
-
-
-def complete(cfg: Mapping) -> dict:
-    """A resolved config written by an earlier release (a pack manifest, a record) with every key it lacks in
-    the one-schema groups set to the schema's default: what that release ran with, in today's shape."""
-    done = dict(cfg)
-    for group in COMPLETED_GROUPS:
-        values = dict(done.get(group) or {})
-        for f in dataclasses.fields(_schemas(group)[0]):
-            if f.name not in values and (value := default(f"{group}.{f.name}")) is not NO_DEFAULT:
-                values[f.name] = value
-        done[group] = values
-    return done
-
-
 # ------------------------------------------------------------------------------------------------ Hydra's errors
 
 

@@ -260,6 +260,7 @@ def sweep(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_report_cli_end_to_end(sweep, tmp_path):
     out = tmp_path / "report"
     env = {**os.environ, "WANDB_MODE": "disabled"}
@@ -351,6 +352,7 @@ def test_write_report_on_bad_input(tmp_path, sweep):
     assert pd.read_csv(tmp_path / "r1" / "tables" / "summary.csv")["cell"].tolist() == ["nfg", "cifg"]
 
 
+@pytest.mark.slow
 def test_notebook_executes_on_the_sweep(sweep, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

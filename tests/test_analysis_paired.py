@@ -304,6 +304,7 @@ def every_cell() -> pd.DataFrame:
     return analysis.prepare(study(effects, n_trials=12, trial_sd=0.5))
 
 
+@pytest.mark.slow
 def test_every_figure_has_outside_legends_and_one_colour_per_cell(every_cell):
     df, task = every_cell, "toy"
     sig = analysis.significance(df)
@@ -358,6 +359,7 @@ def test_error_bands_stay_in_the_metrics_range():
 
 
 # -- the report ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_paired_report_puts_the_verdicts_first_and_regenerates_byte_for_byte(tmp_path, planted):
     table = tmp_path / "runs.parquet"
     study({"vanilla": 0.0, "nfg": 0.1, "cifg": 0.0}).to_parquet(table, index=False)
@@ -380,6 +382,7 @@ def test_paired_report_puts_the_verdicts_first_and_regenerates_byte_for_byte(tmp
     assert "![paired_toy](figures/paired_toy.png)" in text and (tmp_path / "a" / "figures" / "paired_toy.png").exists()
 
 
+@pytest.mark.slow
 def test_unpaired_report_says_mann_whitney_and_why(tmp_path):
     table = tmp_path / "runs.parquet"
     study({"vanilla": 0.0, "nfg": 0.1}, paired=False).to_parquet(table, index=False)

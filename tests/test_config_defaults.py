@@ -201,6 +201,7 @@ def backends_path(spec) -> str:
     return fused_path(spec, torch.device("cpu")).split(":")[0]
 
 
+@pytest.mark.slow
 def test_a_command_line_run_records_the_kernels_the_environment_chose(tmp_path):
     env = {**os.environ, "LSTM_ODYSSEY_SCAN": "0", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     proc = subprocess.run([sys.executable, "-m", "lstm_odyssey.cli", f"paths.root={tmp_path}", *TINY, "cell=min_lstm",
@@ -208,3 +209,14 @@ def test_a_command_line_run_records_the_kernels_the_environment_chose(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (path,) = tmp_path.rglob("result.json")
     assert json.loads(path.read_text())["config"]["kernels"] == {"triton": "auto", "scan": "off", "graph_cache": 16}
+
+
+def test_a_config_of_an_earlier_release_is_completed_with_the_schema_defaults():
+    """A pack manifest written before `model.output_dropout` and the `kernels` group existed runs as today's default."""
+    from lstm_odyssey.config import complete, load_config
+
+    today = load_config([])
+    older = {k: (dict(v) if isinstance(v, dict) else v) for k, v in today.items() if k != "kernels"}
+    del older["model"]["output_dropout"]
+    assert "kernels" not in older and complete(older) == today
+    assert complete(today) == today

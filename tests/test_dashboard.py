@@ -37,6 +37,7 @@ def storage_url(root: Path) -> str:
     return f"sqlite:///{root / 'optuna.db'}"  # what `optuna-dashboard sqlite:///<sweep_dir>/optuna.db` opens
 
 
+@pytest.mark.slow
 def test_the_storage_api_sees_every_job_as_its_record_says(sweep):
     root, records = sweep
     summaries = optuna.get_all_study_summaries(storage_url(root))

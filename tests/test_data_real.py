@@ -462,6 +462,7 @@ def _cli_cases(tmp_path: Path) -> dict[str, list[str]]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["jsb_chorales", "uea", "char_lm", "copy_memory", "sequences"])
 def test_cli_run_writes_a_valid_record(task, tmp_path):
     if task == "jsb_chorales" and not (JSB_FILE and JSB_FILE.is_file()):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lstm_odyssey.cells import CellSpec
 from lstm_odyssey.results import read_record
 
@@ -15,6 +17,7 @@ TINY = ["data=adding", "data.length=12", "data.n_train=64", "data.n_val=32", "da
         "trainer.batch_size=16"]
 
 
+@pytest.mark.slow
 def test_a_preset_of_existing_flags_trains_through_the_cli_without_code(tmp_path):
     configs = tmp_path / "configs"
     (configs / "cell").mkdir(parents=True)

@@ -85,6 +85,7 @@ def paper_like_found(paper_like) -> pd.DataFrame:
     return findings(paper_like)
 
 
+@pytest.mark.slow
 def test_a_study_that_behaves_like_the_paper_supports_every_claim_it_can_answer(paper_like_found):
     assert list(paper_like_found["finding"]) == list(odyssey.CLAIMS.values())
     assert list(paper_like_found.columns) == odyssey.FINDING_COLUMNS
@@ -145,6 +146,7 @@ def test_nfg_and_noaf_must_be_the_two_worst():
     assert row["verdict"] == CONTRADICTED and row["reason"] == "NIG is worse than NOAF"
 
 
+@pytest.mark.slow
 def test_momentum_that_matters_and_a_shifted_optimum_contradict_the_paper():
     found = findings(jsb_study(PAPER, momentum_effect=3.0, shift=1.5))
     assert claim(found, "momentum_hardly_matters")["verdict"] == CONTRADICTED
@@ -155,6 +157,7 @@ def test_momentum_that_matters_and_a_shifted_optimum_contradict_the_paper():
     assert row["reason"] == f"the optimum moves by more than {FAST.lr_shift:g} decades"
 
 
+@pytest.mark.slow
 def test_without_momentum_or_with_few_trials_the_verdict_is_inconclusive():
     found = findings(jsb_study(PAPER, momentum=False))  # an Adam protocol has no momentum to vary
     assert claim(found, "momentum_hardly_matters")["verdict"] == INCONCLUSIVE
@@ -175,6 +178,7 @@ def test_without_momentum_or_with_few_trials_the_verdict_is_inconclusive():
     assert claim(only_two, "cifg_np_no_difference")["reason"] == "the study lacks CIFG or NP"
 
 
+@pytest.mark.slow
 def test_strong_interactions_leave_independence_inconclusive():
     found = claim(findings(jsb_study({c: 0.0 for c in CELLS}, interaction=4.0)), "nearly_independent")
     assert found["verdict"] == INCONCLUSIVE and found["effect"] < FAST.independent and found["low"] < FAST.independent
@@ -192,6 +196,7 @@ def test_best_by_validation_picks_the_run_with_the_best_validation_score(paper_l
     assert dict(best.loc[best["published"], ["cell", "best_test"]].values) == odyssey.PUBLISHED_JSB
 
 
+@pytest.mark.slow
 def test_the_markdown_tables_quote_every_protocol(paper_like, paper_like_found):
     found = paper_like_found
     adam = findings(jsb_study(PAPER, momentum=False, seed=1))
@@ -216,6 +221,7 @@ def test_the_markdown_tables_quote_every_protocol(paper_like, paper_like_found):
     assert "| LSTM (Bai et al. 2018) | 8.45 |" in best and best.count("\n") == 1 + len(CELLS) + len(odyssey.PUBLISHED_JSB)
 
 
+@pytest.mark.slow
 def test_the_report_of_an_odyssey_study_leads_with_the_findings(tmp_path, paper_like):
     from lstm_odyssey.analysis import write_report
 
@@ -233,6 +239,7 @@ def test_the_report_of_an_odyssey_study_leads_with_the_findings(tmp_path, paper_
     assert "## The paper's findings" not in write_report([runs_table], tmp_path / "other", plan=FAST).read_text()
 
 
+@pytest.mark.slow
 def test_a_tuned_jsb_study_of_one_cell_reports_its_best_run_beside_the_published_results(tmp_path, paper_like):
     from lstm_odyssey.analysis import write_report
 
@@ -297,6 +304,7 @@ def test_a_verdict_rests_on_all_pairs_whatever_the_capped_runs_did():
     assert hurt["verdict"] == CONTRADICTED and hurt["reason"].startswith("NOAF is better than vanilla")
 
 
+@pytest.mark.slow
 def test_the_verdicts_command_prints_one_column_per_protocol(tmp_path, capsys, paper_like):
     """`lstm-odyssey-verdicts NAME=STUDY ...` reads each study's records and prints both README tables."""
     paper_like.to_csv(tmp_path / "paper.csv", index=False)

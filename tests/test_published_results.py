@@ -61,6 +61,7 @@ def test_the_main_command_afresh_gives_the_published_quick_study_again(tmp_path)
     assert not moved, f"{len(moved)} of 39 jobs moved (fresh, published): {moved}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not STUDY.is_dir(), reason="the published quick study is not in this checkout")
 def test_the_committed_report_tables_regenerate_from_the_committed_records(tmp_path):
     from lstm_odyssey.analysis import write_report
@@ -113,6 +114,7 @@ TABLES = ("summary.csv", "significance.csv", "paper_findings.csv", "best_by_vali
           "plan.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REPORTED, reason="no published study under results/odyssey_jsb/ or results/modern/ has a committed report yet")
 @pytest.mark.parametrize("study", REPORTED, ids=lambda p: p.relative_to(ROOT / "results").as_posix())
 def test_the_published_reports_regenerate_from_their_records(tmp_path, study):

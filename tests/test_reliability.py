@@ -153,6 +153,7 @@ def _hold_then_wait(path: str, results, release) -> None:
     release.wait(60)
 
 
+@pytest.mark.slow
 def test_lock_refuses_live_holders_and_takes_over_stale_ones(tmp_path, caplog):
     from lstm_odyssey.sweep.lock import Held, Holder, acquire
 
@@ -194,6 +195,7 @@ def test_lock_refuses_live_holders_and_takes_over_stale_ones(tmp_path, caplog):
     assert sorted(won) == [False, False, False, True]
 
 
+@pytest.mark.slow
 def test_second_sweep_on_a_locked_directory_is_refused_and_nothing_trains_twice(tmp_path):
     args = ["cell=vanilla,gru", "sweep.n_trials=1", "hydra/launcher=basic", *ATTEMPTS,
             "+hydra.callbacks.gate._target_=test_reliability.Gate"]
@@ -221,6 +223,7 @@ def test_second_sweep_on_a_locked_directory_is_refused_and_nothing_trains_twice(
     assert not (tmp_path / ".sweep.lock").exists()  # released at the end
 
 
+@pytest.mark.slow
 def test_cooperating_sweeps_share_a_directory_without_training_a_job_twice(tmp_path):
     args = ["cell=vanilla,gru", "sweep.n_trials=2", "hydra/launcher=basic", "sweep.cooperate=true", *ATTEMPTS]
     procs = [start(tmp_path, *args), start(tmp_path, *args)]
@@ -232,6 +235,7 @@ def test_cooperating_sweeps_share_a_directory_without_training_a_job_twice(tmp_p
     assert_study_matches_records(tmp_path)
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_sweep_kills_its_workers_and_an_immediate_rerun_finishes(tmp_path):
     args = ["cell=vanilla,gru", "sweep.n_trials=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *LONG, *ATTEMPTS]
     first = start(tmp_path, *args)
@@ -253,6 +257,7 @@ def test_sigkill_of_the_sweep_kills_its_workers_and_an_immediate_rerun_finishes(
 # ------------------------------------------------------------------------------ 2. a killed worker
 
 
+@pytest.mark.slow
 def test_a_killed_worker_fails_its_job_only_and_the_rerun_resumes_it(tmp_path):
     # a batch of two, one worker killed midway: the other job ends ok; the killed one is resumed in the same
     # sweep (when the other was unfinished too, the batch runs again) or recorded as killed and resumed next
@@ -289,6 +294,7 @@ def test_a_killed_worker_fails_its_job_only_and_the_rerun_resumes_it(tmp_path):
     assert_study_matches_records(alone)
 
 
+@pytest.mark.slow
 def test_a_job_that_kills_its_worker_fails_alone(tmp_path):
     proc = run_sweep(
         tmp_path, "cell=vanilla", "sweep.n_trials=1", "~sweep.params", "data.length=10,3", "hydra/launcher=joblib",
@@ -387,6 +393,7 @@ def test_resume_with_changed_hyperparameters_is_refused(tmp_path):
 # ------------------------------------------------------------------------------ 5. failures before training
 
 
+@pytest.mark.slow
 def test_a_failure_before_training_is_recorded_with_its_real_error(tmp_path):
     proc = run_sweep(tmp_path, "cell=gru", "cell.peepholes=true", "sweep.n_trials=2", "hydra/launcher=basic", ok=False)
     recs = records(tmp_path)
@@ -425,6 +432,7 @@ CATALOGUE = {  # override -> the one line printed
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", list(CATALOGUE))
 def test_each_bad_value_or_key_gives_one_line(tmp_path, override):
     proc = subprocess.run([sys.executable, "-m", "lstm_odyssey.cli", f"paths.root={tmp_path}", override],
@@ -435,6 +443,7 @@ def test_each_bad_value_or_key_gives_one_line(tmp_path, override):
     assert not list(tmp_path.rglob("result.json"))  # refused before anything ran
 
 
+@pytest.mark.slow
 def test_a_sweep_refuses_bad_values_before_any_job(tmp_path):
     proc = run_sweep(tmp_path, "trainer.epochs=0", "cell=vanilla,gru", ok=False)
     assert proc.returncode == 1
@@ -472,6 +481,7 @@ def test_validate_checks_every_group_in_one_place():
 # ------------------------------------------------------------------------------ 7. signals, permissions, CI
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_an_interrupted_sweep_prints_one_line_and_resumes(tmp_path, sig, code):
     args = ["cell=vanilla,gru", "sweep.n_trials=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *LONG]
@@ -490,6 +500,7 @@ def test_an_interrupted_sweep_prints_one_line_and_resumes(tmp_path, sig, code):
     assert_study_matches_records(tmp_path)
 
 
+@pytest.mark.slow
 def test_an_interrupted_single_run_says_how_to_resume(tmp_path):
     endless = ["trainer.epochs=100000", "trainer.patience=null"]  # still training when the signal comes
     run = subprocess.Popen([sys.executable, "-m", "lstm_odyssey.cli", f"paths.root={tmp_path}", *TINY_RUN, *endless],
@@ -620,6 +631,7 @@ def _open_storages(dirs: list[str], barrier, results) -> None:
             results.put(f"{type(error).__name__}: {error}"[:300])
 
 
+@pytest.mark.slow
 def test_sweeps_starting_together_on_a_fresh_sqlite_storage_all_open_it(tmp_path):
     # Without the lock around making the tables, about one round in three loses a process to an
     # IntegrityError or OperationalError (two processes creating the same tables).
@@ -639,6 +651,7 @@ def test_sweeps_starting_together_on_a_fresh_sqlite_storage_all_open_it(tmp_path
         assert [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{d}/optuna.db")] == ["study/cell=vanilla"]
 
 
+@pytest.mark.slow
 def test_a_sweep_on_the_journal_storage_completes_and_reloads(tmp_path):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -658,6 +671,7 @@ def test_a_sweep_on_the_journal_storage_completes_and_reloads(tmp_path):
 # ------------------------------------------------------------------------------ issue 13.4: a study you can watch
 
 
+@pytest.mark.slow
 def test_the_progress_line_counts_the_jobs(tmp_path):
     # not a terminal: a plain line after each launch, counting right
     proc = run_sweep(tmp_path / "pipe", "cell=vanilla,gru,rnn", "sweep.n_trials=1", "hydra/launcher=basic",

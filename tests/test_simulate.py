@@ -24,6 +24,7 @@ def table():
     return simulate(REPLICATES, pairs=50, seed=1).set_index(["case", "test"])
 
 
+@pytest.mark.slow
 def test_false_verdicts_stay_below_five_percent_and_intervals_cover(table):
     assert (table["false_rate"] <= bound(0.05)).all(), table["false_rate"]
     margin = 3 * math.sqrt(0.95 * 0.05 / REPLICATES)

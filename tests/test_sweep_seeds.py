@@ -91,6 +91,7 @@ def study(**sweep_keys) -> dict:
 # ------------------------------------------------------------------------------------------- sweep.seeds
 
 
+@pytest.mark.slow
 def test_seeds_repeat_every_paired_trial_under_each_seed(seeded):
     recs = records(seeded)
     assert len(recs) == 8 and {r["status"] for r in recs} == {"ok"}
@@ -115,6 +116,7 @@ def test_seeds_repeat_every_paired_trial_under_each_seed(seeded):
         assert {t.state for t in ts} == {optuna.trial.TrialState.COMPLETE}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["seeded", "listed"])
 def test_a_rerun_trains_nothing_and_asks_nothing(which, request, tmp_path):
     sweep_dir = tmp_path / "copy"
@@ -163,6 +165,7 @@ def test_seeds_with_tpe_is_refused():
         study(seeds=0)
 
 
+@pytest.mark.slow
 def test_a_trainer_seed_grid_axis_with_seeds_is_refused_by_the_command_in_one_line(tmp_path):
     proc = sweep(tmp_path, "sweep.seeds=2", "trainer.seed=0,1")
     assert proc.returncode != 0
@@ -188,6 +191,7 @@ def test_listed_configs_run_exactly_the_listed_values(listed):
         assert {t.state for t in ts} == {optuna.trial.TrialState.COMPLETE}
 
 
+@pytest.mark.slow
 def test_a_listed_sweep_rerun_with_an_edited_config_is_refused(listed, tmp_path):
     sweep_dir = tmp_path / "copy"
     shutil.copytree(listed, sweep_dir)

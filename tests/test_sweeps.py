@@ -45,6 +45,7 @@ def test_job_key_ignores_bookkeeping_and_order():
     assert launcher_width({"n_jobs": 3}) == 3 and launcher_width({"array_parallelism": 8}) == 8 and launcher_width({}) == 1
 
 
+@pytest.mark.slow
 def test_every_study_composes():
     from hydra import compose, initialize_config_module
 
@@ -83,6 +84,7 @@ def test_summary_table_counts_and_statistics():
 # ------------------------------------------------------------------------------------------- sweeps
 
 
+@pytest.mark.slow
 def test_quick_study_basic_launcher_paired_and_stored(tmp_path):
     proc = run_sweep(tmp_path, "cell=vanilla,gru,nfg", "sweep.n_trials=2", "hydra/launcher=basic")
     recs = records(tmp_path)
@@ -115,6 +117,7 @@ def test_quick_study_basic_launcher_paired_and_stored(tmp_path):
     assert {k: {v} for k, v in again.items()} == by_trial
 
 
+@pytest.mark.slow
 def test_joblib_launcher_fills_batches_and_unpaired_samples_differ(tmp_path):
     proc = run_sweep(
         tmp_path, "cell=vanilla,np", "sweep.n_trials=2", "sweep.paired=false",
@@ -127,6 +130,7 @@ def test_joblib_launcher_fills_batches_and_unpaired_samples_differ(tmp_path):
     assert lr[("vanilla", 0)] != lr[("np", 0)] and lr[("vanilla", 1)] != lr[("np", 1)]
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_with_tpe(tmp_path):
     run_sweep(
         tmp_path, "cell=gru", "sweep.n_trials=2", "sweep.sampler=tpe", "sweep.paired=false", "sweep.batch_size=2",
@@ -140,6 +144,7 @@ def test_submitit_local_launcher_with_tpe(tmp_path):
     assert len({t.params["optim.lr"] for t in ts}) == 2
 
 
+@pytest.mark.slow
 def test_failed_diverged_and_killed_jobs_are_records_and_the_sweep_goes_on(tmp_path):
     # data.length=1 raises inside training, lr=1e30 diverges, data.length=3 kills its worker at the start.
     proc = run_sweep(
@@ -163,6 +168,7 @@ def test_failed_diverged_and_killed_jobs_are_records_and_the_sweep_goes_on(tmp_p
     assert states.count(optuna.trial.TrialState.COMPLETE) == 1 and states.count(optuna.trial.TrialState.FAIL) == 5
 
 
+@pytest.mark.slow
 def test_exit_code_when_every_job_fails_or_the_config_is_wrong(tmp_path):
     proc = run_sweep(tmp_path / "a", "cell=vanilla", "sweep.n_trials=1", "data.length=1", "hydra/launcher=basic", ok=False)
     assert proc.returncode != 0 and "every job of study quick failed" in proc.stdout + proc.stderr
@@ -175,6 +181,7 @@ def test_exit_code_when_every_job_fails_or_the_config_is_wrong(tmp_path):
     assert proc.returncode != 0 and "sweep.params.optim.lr.type" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
     args = ["cell=vanilla,gru,rnn", "sweep.n_trials=2", "hydra/launcher=basic"]
     sweep = subprocess.Popen(sweep_cmd(tmp_path, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())

@@ -45,6 +45,7 @@ def by_type(records: list, kind: str) -> list:
     return [getattr(r, kind) for r in records if r.WhichOneof("record_type") == kind]
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_one_run_per_job_with_group_config_metrics_and_status(tmp_path):
     cmd = [
         sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=quick", f"hydra.sweep.dir={tmp_path}", "logger=wandb",
@@ -85,6 +86,7 @@ def test_wandb_offline_writes_one_run_per_job_with_group_config_metrics_and_stat
             assert record["status"] == "failed" and exit_record.exit_code == 1
 
 
+@pytest.mark.slow
 def test_a_pack_of_trials_writes_one_wandb_run_per_trial(tmp_path):
     """Trials trained side by side in one process (sweep.pack) are W&B runs at the same time: each keeps its
     own config, history and summary (one run finishing another's would lose the first trial's epochs)."""

@@ -51,6 +51,7 @@ def only_record(tmp_path: Path) -> dict:
     ],
     ids=["adding-bai", "adding-1997", "temporal-order"],
 )
+@pytest.mark.slow
 def test_cli_run_writes_a_valid_record(tmp_path, task_overrides):
     proc = cli(tmp_path, *task_overrides, "trainer.epochs=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -69,6 +70,7 @@ def test_cli_run_writes_a_valid_record(tmp_path, task_overrides):
         assert 0.0 <= record["test"]["solved"] <= 1.0
 
 
+@pytest.mark.slow
 def test_loss_that_explodes_is_recorded_as_diverged_not_a_crash(tmp_path):
     proc = cli(tmp_path, *TINY, "optim=sgd", "optim.lr=1e30", "trainer.clip=null", "trainer.epochs=3")
     assert proc.returncode == 0, proc.stderr[-2000:]
