@@ -296,8 +296,11 @@ class Engine:
             log.warning("%s belongs to another pack (%d trials); starting this pack from scratch", path, len(ckpt["run_dirs"]))
             return
         saved = [self.trials[k] for k in ckpt["active"]]
+        if all(hparams is None for hparams in ckpt["hparams"]):
+            log.warning("%s records no hyperparameters (an older checkpoint); resuming without checking them", path)
         for t, hparams in zip(saved, ckpt["hparams"]):
-            checkpoints.check_resumable(hparams, hparams_of(t.cfg), path)
+            if hparams is not None:
+                checkpoints.check_resumable(hparams, hparams_of(t.cfg), path)
         left = [t for t in self.trials if t not in saved]
         if not all(finished(t.run_dir) for t in left):
             log.warning("%s: a trial that had left has lost its record; starting from scratch", path)

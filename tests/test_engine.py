@@ -96,3 +96,36 @@ def test_a_run_ended_by_its_epoch_cap_goes_on_when_resumed_with_more_epochs(tmp_
     for a, b in zip(extended, straight):
         assert a["resumed_from_epoch"] == 2 and a["epochs_run"] == 4
         assert a["history"] == b["history"]
+
+
+def legacy_layout(ckpt: dict, pack: bool) -> dict:
+    """A checkpoint in an earlier release's layout: a pack's `params` and no hyperparameters; a run's one
+    `loop` and `generator`."""
+    if pack:
+        return {"run_dirs": ckpt["run_dirs"], "active": ckpt["active"], "params": ckpt["model"],
+                "optimizer": ckpt["optimizer"], "generators": ckpt["generators"], "loops": ckpt["loops"],
+                "elapsed": ckpt["elapsed"], "torch_rng": ckpt["torch_rng"], "cuda_rng": None}
+    return {"model": ckpt["model"], "optimizer": ckpt["optimizer"], "generator": ckpt["generators"][0],
+            "torch_rng": ckpt["torch_rng"], "cuda_rng": None, "loop": ckpt["loops"][0], "hparams": ckpt["hparams"][0]}
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_a_checkpoint_of_an_earlier_release_resumes_to_the_uninterrupted_result(tmp_path, width):
+    import torch
+
+    from lstm_odyssey import checkpoints, jobstate
+
+    cfgs = [with_keys(c, {"trainer.resume": True}) for c in trial_cfgs("cell=gru", "optim=adam", variants=VARIANTS[:width])]
+    short = [with_keys(c, {"trainer.epochs": 2}) for c in cfgs]
+    fit_pack([(c, tmp_path / f"t{k}") for k, c in enumerate(short)])
+    path = tmp_path / "t0" / "checkpoints" / (jobstate.PACK_CHECKPOINT if width > 1 else "last.pt")
+    if width == 1:  # a pack of one is a single run; as an earlier release's single run it kept last.pt
+        (tmp_path / "t0" / "checkpoints" / jobstate.PACK_CHECKPOINT).rename(path)
+    old = legacy_layout(torch.load(path, weights_only=True), pack=width > 1)
+    checkpoints.save(old, path)
+    assert set(checkpoints.load_checkpoint(path, torch.device("cpu"))) >= {"model", "loops", "hparams", "active"}
+    resumed = (fit_pack([(c, tmp_path / f"t{k}") for k, c in enumerate(cfgs)]) if width > 1
+               else [train.run(cfgs[0], tmp_path / "t0")])
+    straight = fit_pack([(with_keys(c, {"trainer.resume": False}), tmp_path / f"s{k}") for k, c in enumerate(cfgs)])
+    for a, b in zip(resumed, straight):
+        assert a["resumed_from_epoch"] == 2 and a["history"] == b["history"]
