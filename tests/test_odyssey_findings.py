@@ -325,3 +325,21 @@ def test_the_verdicts_command_says_what_a_bad_argument_should_be(capsys):
     with pytest.raises(SystemExit) as stop:
         odyssey.main(["results/odyssey_jsb/paper"])
     assert stop.value.code == 2 and "is not NAME=STUDY" in capsys.readouterr().err
+
+
+def test_a_brief_verdict_cell_keeps_the_verdict_effect_and_interval_and_drops_the_reason():
+    """The README's table (`lstm-odyssey-verdicts --brief`): a difference shows its sign, a ratio does not."""
+    import pandas as pd
+
+    rows = pd.DataFrame([
+        {"finding": odyssey.CLAIMS["no_variant_better"], "verdict": SUPPORTED, "reason": "shown at δ",
+         "measure": "NP − vanilla", "effect": 0.01234, "low": -0.02, "high": 0.03, "interval": "95% CI", "n": 50,
+         "p": 0.001, "p_is": "p"},
+        {"finding": odyssey.CLAIMS["lr_most_important"], "verdict": INCONCLUSIVE, "reason": "needs ≥ 2x",
+         "measure": "lr's ratio", "effect": 1.869, "low": 0.631, "high": 4.261, "interval": "90%", "n": 450,
+         "p": float("nan"), "p_is": ""},
+    ])
+    table = odyssey.findings_markdown({"adam": rows}, brief=True).splitlines()
+    assert f"| **{SUPPORTED}**: NP − vanilla +0.0123 [-0.02, +0.03] |" in table[2]
+    assert table[5].endswith(f"| **{INCONCLUSIVE}**: lr's ratio 1.87 [0.631, 4.26] |")
+    assert "shown at δ" not in "\n".join(table) and "shown at δ" in odyssey.findings_markdown({"adam": rows})

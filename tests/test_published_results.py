@@ -1,5 +1,6 @@
-"""The README quotes the published studies; every figure it quotes must come out of their committed records, and the
-main command run afresh must give the published quick study's numbers again."""
+"""The README and the documentation's results pages (docs/results/) quote the published studies; every figure they
+quote must come out of their committed records, and the main command run afresh must give the published quick
+study's numbers again."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from lstm_odyssey.results import load_results
 from lstm_odyssey.sweep.collect import summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = ROOT / "docs" / "results"  # the documentation's results pages (mkdocs.yml)
 STUDY = ROOT / "results" / "published" / "quick"  # `lstm-odyssey-train -m +sweep=quick hydra.sweep.dir=<this>`
 
 
 def readme_table(table) -> str:
-    """The README's table of the main command: median and best objective per cell, 4 significant digits."""
+    """The results page's table of the main command: median and best objective per cell, 4 significant digits."""
     cells = list(table["cell"])
     rows = ["| cell | " + " | ".join(cells) + " |", "|---|" + "---|" * len(cells)]
     for column in ("median", "best"):
@@ -29,10 +32,10 @@ def readme_table(table) -> str:
 
 
 @pytest.mark.skipif(not STUDY.is_dir(), reason="the published quick study is not in this checkout")
-def test_the_readme_quotes_the_committed_quick_study():
+def test_the_results_page_quotes_the_committed_quick_study():
     table = summary_table(load_results(STUDY))
     assert len(table) == 13 and (table["ok"] == 3).all()
-    assert readme_table(table) in (ROOT / "README.md").read_text()
+    assert readme_table(table) in (PAGES / "quick.md").read_text()
 
 
 def objectives(sweep: Path) -> dict[str, float]:
@@ -74,7 +77,7 @@ def test_the_committed_report_tables_regenerate_from_the_committed_records(tmp_p
 
 
 def modern_readme_table(report: Path | str) -> str:
-    """The README's table of the modern study: each cell against vanilla over the paired trials (all pairs),
+    """The results page's table of the modern study: each cell against vanilla over the paired trials (all pairs),
     beside its best run by validation and the share of its runs cut off by the epoch cap."""
     import pandas as pd
 
@@ -102,8 +105,8 @@ MODERN_REPORT = MODERN / "report"
 
 
 @pytest.mark.skipif(not (MODERN_REPORT / "tables").is_dir(), reason="the modern study's report is not committed yet")
-def test_the_readme_quotes_the_committed_modern_report():
-    assert modern_readme_table(MODERN_REPORT) in (ROOT / "README.md").read_text()
+def test_the_results_page_quotes_the_committed_modern_report():
+    assert modern_readme_table(MODERN_REPORT) in (PAGES / "modern.md").read_text()
 
 
 REPRODUCTION = ROOT / "results" / "odyssey_jsb"
@@ -137,26 +140,52 @@ def test_the_published_reports_regenerate_from_their_records(tmp_path, study):
 PROTOCOLS = [name for name in ("adam", "paper") if (REPRODUCTION / name / "report" / "tables").is_dir()]
 
 
-@pytest.mark.skipif(not PROTOCOLS, reason="no reproduction study under results/odyssey_jsb/ has a committed report yet")
-def test_the_readme_quotes_the_verdicts_of_the_committed_reproduction_reports():
-    """The README's verdict and best-NLL tables are what `lstm-odyssey-verdicts` prints for the
-    committed studies, here rebuilt from their committed tables (which the test above regenerates)."""
+def reproduction_tables() -> tuple[dict, dict]:
+    """Each protocol's `paper_findings` and `best_by_validation` on JSB, from its committed report (which the
+    regeneration test above rebuilds from the records)."""
     import pandas as pd
-
-    from lstm_odyssey.analysis.odyssey import best_markdown, findings_markdown
 
     findings, best = {}, {}
     for name in PROTOCOLS:
         tables = REPRODUCTION / name / "report" / "tables"
         f, b = pd.read_csv(tables / "paper_findings.csv"), pd.read_csv(tables / "best_by_validation.csv")
         findings[name], best[name] = f[f["task"] == "jsb_chorales"], b[b["task"] == "jsb_chorales"]
-    readme = (ROOT / "README.md").read_text()
-    assert findings_markdown(findings) in readme and best_markdown(best) in readme
+    return findings, best
+
+
+@pytest.mark.skipif(not PROTOCOLS, reason="no reproduction study under results/odyssey_jsb/ has a committed report yet")
+def test_the_readme_and_the_results_page_quote_the_verdicts_of_the_committed_reproduction_reports():
+    """The README's brief verdict table and the results page's full verdict and best-NLL tables are what
+    `lstm-odyssey-verdicts [--brief]` prints for the committed studies."""
+    from lstm_odyssey.analysis.odyssey import best_markdown, findings_markdown
+
+    findings, best = reproduction_tables()
+    assert findings_markdown(findings, brief=True) in README.read_text()
+    page = (PAGES / "index.md").read_text()
+    assert findings_markdown(findings) in page and best_markdown(best) in page
+
+
+@pytest.mark.skipif("adam" not in PROTOCOLS, reason="the Adam protocol's report is not committed")
+def test_the_readme_quotes_the_best_runs_and_run_counts_of_the_committed_studies():
+    """The figures in the README's prose and results table: the Adam protocol's best vanilla and CIFG runs, the
+    tuned best, and each published study's count of ok runs."""
+    import pandas as pd
+
+    readme = README.read_text()
+    best = reproduction_tables()[1]["adam"].set_index("cell")
+    assert f"vanilla {best.loc['vanilla', 'best_test']:.3f} and CIFG {best.loc['cifg', 'best_test']:.3f}" in readme
+    tuned = pd.read_csv(REPRODUCTION / "tuned" / "report" / "tables" / "best_by_validation.csv")
+    assert f"test NLL {tuned.loc[tuned['cell'] == 'cifg', 'best_test'].iloc[0]:.3f}" in readme
+    for study, expected in [(REPRODUCTION / "adam", 450), (REPRODUCTION / "paper", 450),
+                            (REPRODUCTION / "tuned", 30), (MODERN, 100), (STUDY, 39)]:
+        records = [json.loads(p.read_text()) for p in study.rglob("result.json")]
+        ok = sum(r["status"] == "ok" for r in records)
+        assert len(records) == ok == expected and f"{ok}/{expected} runs" in readme, study
 
 
 @pytest.mark.parametrize("study", ["tuned", "tuned_dropout"])
-def test_the_readme_quotes_the_tuned_best_of_the_committed_report(study):
-    """The README's tuned-best tables are `best_markdown` of each tuned study's committed table (which the
+def test_the_results_page_quotes_the_tuned_best_of_the_committed_report(study):
+    """The results page's tuned-best tables are `best_markdown` of each tuned study's committed table (which the
     regeneration test above rebuilds from its records)."""
     import pandas as pd
 
@@ -166,4 +195,14 @@ def test_the_readme_quotes_the_tuned_best_of_the_committed_report(study):
     if not (tables / "best_by_validation.csv").is_file():
         pytest.skip(f"results/odyssey_jsb/{study}/ has no committed report yet (the study is not complete)")
     best = pd.read_csv(tables / "best_by_validation.csv")
-    assert best_markdown({study: best[best["task"] == "jsb_chorales"]}) in (ROOT / "README.md").read_text()
+    assert best_markdown({study: best[best["task"] == "jsb_chorales"]}) in (PAGES / "index.md").read_text()
+
+
+def test_the_readme_is_a_front_door_of_at_most_250_lines_whose_links_resolve():
+    """The README stays short (the detail lives in docs/), and every relative link and image in it exists."""
+    import re
+
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if not t.startswith("http")]
+    assert targets and not [t for t in targets if not (ROOT / t).exists()]

@@ -129,9 +129,9 @@ STOPPING_BIAS = (
 )
 
 
-def findings_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
+def findings_markdown(studies: Mapping[str, pd.DataFrame], brief: bool = False) -> str:
     """The verdict table of several protocols: one row per claim, one column per protocol (`studies`:
-    protocol name -> `paper_findings` table of one task)."""
+    protocol name -> `paper_findings` table of one task); `brief` keeps the verdict and the effect, not the reason."""
     names = list(studies)
     lines = ["| finding | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for claim in CLAIMS.values():
@@ -139,19 +139,24 @@ def findings_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
         for name in names:
             f = studies[name]
             r = f[f["finding"] == claim]
-            cells.append(_verdict_cell(r.iloc[0]) if len(r) else "")
+            cells.append(_verdict_cell(r.iloc[0], brief) if len(r) else "")
         lines.append(f"| {claim} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _verdict_cell(r: pd.Series) -> str:
-    """"**supported**: the reason (effect, interval, n, p)"."""
+def _verdict_cell(r: pd.Series, brief: bool = False) -> str:
+    """"**supported**: the reason (effect, interval, n, p)", or briefly "**supported** (effect, interval)"."""
     numbers = []
     if np.isfinite(r["effect"]):
         label = r["interval"] if isinstance(r["interval"], str) and r["interval"] else "interval"
         measure = f"{r['measure']} " if isinstance(r.get("measure"), str) and r["measure"] else ""
         span = f" ({label} {fmt(r['low'])} to {fmt(r['high'])})" if np.isfinite(r["low"]) else ""
         numbers.append(f"{measure}{fmt(r['effect'])}{span}")
+    if brief:  # the effect in 3 digits and its interval in brackets: a table that fits a page
+        sign = "+" if "−" in str(r["measure"]) else ""  # a difference shows its sign, a ratio or share does not
+        effect = f"{r['measure']} {r['effect']:{sign}.3g}" if np.isfinite(r["effect"]) else ""
+        span = f" [{r['low']:{sign}.3g}, {r['high']:{sign}.3g}]" if effect and np.isfinite(r["low"]) else ""
+        return f"**{r['verdict']}**" + (f": {effect}{span}" if effect else "")
     if np.isfinite(r["n"]):
         numbers.append(f"n = {int(r['n'])}")
     if np.isfinite(r["p"]):
@@ -192,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="The paper's findings as verdicts, one column per protocol (the README's tables).")
     parser.add_argument("studies", nargs="+", metavar="NAME=STUDY",
                         help="a protocol's name and its sweep folder or runs.parquet, e.g. paper=results/odyssey_jsb/paper")
+    parser.add_argument("--brief", action="store_true",
+                        help="each verdict with its effect and interval only, without the reason (the README's table)")
     parser.add_argument("--plan", nargs="*", default=[], metavar="KEY=VALUE",
                         help="change the analysis plan, e.g. --plan margin.nll=0.1 alpha=0.01 (docs/analysis.md)")
     args = parser.parse_args(argv)
@@ -204,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             findings[name], best[name] = protocol_tables(path, args.plan)
         except (ConfigError, ValueError) as err:  # a plan key or value the schema refuses
             parser.error(str(err))
-    print(findings_markdown(findings) + "\n\n" + best_markdown(best))
+    print(findings_markdown(findings, args.brief) + "\n\n" + best_markdown(best))
     return 0
 
 
