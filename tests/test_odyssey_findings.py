@@ -343,3 +343,17 @@ def test_a_brief_verdict_cell_keeps_the_verdict_effect_and_interval_and_drops_th
     assert f"| **{SUPPORTED}**: NP − vanilla +0.0123 [-0.02, +0.03] |" in table[2]
     assert table[5].endswith(f"| **{INCONCLUSIVE}**: lr's ratio 1.87 [0.631, 4.26] |")
     assert "shown at δ" not in "\n".join(table) and "shown at δ" in odyssey.findings_markdown({"adam": rows})
+
+
+def test_the_published_results_stand_only_under_the_protocols_of_their_own_task():
+    """JSB's literature numbers (Bai et al.) beside a JSB column, nothing beside a column of another task."""
+    import pandas as pd
+
+    jsb = pd.DataFrame([{"cell": "vanilla", "best_test": 8.38, "capped": 0.2, "published": False}]
+                       + [{"cell": c, "best_test": v, "capped": float("nan"), "published": True}
+                          for c, v in odyssey.PUBLISHED_JSB.items()])
+    other = pd.DataFrame([{"cell": "vanilla", "best_test": 0.043, "capped": 0.0, "published": False}])
+    lines = odyssey.best_markdown({"jsb": jsb, "uea": other}).splitlines()
+    assert "| vanilla | 8.380 (20%) | 0.043 (0%) |" in lines
+    for cell, nll in odyssey.PUBLISHED_JSB.items():
+        assert f"| {cell} | {nll:.2f} |  |" in lines

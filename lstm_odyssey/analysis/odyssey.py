@@ -178,8 +178,9 @@ def best_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
             out.append(f"{r['best_test'].iloc[0]:.3f} ({r['capped'].iloc[0]:.0%})" if len(r) else "")
         lines.append(f"| {cell} | " + " | ".join(out) + " |")
     published = next((b[b["published"].astype(bool)] for b in studies.values() if b["published"].any()), None)
-    if published is not None:
-        lines += [f"| {r['cell']} | " + " | ".join([f"{r['best_test']:.2f}"] * len(names)) + " |"
+    if published is not None:  # the literature's numbers, under the protocols of their task only
+        has = [bool(studies[name]["published"].astype(bool).any()) for name in names]
+        lines += [f"| {r['cell']} | " + " | ".join(f"{r['best_test']:.2f}" if h else "" for h in has) + " |"
                   for _, r in published.iterrows()]
     return "\n".join(lines)
 
