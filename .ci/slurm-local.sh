@@ -24,7 +24,8 @@ chmod 755 /run/munge
 pgrep -x munged >/dev/null || su -s /bin/sh munge -c "/usr/sbin/munged --force" \
   || { say "munged did not start; the SLURM tests will skip"; exit 0; }
 
-# slurm.conf: this host as controller and the one compute node, sized by `slurmd -C`
+# slurm.conf: this host as controller and the one compute node, sized by `slurmd -C`; cred_expire=15 holds a
+# requeued job 16 s before it starts again (SLURM's default, 120 s, would make the requeue test slow)
 host="$(hostname -s)"
 node="$(slurmd -C | head -1)"
 cpus="$(echo "$node" | sed -n 's/.*CPUs=\([0-9]*\).*/\1/p')"
@@ -35,6 +36,7 @@ ClusterName=local
 SlurmctldHost=${host}
 SlurmUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=15
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

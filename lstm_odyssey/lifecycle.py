@@ -5,6 +5,7 @@ pack alike; the stopping analysis (analysis/stopping.py) replays it on recorded 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,17 @@ def record_head(cfg: dict, run_dir: Path) -> dict[str, Any]:
         "git_commit": git_commit(),
         "study": sweep.get("name"),  # set by a study (+sweep=...): its name and trial index
         "trial": sweep.get("trial"),
+        "requeued": requeue_count(),
     }
+
+
+def requeue_count() -> int:
+    """How many times the scheduler requeued this job (a time limit, `scontrol requeue`, preemption): SLURM counts
+    them in SLURM_RESTART_COUNT; 0 outside SLURM. A requeued job resumes from its last epoch's checkpoint."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
 
 
 def identify(record: dict, cfg: dict) -> None:

@@ -49,3 +49,108 @@ def test_a_study_through_the_slurm_launcher_ends_with_one_ok_record_per_job(tmp_
     assert "4 jobs: ok 4, diverged 0, failed 0 (4 ran now, 0 done before)" in proc.stdout
     assert list(tmp_path.rglob("*_submitted.pkl")), "the jobs did not go through submitit's SLURM executor"
 
+
+
+@pytest.mark.parametrize(("limit", "delay", "refused"), [(1, 120, True), (1, 31, True), (1, 30, False), (240, 120, False)])
+def test_a_warning_due_in_the_first_half_of_the_time_limit_is_refused(limit, delay, refused):
+    """submitit warns a job signal_delay_s before its limit; later than half-way, or it requeues before training."""
+    from lstm_odyssey.sweep.jobs import time_limit_problem
+
+    problem = time_limit_problem({"timeout_min": limit, "signal_delay_s": delay})
+    assert (problem is not None) == refused
+    if refused:
+        assert "\n" not in problem and f"signal_delay_s={delay}" in problem and f"at most {limit * 60 // 4}" in problem
+
+
+def test_the_sweep_refuses_a_time_limit_shorter_than_the_warning_in_one_line_before_submitting(tmp_path):
+    """`hydra.launcher.timeout_min=1` with the default 120 s warning failed every job on a real cluster ("timed-out
+    too many times"); the sweep now stops before it submits anything, and says what to set."""
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=quick", f"hydra.sweep.dir={tmp_path}", "cell=vanilla",
+         "sweep.n_trials=1", *TINY, *ON_THIS_NODE, "hydra.launcher.timeout_min=1"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "signal_delay_s=120 is more than half of hydra.launcher.timeout_min=1" in proc.stderr
+    assert not list(tmp_path.rglob("result.json")) and not list(tmp_path.rglob("*_submitted.pkl"))
+
+
+# Runs of a few seconds to a few minutes on one core: long enough to be cancelled or cut off by a time limit midway.
+LONG_RUNS = ["data.length=20", "data.n_train=1000", "data.n_val=100", "data.n_test=100", "trainer.patience=null",
+             "sweep.params.model.hidden_size.low=32", "sweep.params.model.hidden_size.high=33", "sweep.report=false"]
+
+
+def slurm_sweep(sweep_dir: Path, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, WANDB_MODE="disabled", MPLBACKEND="Agg", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=quick", f"hydra.sweep.dir={sweep_dir}",
+                             *LONG_RUNS, *ON_THIS_NODE, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+
+
+def squeue(state: str) -> list[str]:
+    """The ids of this user's SLURM tasks in `state` (RUNNING, PENDING)."""
+    proc = subprocess.run(["squeue", "-h", "-r", "-t", state, "-o", "%i"], capture_output=True, text=True, timeout=60)
+    return proc.stdout.split()
+
+
+def poll(condition, what: str, proc: subprocess.Popen, timeout: float = 300.0):
+    """Poll `condition()` until it is truthy; fail with the sweep's output if the sweep ends or time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"the sweep ended before {what}:\n{proc.stdout.read()[-3000:]}")
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"no {what} within {timeout:.0f} s:\n{proc.communicate()[0][-3000:]}")
+
+
+@pytest.mark.slow
+@needs_slurm
+def test_a_cancelled_pack_task_costs_only_its_own_job_which_resumes_as_a_pack(tmp_path):
+    """`scancel` of one running array task: the other task is neither disturbed nor submitted again; the cancelled
+    pack is submitted once more and resumes from its checkpoint as the same pack; the sweep finishes even though
+    this cluster has no accounting (`sacct` fails), since a task that left the queue is seen with `squeue`."""
+    sweep = slurm_sweep(tmp_path, "cell=vanilla,gru", "sweep.n_trials=2", "sweep.pack=2", "trainer.epochs=400")
+    poll(lambda: len(list(tmp_path.rglob("pack.pt"))) == 2 and len(squeue("RUNNING")) == 2,
+         "both packs training with a checkpoint", sweep)
+    victim = squeue("RUNNING")[0]
+    subprocess.run(["scancel", victim], check=True, timeout=60)
+    out, _ = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, out[-3000:]
+    records = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
+    assert sorted((r["cell"], r["trial"], r["status"]) for r in records) == [
+        (c, k, "ok") for c in ("gru", "vanilla") for k in (0, 1)]
+    resumed = {r["cell"] for r in records if r["resumed_from_epoch"]}
+    assert len(resumed) == 1, records  # one pack was cancelled, and only its members resumed
+    for r in records:
+        assert r["pack"]["width"] == 2 and r["epochs_run"] == 400
+    packs = {r["cell"]: r["pack"]["id"] for r in records}
+    assert all(r["pack"]["id"] == packs[r["cell"]] for r in records)  # the cancelled pack resumed as the same pack
+    assert "1 SLURM task(s) ended without a result" in out
+    submitted = sorted(p.name for p in (tmp_path / ".submitit").glob("*/*_submitted.pkl"))
+    assert len(submitted) == 3, submitted  # two tasks, then the cancelled one once more: nothing twice besides it
+
+
+@pytest.mark.slow
+@needs_slurm
+def test_a_job_past_its_time_limit_is_requeued_and_resumes_from_its_last_epoch(tmp_path):
+    """A 2-minute limit and more work than that: SLURM warns the job (signal_delay_s before the limit, or up to a
+    minute earlier), submitit requeues it, and the job resumes from its last epoch's checkpoint; its record counts
+    the requeues. (With a 1-minute limit the warning can come in the job's first seconds, every time.)"""
+    epochs = 1500
+    # the warning comes 30-90 s into each run, so every run trains for at least ~20 s; 1500 epochs are 2-3 minutes of
+    # work on one core, at least one requeue; a loaded machine may need more of them than the default 3
+    sweep = slurm_sweep(tmp_path, "cell=vanilla", "sweep.n_trials=1", f"trainer.epochs={epochs}",
+                        "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30",
+                        "hydra.launcher.max_num_timeout=10")
+    out, _ = sweep.communicate(timeout=1200)
+    assert sweep.returncode == 0, out[-3000:]
+    [record] = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
+    assert record["status"] == "ok" and record["epochs_run"] == epochs, record.get("error")
+    assert record["requeued"] >= 1 and record["resumed_from_epoch"] >= 1
+    assert [h["epoch"] for h in record["history"]] == list(range(1, epochs + 1))  # no epoch lost or trained twice

@@ -99,6 +99,23 @@ def launcher_width(launcher_cfg: Mapping | None) -> int:
     return 1
 
 
+def time_limit_problem(launcher_cfg: Mapping | None) -> str | None:
+    """Why a SLURM launcher's time limit cannot work, or None. submitit warns a job `signal_delay_s` before its
+    limit so it can checkpoint and be requeued; a warning due in the first half of the job's time would requeue
+    it over and over (with the defaults and `timeout_min=1`, at once) instead of letting it train."""
+    cfg = launcher_cfg or {}
+    if cfg.get("timeout_min") is None or cfg.get("signal_delay_s") is None:
+        return None
+    limit, delay = 60 * float(cfg["timeout_min"]), float(cfg["signal_delay_s"])
+    if limit <= 0:
+        return f"hydra.launcher.timeout_min={cfg['timeout_min']} must be positive: give each job's time limit in minutes"
+    if 2 * delay > limit:
+        return (f"hydra.launcher.signal_delay_s={cfg['signal_delay_s']} is more than half of hydra.launcher.timeout_min="
+                f"{cfg['timeout_min']} ({limit:.0f} s), so SLURM's time-limit warning would requeue each job before it "
+                f"trains: set signal_delay_s to at most {int(limit // 4)} or raise timeout_min")
+    return None
+
+
 def running_elsewhere(run_dir: Path) -> Holder | None:
     """The live process (of this sweep or another) that trains the job in `run_dir`, if any."""
     holder, _ = read_holder(run_dir / RUNNING_NAME)

@@ -37,9 +37,10 @@ from ..jobstate import KILLED
 from ..results import FAILED, OK, STATUSES, hparams_of, write_record
 from ..signals import sigterm_interrupts
 from . import packs, trials
-from .jobs import Job, job_key, launcher_width, point_label, running_elsewhere
+from .jobs import Job, job_key, launcher_width, point_label, running_elsewhere, time_limit_problem
 from .lock import LOCK_NAME, Holder, Holdings, acquire
 from .progress import Progress
+from .slurm import is_lost
 from .space import Param, to_values
 from .study import (
     StudyConfigError,
@@ -141,6 +142,8 @@ class StudySweeper(Sweeper):
         name = study_cfg["name"] or "study"  # sweep.name=null
         n_trials = int(study_cfg["n_trials"])  # resolved by study_config (listed: one per config)
         width = int(study_cfg["jobs_per_launch"] or launcher_width(self.config.hydra.get("launcher")))
+        if (problem := time_limit_problem(self.config.hydra.get("launcher"))) is not None:
+            raise StudyConfigError(problem)
         cooperate = bool(study_cfg["cooperate"])
         fixed_key = job_key(fixed)
         suffix = "" if fixed_key == job_key([]) else f"@{fixed_key[:6]}"
@@ -270,21 +273,29 @@ class StudySweeper(Sweeper):
         return units
 
     def _launch(self, jobs: list[Job], sweep_dir: Path) -> None:
-        """Run a batch. When a worker dies, the launcher loses the whole batch: its unfinished jobs run again
-        (resuming), together first, then one at a time, so that only a job that kills its worker by
-        itself ends failed."""
-        crashed = self._launch_once(jobs, sweep_dir)
+        """Run a batch. A SLURM task that left the queue without a result (scancel, a lost node) costs only its
+        own job, which is submitted once more and resumes from its checkpoint (a pack as a pack). When a local
+        worker dies, the launcher loses the whole batch: its unfinished jobs run again (resuming), together
+        first, then one at a time, so that only a job that kills its worker by itself ends failed."""
+        crashed, lost = self._launch_once(jobs, sweep_dir)
+        if lost:
+            log.warning("%d SLURM task(s) ended without a result (cancelled or killed); submitting their jobs once "
+                        "more, to resume from their checkpoints", len(lost))
+            again, lost = self._launch_once(lost, sweep_dir)
+            crashed += again
         if len(crashed) > 1:
             log.warning("a worker died; running the %d unfinished jobs of its batch again", len(crashed))
-            crashed = self._launch_once(crashed, sweep_dir)
+            crashed, _ = self._launch_once(crashed, sweep_dir)
         if len(crashed) > 1:
             log.warning("a worker died again; running the %d unfinished jobs one at a time", len(crashed))
-            crashed = [lost for job in crashed for lost in self._launch_once([job], sweep_dir)]
-        for job in crashed:
-            self._finish(job, job.trial_number, self._missing_record(job, sweep_dir / job.subdir, None), sweep_dir / job.subdir)
+            crashed = [gone for job in crashed for gone in self._launch_once([job], sweep_dir)[0]]
+        for job in crashed + [trial for unit in lost for trial in unit.trials]:
+            run_dir = sweep_dir / job.subdir
+            self._finish(job, job.trial_number, jobstate.record(run_dir) or self._missing_record(job, run_dir, None), run_dir)
 
-    def _launch_once(self, jobs: list[Job], sweep_dir: Path) -> list[Job]:
-        """Launch `jobs` and finish those that ended; returns the jobs a broken launch left unfinished."""
+    def _launch_once(self, jobs: list[Job], sweep_dir: Path) -> tuple[list[Job], list[Job]]:
+        """Launch `jobs` and finish those that ended; returns the jobs a broken launch left unfinished, and the
+        jobs (whole packs) whose SLURM task was lost without a result."""
         assert self.launcher is not None and self.progress is not None
         results: Sequence[JobReturn] = []
         broken = False
@@ -298,8 +309,12 @@ class StudySweeper(Sweeper):
         finally:
             self.job_idx += len(jobs)
             self.progress.in_flight = []
-        crashed = []
+        crashed, lost = [], []
         for i, unit in enumerate(jobs):
+            result = results[i] if i < len(results) else None
+            if is_lost(result) and any(jobstate.record(sweep_dir / job.subdir) is None for job in unit.trials):
+                lost.append(unit)  # submitted again as it was: a pack resumes as a pack
+                continue
             for job in unit.trials:  # a pack's members are rerun alone if its worker died
                 run_dir = sweep_dir / job.subdir
                 record = jobstate.record(run_dir)
@@ -310,11 +325,11 @@ class StudySweeper(Sweeper):
                     crashed.append(job)
                     continue
                 if record is None:
-                    record = self._missing_record(job, run_dir, results[i] if i < len(results) else None)
+                    record = self._missing_record(job, run_dir, result)
                 self._finish(job, job.trial_number, record, run_dir)
         if not self.progress.tty:
             self.progress.show()
-        return crashed
+        return crashed, lost
 
     def _wait_for_others(self, sweep_dir: Path) -> None:
         """Jobs that a process of an earlier sweep still trains: wait for their records."""
