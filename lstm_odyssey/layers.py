@@ -16,7 +16,6 @@ from . import backends
 from .cells import DEFAULT_INIT, FAMILIES, CellSpec, Init, get_spec, ops
 
 State = Any  # Tensor (gru, rnn) | tuple[Tensor, Tensor] (lstm) | tuple[Tensor, Tensor, Tensor] (fgr)
-BACKENDS = backends.BACKENDS  # auto loop torch fused graph: see backends.py
 
 
 class RecurrentLayer(nn.Module):
@@ -61,8 +60,8 @@ class RecurrentLayer(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         Init(init, peephole_init, float(forget_bias))  # refuses an unknown scheme before anything is built
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend not in backends.BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(backends.BACKENDS)}")
         self.kernels = ops.check_kernel_settings(triton, scan, graph_cache)  # None: the environment's, else the default
         self.spec = get_spec(cell)
         self.family = FAMILIES[self.spec.family].with_options(self.spec, int(hidden_size), int(proj_size), nonlinearity)

@@ -16,7 +16,7 @@ import torch
 from helpers import compare
 
 from lstm_odyssey import PRESETS, RecurrentLayer, backends
-from lstm_odyssey.layers import BACKENDS
+from lstm_odyssey.backends import BACKENDS
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA (CI has no GPU)")

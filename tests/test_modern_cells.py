@@ -19,8 +19,8 @@ from helpers import STEPS, K, assert_refused_in_one_line, assert_same, compare, 
 from omegaconf import OmegaConf
 
 from lstm_odyssey import RecurrentLayer, backends
+from lstm_odyssey.backends import BACKENDS
 from lstm_odyssey.cells import FAMILIES, MODERN_CELLS, PRESETS, CellSpec, get_spec, ops
-from lstm_odyssey.layers import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPE = torch.float64

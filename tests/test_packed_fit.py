@@ -51,7 +51,7 @@ def test_a_pack_equals_its_trials_run_alone(tmp_path, cell, path):
         assert pack["pack"] == {"id": "p0", "width": 4, "position": k}
         on_disk = read_record(tmp_path / f"packed{k}")
         assert (on_disk["pack"], on_disk["history"], on_disk["status"]) == (pack["pack"], pack["history"], pack["status"])
-        assert pack["backend"] == packed_fit.BACKENDS[path]
+        assert pack["backend"] == packed_fit.RECORDED_BACKEND[path]
         assert_close(pack, single)
         best = torch.load(tmp_path / f"packed{k}" / "checkpoints" / "best.pt", weights_only=True) if k != 3 else None
         if best is not None:  # the best weights in the single model's layout, as a single run writes them

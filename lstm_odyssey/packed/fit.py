@@ -48,7 +48,7 @@ from .model import PackedModel, stack_batches, template_for
 from .optim import PackedOptimizer, clip_grad_norms_
 from .plan import check_packable
 
-BACKENDS = {"fused": "packed_fused", "vmap": "packed_loop"}  # the record's `backend` for each PackedModel path
+RECORDED_BACKEND = {"fused": "packed_fused", "vmap": "packed_loop"}  # the record's `backend` for each PackedModel path
 
 
 def initial_models(cfgs: Sequence[dict], task: TaskData | None = None) -> tuple[TaskData, list[SequenceModel]]:
@@ -78,7 +78,7 @@ class PackRunner:
         self.clips = [c["trainer"]["clip"] or math.inf for c in cfgs]
         trainer = cfgs[0]["trainer"]
         self.eval_batch = trainer["eval_batch_size"] or trainer["batch_size"]
-        self.backend = BACKENDS[self.model.path]
+        self.backend = RECORDED_BACKEND[self.model.path]
 
     def train(self) -> None:
         self.model.train()
