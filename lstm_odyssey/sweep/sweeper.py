@@ -285,10 +285,12 @@ class StudySweeper(Sweeper):
             crashed += again
         if len(crashed) > 1:
             log.warning("a worker died; running the %d unfinished jobs of its batch again", len(crashed))
-            crashed, _ = self._launch_once(crashed, sweep_dir)
+            crashed, more = self._launch_once(crashed, sweep_dir)
+            lost += more
         if len(crashed) > 1:
             log.warning("a worker died again; running the %d unfinished jobs one at a time", len(crashed))
-            crashed = [gone for job in crashed for gone in self._launch_once([job], sweep_dir)[0]]
+            ends = [self._launch_once([job], sweep_dir) for job in crashed]
+            crashed, lost = [job for gone, _ in ends for job in gone], lost + [unit for _, more in ends for unit in more]
         for job in crashed + [trial for unit in lost for trial in unit.trials]:
             run_dir = sweep_dir / job.subdir
             self._finish(job, job.trial_number, jobstate.record(run_dir) or self._missing_record(job, run_dir, None), run_dir)
