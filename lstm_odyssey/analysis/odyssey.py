@@ -146,17 +146,17 @@ def findings_markdown(studies: Mapping[str, pd.DataFrame], brief: bool = False) 
 
 def _verdict_cell(r: pd.Series, brief: bool = False) -> str:
     """"**supported**: the reason (effect, interval, n, p)", or briefly "**supported** (effect, interval)"."""
+    if brief:  # the effect in 3 digits and its interval in brackets: a table that fits a page
+        sign = "+" if "−" in str(r["measure"]) else ""  # a difference shows its sign, a ratio or share does not
+        effect = f"{r['measure']} {r['effect']:{sign}.3g}" if np.isfinite(r["effect"]) else ""
+        span = f" [{r['low']:{sign}.3g}, {r['high']:{sign}.3g}]" if effect and np.isfinite(r["low"]) else ""
+        return f"**{r['verdict']}**" + (f": {effect}{span}" if effect else "")
     numbers = []
     if np.isfinite(r["effect"]):
         label = r["interval"] if isinstance(r["interval"], str) and r["interval"] else "interval"
         measure = f"{r['measure']} " if isinstance(r.get("measure"), str) and r["measure"] else ""
         span = f" ({label} {fmt(r['low'])} to {fmt(r['high'])})" if np.isfinite(r["low"]) else ""
         numbers.append(f"{measure}{fmt(r['effect'])}{span}")
-    if brief:  # the effect in 3 digits and its interval in brackets: a table that fits a page
-        sign = "+" if "−" in str(r["measure"]) else ""  # a difference shows its sign, a ratio or share does not
-        effect = f"{r['measure']} {r['effect']:{sign}.3g}" if np.isfinite(r["effect"]) else ""
-        span = f" [{r['low']:{sign}.3g}, {r['high']:{sign}.3g}]" if effect and np.isfinite(r["low"]) else ""
-        return f"**{r['verdict']}**" + (f": {effect}{span}" if effect else "")
     if np.isfinite(r["n"]):
         numbers.append(f"n = {int(r['n'])}")
     if np.isfinite(r["p"]):

@@ -30,8 +30,9 @@ class LostTask(RuntimeError):
     """A SLURM task that left the queue without a result: cancelled, killed with its node, or lost."""
 
 
-def lost(err: BaseException | str) -> JobReturn:
-    return JobReturn(status=JobStatus.FAILED, _return_value=err if isinstance(err, BaseException) else LostTask(err))
+def lost(why: str) -> JobReturn:
+    """The result of a task that ended without one, as the sweeper reads it (`is_lost`)."""
+    return JobReturn(status=JobStatus.FAILED, _return_value=LostTask(why))
 
 
 def is_lost(result: JobReturn | None) -> bool:
@@ -83,4 +84,4 @@ def result_of(job: Any) -> JobReturn:
     try:
         return job.results()[0]
     except Exception as err:  # submitit's UncompletedJobError and kin: the task ended without a result
-        return lost(LostTask(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"))
+        return lost(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
