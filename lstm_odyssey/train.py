@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from .lifecycle import record_head
 from .models import SequenceModel
 from .settings import ConfigError
 
-__all__ = ["EPOCH_LOGGER", "SingleRunner", "build_model", "build_optimizer", "describe", "evaluate", "run"]
+__all__ = ["EPOCH_LOGGER", "SingleRunner", "build_model", "build_optimizer", "describe", "evaluate", "evaluate_trials", "run"]
 
 
 def to_dict(cfg: Any) -> dict:
@@ -72,19 +73,33 @@ def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def evaluate(model: SequenceModel, task: TaskData, split: str, batch_size: int, device: torch.device) -> dict[str, float]:
-    """The metrics of `model` on a split, summed over batches and then finalised (a stateful task carries
-    its state across batches)."""
+    """The metrics of `model` on a split (`evaluate_trials` of one model)."""
     model.eval()
-    sums: dict[str, float] = {}
+
+    def forward(batch: Batch, state: Any) -> tuple[list[torch.Tensor], Any]:
+        prediction, final = model(batch.x, batch.lengths, state)
+        return [prediction], final
+
+    return evaluate_trials(forward, model, task, split, batch_size, device, 1)[0]
+
+
+def evaluate_trials(forward: Callable[[Batch, Any], tuple[Sequence[torch.Tensor], Any]], metrics: SequenceModel,
+                    task: TaskData, split: str, batch_size: int, device: torch.device, trials: int
+                    ) -> list[dict[str, float]]:
+    """The metrics of each of `trials` predictions `forward` makes per batch, summed over the split's batches
+    and then finalised by `metrics` (a model of the task's type); a stateful task carries its state across
+    batches. A single run and a pack both evaluate through here."""
+    sums: list[dict[str, float]] = [{} for _ in range(trials)]
     state = None
     with torch.no_grad():
         for batch in task.split(split).batches(batch_size, task.task_type):
             batch = batch.to(device)
-            prediction, final = model(batch.x, batch.lengths, state)
+            predictions, final = forward(batch, state)
             state = final if task.stateful else None
-            for k, v in model.metric_sums(prediction, batch).items():
-                sums[k] = sums.get(k, 0.0) + v
-    return model.finalize_metrics(sums)
+            for total, prediction in zip(sums, predictions, strict=True):
+                for k, v in metrics.metric_sums(prediction, batch).items():
+                    total[k] = total.get(k, 0.0) + v
+    return [metrics.finalize_metrics(total) for total in sums]
 
 
 def set_determinism(trainer: dict) -> None:

@@ -106,25 +106,19 @@ class PackRunner:
         self.optimizer.select(keep)
         self.clips = [self.clips[j] for j in keep]
 
-    @torch.no_grad()
     def evaluate(self, split: str, index: Sequence[int]) -> list[dict[str, float]]:
         """`train.evaluate` for the trials at `index`; every trial reads the same batches."""
         index = list(index)
         if not index:
             return []
-        model, task = self.model, self.task
+        model = self.model
         params = {n: p.detach()[index] for n, p in model.params.items()}
         model.eval()
-        sums: list[dict[str, float]] = [{} for _ in index]
-        state = None
-        for batch in task.split(split).batches(self.eval_batch, task.task_type):
-            batch = batch.to(self.device)
-            prediction, final = model(batch.x, batch.lengths, state, shared=True, params=params)
-            state = final if task.stateful else None
-            for total, own in zip(sums, prediction):
-                for k, v in model.template.metric_sums(own, batch).items():
-                    total[k] = total.get(k, 0.0) + v
-        return [model.template.finalize_metrics(total) for total in sums]
+
+        def forward(batch: Batch, state: Any) -> tuple[torch.Tensor, Any]:
+            return model(batch.x, batch.lengths, state, shared=True, params=params)
+
+        return train.evaluate_trials(forward, model.template, self.task, split, self.eval_batch, self.device, len(index))
 
     def weights(self, j: int) -> dict[str, torch.Tensor]:
         return self.model.trial_state_dict(j)
