@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .files import atomic_write
-from .schema import NO_DEFAULT, default
+from .schema import with_defaults
 
 log = logging.getLogger("lstm_odyssey.train")
 
@@ -73,19 +73,13 @@ def upgrade(ckpt: dict) -> dict:
     return ckpt
 
 
-def _with_defaults(hparams: dict, other: dict) -> dict:
-    """`hparams` with the schema's default for each key only `other` has (a key added by a newer release)."""
-    added = {k: d for k in other if k not in hparams and (d := default(k)) is not NO_DEFAULT}
-    return {**added, **hparams}
-
-
 def check_resumable(saved: dict | None, current: dict, path: Path) -> None:
     """Refuse to continue a run with hyperparameters other than those its checkpoint was trained with."""
     if saved is None:
         log.warning("%s records no hyperparameters (an older checkpoint); resuming without checking them", path)
         return
     missing = object()
-    saved, current = _with_defaults(saved, current), _with_defaults(current, saved)  # a key one side lacks: its default
+    saved, current = with_defaults(saved, current), with_defaults(current, saved)  # a key one side lacks: its default
     changed = sorted(k for k in set(saved) | set(current)
                      if k not in RESUMABLE_CHANGES and saved.get(k, missing) != current.get(k, missing))
     if changed:

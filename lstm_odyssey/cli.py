@@ -32,9 +32,10 @@ from hydra_plugins.odyssey_sweeper.odyssey_sweeper import OdysseySweeper
 
 from . import jobstate
 from .cells.ops import kernel_settings
+from .config_errors import one_line
 from .engine import EPOCH_LOGGER
 from .results import RECORD_NAME
-from .schema import environment, one_line, validate
+from .schema import environment, validate
 from .settings import ConfigError
 from .signals import exit_code, reraise_if_interrupted, sigterm_interrupts
 from .sweep import register_studies

@@ -18,9 +18,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +36,6 @@ from .settings import (
     not_allowed,
     setting,
     settings_of,
-    unknown_key,
 )
 
 # ------------------------------------------------------------------------------------------------ the groups
@@ -358,37 +356,19 @@ def default(key: str) -> Any:
     return NO_DEFAULT
 
 
-# ------------------------------------------------------------------------------------------------ Hydra's errors
+def with_defaults(values: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """`values` (dotted keys) with the schema's default for each of `keys` it lacks: what a config, record or
+    checkpoint written before a key existed ran with. The one place old settings are filled in."""
+    added = {k: d for k in keys if k not in values and (d := default(k)) is not NO_DEFAULT}
+    return {**added, **values}
 
 
-def one_line(err: BaseException) -> str:
-    """One line for an error of composition or validation, in the words `validate` uses where it can:
-    a value Hydra could not convert names the key, the value and what is allowed; an unknown key lists the
-    known ones; a missing option lists the available ones."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
-
-    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else None
-    text = str(err)
-    override = re.match(r"Error merging override (\S+?)=(.*)", text)
-    unknown = isinstance(cause, (ConfigKeyError, ConfigAttributeError))
-    if cause is not None and override and not unknown:
-        key, value = override.group(1).lstrip("+~"), override.group(2)
-        item = lookup(key)
-        if item is not None:
-            return f"{key}={value} is not allowed: must be {describe(item)}"
-    if unknown and cause.full_key:
-        parent = getattr(cause, "parent_node", None)
-        known = [str(k) for k in parent.keys()] if parent is not None and hasattr(parent, "keys") else []
-        group = cause.full_key.rpartition(".")[0] or "the config"
-        if known:
-            return str(unknown_key(cause.full_key, group, known))
-    if isinstance(err, OverrideParseException):
-        return f"cannot read the override {err.override!r}: {text.strip().splitlines()[0]}"
-    if isinstance(err, MissingConfigException) and getattr(err, "options", None):
-        first = text.strip().splitlines()[0]
-        return f"{first}; available: {', '.join(err.options)}"
-    lines = [line.strip() for line in text.splitlines() + (str(cause).splitlines() if cause else [])]
-    keep = [line for line in lines if line and not line.startswith(("full_key:", "object_type=", "reference_type=",
-                                                                     "Set the environment variable HYDRA_FULL_ERROR"))]
-    return ": ".join(dict.fromkeys(keep)) or type(err).__name__
+def complete(cfg: Mapping) -> dict:
+    """A resolved config of an earlier release (a pack manifest) with every key it lacks in the groups of one
+    schema (trainer, model, kernels) set to its default: what that release ran with, in today's shape."""
+    done = dict(cfg)
+    for group in ("trainer", "model", "kernels"):
+        values = {f"{group}.{k}": v for k, v in (done.get(group) or {}).items()}
+        keys = [f"{group}.{f.name}" for schema in _schemas(group) for f in dataclasses.fields(schema)]
+        done[group] = {k.partition(".")[2]: v for k, v in with_defaults(values, keys).items()}
+    return done

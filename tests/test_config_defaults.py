@@ -213,7 +213,8 @@ def test_a_command_line_run_records_the_kernels_the_environment_chose(tmp_path):
 
 def test_a_config_of_an_earlier_release_is_completed_with_the_schema_defaults():
     """A pack manifest written before `model.output_dropout` and the `kernels` group existed runs as today's default."""
-    from lstm_odyssey.config import complete, load_config
+    from lstm_odyssey.config import load_config
+    from lstm_odyssey.schema import complete
 
     today = load_config([])
     older = {k: (dict(v) if isinstance(v, dict) else v) for k, v in today.items() if k != "kernels"}

@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import jobstate
-from ..config import complete
 from ..files import atomic_write_text
 from ..jobstate import SavedPack, finished
 from ..packed.fit import fit_pack, pack_id_of
 from ..packed.plan import pack_key, plan_packs, unpackable
 from ..results import flatten
-from ..schema import default
+from ..schema import complete, default
 from .worker import running
 
 log = logging.getLogger("lstm_odyssey.sweep")

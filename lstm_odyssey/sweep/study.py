@@ -13,8 +13,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
+from ..config_errors import one_line
 from ..results import flatten
-from ..schema import SweepConfig, one_line, validate
+from ..schema import SweepConfig, validate
 from ..settings import ConfigError, check_group, settings_of
 from . import packs
 from .jobs import GRID_FIRST, job_overrides, point_label
