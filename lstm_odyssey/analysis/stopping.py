@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..lifecycle import end_epoch, improves, new_loop, stop_reason
 from ..results import OK, find_records, read_record
-from ..schema import default
+from ..schema import complete
 from .text import markdown_table
 
 STOPPING_KEYS = ("min_improvement", "patience", "epochs")
@@ -31,7 +31,7 @@ STOPPING_KEYS = ("min_improvement", "patience", "epochs")
 def replay(record: dict, **rule: float | int | None) -> tuple[str, int, float]:
     """(stopped_by, epochs run, best validation objective) of `record`'s run under its own stopping rule with
     `rule` (min_improvement, patience, epochs) changed; the change must make the rule stricter."""
-    trainer = {**{k: default(f"trainer.{k}") for k in STOPPING_KEYS}, **record["config"]["trainer"], "max_minutes": None}
+    trainer = {**complete(record["config"])["trainer"], "max_minutes": None}
     for key, value in rule.items():
         if key not in STOPPING_KEYS:
             raise ValueError(f"cannot replay {key!r}: only {', '.join(STOPPING_KEYS)} can be changed")
