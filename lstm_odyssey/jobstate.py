@@ -1,7 +1,9 @@
 """A job's state on disk, owned here: its record (`result.json`), its checkpoint (`checkpoints/last.pt`) and
-a pack's checkpoint (`pack.pt`). The engine writes them; the sweeper, the pack jobs and the command line ask
-this module (done? resumable? start afresh?) instead of reading or deleting the files themselves. The
-running marker and the claims that keep two processes off one job are the sweep lock's (sweep/lock.py).
+a pack's checkpoint (`pack.pt`), the running marker of the process that trains it (`.running`) and the claim of
+the sweep that runs it (`.claim-<k>` in its grid point's folder). The engine writes the record and checkpoints;
+the sweeper, the pack jobs and the command line ask this module (done? resumable? start afresh? held by whom?)
+instead of reading, deleting or naming the files themselves. How a marker or claim is held (atomically, with a
+heartbeat, taken over when its holder is gone) is locks.py's.
 
 What a record means for a job:
 
@@ -17,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoints import CHECKPOINT_DIR, LAST, load_checkpoint
+from .locks import Held, Holder, acquire, read_holder
 from .results import DIVERGED, OK, RECORD_NAME, read_record
 
 KILLED = "killed"  # a record's stopped_by when its job ended without writing one
 PACK_CHECKPOINT = "pack.pt"
+RUNNING_MARKER = ".running"
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -69,6 +73,23 @@ def restart(run_dir: Path, rerun_failed: bool) -> None:
     if rerun_failed or not checkpoint.exists():
         checkpoint.unlink(missing_ok=True)
     (Path(run_dir) / RECORD_NAME).unlink(missing_ok=True)
+
+
+def hold_running(run_dir: Path) -> Held | Holder:
+    """Take the job's running marker for this process, or the live Holder of it when another process trains it."""
+    return acquire(Path(run_dir) / RUNNING_MARKER, "running job")
+
+
+def running_elsewhere(run_dir: Path) -> Holder | None:
+    """The live process (of this sweep or another) that trains the job in `run_dir`, if any."""
+    holder, _ = read_holder(Path(run_dir) / RUNNING_MARKER)
+    return holder if holder is not None and holder.is_live() else None
+
+
+def claim(point_dir: Path, k: int) -> Held | Holder:
+    """Claim trial k of the grid point whose jobs live in `point_dir` for this sweep, or the live Holder of the
+    claim when another sweep has it."""
+    return acquire(Path(point_dir) / f".claim-{k:03d}", "job claim")
 
 
 @dataclass

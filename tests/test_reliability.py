@@ -146,7 +146,7 @@ def assert_study_matches_records(sweep_dir: Path, storage_trials: dict | None = 
 
 
 def _hold_then_wait(path: str, results, release) -> None:
-    from lstm_odyssey.sweep.lock import Held, acquire
+    from lstm_odyssey.locks import Held, acquire
 
     held = acquire(path, "test lock")
     results.put(isinstance(held, Held))
@@ -155,7 +155,7 @@ def _hold_then_wait(path: str, results, release) -> None:
 
 @pytest.mark.slow
 def test_lock_refuses_live_holders_and_takes_over_stale_ones(tmp_path, caplog):
-    from lstm_odyssey.sweep.lock import Held, Holder, acquire
+    from lstm_odyssey.locks import Held, Holder, acquire
 
     path = tmp_path / ".sweep.lock"
     mine = acquire(path, "sweep lock")

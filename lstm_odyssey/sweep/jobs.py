@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .lock import RUNNING_NAME, Holder, read_holder
 from .space import format_value
 
 if TYPE_CHECKING:
     import optuna
 
-    from .lock import Held
+    from ..locks import Held
 
 # Overrides that never change what a job computes, so they stay out of its key.
 UNKEYED_PREFIXES = ("sweep.", "+sweep", "++sweep", "hydra.", "logger", "+logger", "paths.", "trainer.device",
@@ -115,8 +114,3 @@ def time_limit_problem(launcher_cfg: Mapping | None) -> str | None:
                 f"trains: set signal_delay_s to at most {int(limit // 4)} or raise timeout_min")
     return None
 
-
-def running_elsewhere(run_dir: Path) -> Holder | None:
-    """The live process (of this sweep or another) that trains the job in `run_dir`, if any."""
-    holder, _ = read_holder(run_dir / RUNNING_NAME)
-    return holder if holder is not None and holder.is_live() else None

@@ -9,9 +9,9 @@ the same command runs on the same sweep directory (sweep/jobs.py: which jobs are
 checked, and one job per grid point composed, before any job runs (sweep/study.py).
 
 Several processes never train one job twice: the sweep directory has a lock (one sweep at a time, unless
-`sweep.cooperate=true`), every job a claim held by the sweep that runs it, and a running job a marker
-(lstm_odyssey/sweep/lock.py). A worker that dies takes down only what it ran: the unfinished jobs of its batch
-are run again, resuming from their checkpoints; a job that kills its worker when it runs alone is recorded
+`sweep.cooperate=true`), every job a claim held by the sweep that runs it, and a running job a marker (how
+they are held: lstm_odyssey/locks.py; where they lie: jobstate.py). A worker that dies takes down only what it
+ran: the unfinished jobs of its batch are run again, resuming from their checkpoints; a job that kills its worker when it runs alone is recorded
 as failed (killed), and the next run of the command resumes it.
 """
 
@@ -34,11 +34,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import jobstate
 from ..jobstate import KILLED
+from ..locks import LOCK_NAME, Holder, Holdings, acquire
 from ..results import FAILED, OK, STATUSES, hparams_of, write_record
 from ..signals import sigterm_interrupts
 from . import packs, trials
-from .jobs import Job, job_key, launcher_width, point_label, running_elsewhere, time_limit_problem
-from .lock import LOCK_NAME, Holder, Holdings, acquire
+from .jobs import Job, job_key, launcher_width, point_label, time_limit_problem
 from .progress import Progress
 from .slurm import is_lost
 from .space import Param, to_values
@@ -214,7 +214,7 @@ class StudySweeper(Sweeper):
             if not jobstate.needs_run(record, run_dir, rerun_failed):
                 self._finish(job, trial.number, record, run_dir, before=True)  # type: ignore[arg-type]
                 return None
-        claim = acquire(sweep_dir / job.label / f".claim-{k:03d}", "job claim")
+        claim = jobstate.claim(sweep_dir / job.label, k)
         if isinstance(claim, Holder):
             log.info("trial %d of %s is claimed by another sweep (%s)", k, job.label, claim.describe())
             self.progress.elsewhere += 1
@@ -233,7 +233,7 @@ class StudySweeper(Sweeper):
             return None
         finished = trial is not None and trial.state.is_finished()
         job.trial_number = trials.retry_trial(study, trial, k) if finished else number
-        if running_elsewhere(run_dir):  # e.g. a SLURM job that outlived its sweep: wait, do not train it twice
+        if jobstate.running_elsewhere(run_dir):  # e.g. a SLURM job that outlived its sweep: wait, do not train it twice
             self.waiting.append(job)
             return None
         if record is not None:
@@ -320,7 +320,7 @@ class StudySweeper(Sweeper):
             for job in unit.trials:  # a pack's members are rerun alone if its worker died
                 run_dir = sweep_dir / job.subdir
                 record = jobstate.record(run_dir)
-                if record is None and running_elsewhere(run_dir):  # the launcher lost track of a job that still runs
+                if record is None and jobstate.running_elsewhere(run_dir):  # the launcher lost track of a job that still runs
                     self.waiting.append(job)
                     continue
                 if record is None and broken:
@@ -337,10 +337,10 @@ class StudySweeper(Sweeper):
         """Jobs that a process of an earlier sweep still trains: wait for their records."""
         for job in self.waiting:
             run_dir = sweep_dir / job.subdir
-            holder = running_elsewhere(run_dir)
+            holder = jobstate.running_elsewhere(run_dir)
             if holder is not None:
                 log.warning("waiting for %s, trained by %s", job.subdir, holder.describe())
-            while running_elsewhere(run_dir) is not None:
+            while jobstate.running_elsewhere(run_dir) is not None:
                 time.sleep(WAIT_POLL_S)
             record = jobstate.record(run_dir) or self._missing_record(job, run_dir, None)
             self._finish(job, job.trial_number, record, run_dir)

@@ -19,9 +19,9 @@ from typing import Any
 
 import optuna
 
+from ..locks import STALE_S
 from ..results import FAILED, OK
 from .jobs import derive_seed
-from .lock import STALE_S
 from .space import Param, distributions
 
 

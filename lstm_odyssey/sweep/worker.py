@@ -20,7 +20,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .lock import RUNNING_NAME, Held, Holder, Holdings, acquire, runs
+from .. import jobstate
+from ..locks import Held, Holder, Holdings, runs
 
 SWEEP_ENV = "LSTM_ODYSSEY_SWEEP"
 PR_SET_PDEATHSIG = 1
@@ -93,7 +94,7 @@ def local_pool() -> Iterator[None]:
 def running(run_dir: Path) -> Iterator[Held]:
     """Hold the job's `.running` marker (heartbeat included) while it trains; AlreadyRunning when another
     live process holds it (the sweep then waits for that one instead)."""
-    held = acquire(Path(run_dir) / RUNNING_NAME, "running job")
+    held = jobstate.hold_running(run_dir)
     if isinstance(held, Holder):
         raise AlreadyRunning(f"{run_dir} is being trained by {held.describe()}")
     with Holdings() as holdings:

@@ -1,4 +1,5 @@
-"""Who works where: a sweep directory's lock, per-job claims, and a running job's marker.
+"""How a file is held by one live process: a sweep directory's lock, and a job's claim and running marker
+(where those two lie is jobstate's).
 
 Each is a small JSON file that names its holder (host, PID, the process's start, when it was taken, a
 heartbeat). It is created exclusively: the content goes to a temporary file that is then hard-linked to the
@@ -23,14 +24,13 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..files import atomic_write_text
+from .files import atomic_write_text
 
 log = logging.getLogger("lstm_odyssey.sweep")
 
 HEARTBEAT_S = 30.0
 STALE_S = 300.0
 LOCK_NAME = ".sweep.lock"
-RUNNING_NAME = ".running"
 
 
 def _stat(pid: int) -> list[str] | None:
