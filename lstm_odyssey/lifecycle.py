@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .cells import PRESETS, get_spec
+from .cells import cell_label, get_spec
 from .results import FAILED, git_commit, hparams_of, versions
 from .schema import validate
 
@@ -48,12 +48,9 @@ def requeue_count() -> int:
 
 
 def identify(record: dict, cfg: dict) -> None:
-    """Validate the config and put the cell into the record: its flags, and its name (a label the config
-    gives, e.g. `name: my_cifg_np`, else the preset the flags equal, else a description of the flags)."""
+    """Validate the config and put the cell into the record: its flags, and its name (`cells.cell_label`)."""
     validate(cfg)
-    spec = get_spec(cfg["cell"])
-    label = cfg["cell"].get("name") if isinstance(cfg["cell"], dict) else None
-    record.update(cell=label if label and label not in PRESETS else spec.name, cell_flags=spec.to_dict())
+    record.update(cell=cell_label(cfg["cell"]), cell_flags=get_spec(cfg["cell"]).to_dict())
 
 
 def new_loop() -> dict[str, Any]:

@@ -21,7 +21,7 @@ OK, DIVERGED, FAILED = STATUSES
 # What a hyperparameter is, for the record, the sweeper and the analysis alike: every key of these config
 # groups (cell flags included: a study may search them), minus the keys that only say how a run is run.
 HPARAM_GROUPS = ("cell", "data", "model", "optim", "trainer")
-NOT_HPARAMS = frozenset({"trainer.resume", "trainer.device", "trainer.progress"})
+NOT_HPARAMS = frozenset({"trainer.resume", "trainer.device", "trainer.progress", "cell.label"})
 
 
 def _jsonable(value: Any) -> Any:

@@ -178,10 +178,12 @@ class SweepConfig:
 
 
 def cell_schema() -> type:
-    """The cell group: a preset's name (or a free label) and every flag of CellSpec, typed Any because the
-    cell itself says which combinations are possible (`cell=gru cell.peepholes=true` fails as a run)."""
+    """The cell group: the preset the flags start from (`name`, set by `cell=<preset>`), a free `label` for
+    records, and every flag of CellSpec, typed Any because the cell itself says which combinations are
+    possible (`cell=gru cell.peepholes=true` fails as a run)."""
     flags = [(f.name, Any, field(default=f.default)) for f in dataclasses.fields(CellSpec)]
-    return dataclasses.make_dataclass("CellConfig", [("name", str, field(default="vanilla")), *flags])
+    named = [("name", str, field(default="vanilla")), ("label", str | None, field(default=None))]
+    return dataclasses.make_dataclass("CellConfig", [*named, *flags])
 
 
 CellConfig = cell_schema()

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .cells import cell_label
 from .results import FAILED, flat_metrics
 
 log = logging.getLogger("lstm_odyssey.tracking")
@@ -42,7 +43,7 @@ class NullTracker(Tracker):
 
 def _names(cfg: dict) -> tuple[str, str, str | None]:
     cell = cfg.get("cell") or {}
-    cell_name = cell.get("name", "custom") if isinstance(cell, dict) else str(cell)
+    cell_name = cell_label(cell) if cell else "custom"
     sweep = cfg.get("sweep") or {}
     return cell_name, (cfg.get("data") or {}).get("name", "unknown"), sweep.get("name")
 

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from lstm_odyssey.data import build_task
 from lstm_odyssey.engine import Engine
 from lstm_odyssey.lifecycle import identify, stop_reason
 from lstm_odyssey.models import SequenceModel
-from lstm_odyssey.results import load_results, read_record
+from lstm_odyssey.results import hparams_of, load_results, read_record
 
 TINY = ["data.length=12", "data.n_train=64", "data.n_val=32", "data.n_test=32", "model.hidden_size=8", "trainer.batch_size=16"]
 RECORD_KEYS = {
@@ -217,10 +218,18 @@ def test_stop_reason_follows_the_rules_in_order():
 
 
 def test_a_labelled_cell_keeps_its_label_in_the_record(tmp_path):
-    """`cell.name` that is no preset is the user's label; a preset name with changed flags is described."""
+    """`cell.label` names the cell in the record (and is no hyperparameter); a preset with changed flags is
+    described; the old way, a `cell.name` that is no preset, still labels it, with a deprecation warning."""
     record = {}
-    cfg = load_config(["cell=cifg", "cell.name=my_cifg_np", "cell.peepholes=false"])
-    identify(record, cfg)
+    cfg = load_config(["cell=cifg", "cell.label=my_cifg_np", "cell.peepholes=false"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        identify(record, cfg)
+    assert record["cell"] == "my_cifg_np" and record["cell_flags"]["coupled"] is True
+    assert record["cell_flags"]["peepholes"] is False and "cell.label" not in hparams_of(cfg)
+    record = {}
+    with pytest.warns(DeprecationWarning, match="cell.label=my_cifg_np"):
+        identify(record, load_config(["cell=cifg", "cell.name=my_cifg_np", "cell.peepholes=false"]))
     assert record["cell"] == "my_cifg_np" and record["cell_flags"]["coupled"] is True
     record = {}
     identify(record, load_config(["cell=vanilla", "cell.peepholes=false"]))

@@ -5,8 +5,8 @@ from .base import DEFAULT_INIT, Family, Init
 from .gru import GRU
 from .lstm import LSTM
 from .rnn import RNN
-from .spec import MODERN_CELLS, ODYSSEY_VARIANTS, PRESETS, CellSpec, get_spec
+from .spec import MODERN_CELLS, ODYSSEY_VARIANTS, PRESETS, CellSpec, cell_label, get_spec
 
 FAMILIES: dict[str, Family] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
-__all__ = ["DEFAULT_INIT", "FAMILIES", "MODERN_CELLS", "ODYSSEY_VARIANTS", "PRESETS", "CellSpec", "Family", "Init", "get_spec"]
+__all__ = ["DEFAULT_INIT", "FAMILIES", "MODERN_CELLS", "ODYSSEY_VARIANTS", "PRESETS", "CellSpec", "Family", "Init", "cell_label", "get_spec"]

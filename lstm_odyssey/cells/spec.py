@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -248,8 +249,8 @@ ODYSSEY_VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "np"
 
 
 def get_spec(cell: str | CellSpec | dict) -> CellSpec:
-    """A CellSpec from a preset name, a spec, or a dict of flags on top of `preset` (else of the preset
-    called `name`, else of vanilla; a name that is no preset, e.g. `my_cell`, is only a label)."""
+    """A CellSpec from a preset name, a spec, or a dict of flags on top of the preset `preset` or `name` (a
+    config's `cell.name`, which `cell=<preset>` sets; default vanilla). `label` is only a name for records."""
     if isinstance(cell, CellSpec):
         return cell
     if isinstance(cell, str):
@@ -257,10 +258,26 @@ def get_spec(cell: str | CellSpec | dict) -> CellSpec:
             raise ValueError(f"unknown cell {cell!r}; choose one of: {', '.join(PRESETS)}")
         return PRESETS[cell]
     flags = dict(cell)
-    label = flags.pop("name", None)  # a preset's name doubles as its base; any other name is a label
-    base = get_spec(flags.pop("preset", None) or (label if label in PRESETS else "vanilla"))
+    name, preset = flags.pop("name", None), flags.pop("preset", None)
+    flags.pop("label", None)
+    base = get_spec(preset or (name if name in PRESETS else "vanilla"))
     known = {f.name for f in dataclasses.fields(CellSpec)}
     unknown = sorted(set(flags) - known)
     if unknown:
         raise ValueError(f"unknown cell flag {unknown[0]!r}; known flags: {', '.join(sorted(known))}")
     return dataclasses.replace(base, **flags)
+
+
+def cell_label(cell: str | dict) -> str:
+    """The cell's name in records and dashboards: its `label` when the config gives one, else the preset its
+    flags equal, else a description of the flags (`CellSpec.name`). A `name` that is no preset still works
+    as a label for one release, with a deprecation warning (`cell.name` names the preset; use `cell.label`)."""
+    if isinstance(cell, str):
+        return cell
+    label, name = cell.get("label"), cell.get("name")
+    if not label and name and name not in PRESETS:
+        warnings.warn(f"cell.name={name} is no preset: a free label is now cell.label={name} (cell.name names the "
+                      "preset the flags start from; a label in cell.name goes in the next release)",
+                      DeprecationWarning, stacklevel=2)
+        label = name
+    return label or get_spec(cell).name

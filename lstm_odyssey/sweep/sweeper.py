@@ -33,6 +33,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from .. import jobstate
+from ..cells import cell_label
 from ..jobstate import KILLED
 from ..locks import LOCK_NAME, Holder, Holdings, acquire
 from ..results import FAILED, OK, STATUSES, hparams_of, write_record
@@ -369,7 +370,7 @@ class StudySweeper(Sweeper):
         try:
             assert self.hydra_context is not None and self.config is not None
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides))
-            record.update(cell=cfg.cell.name, task=cfg.data.name, seed=cfg.trainer.seed,
+            record.update(cell=cell_label(job_container(cfg)['cell']), task=cfg.data.name, seed=cfg.trainer.seed,
                           study=cfg.sweep.get("name"))
             record["hparams"] = hparams_of(job_container(cfg))
         except Exception as exc:  # the record matters more than its details
