@@ -1,15 +1,15 @@
-"""What a pack's time cuts cost and save: the prices behind `fused.cut_prices`.
+"""What a pack's time cuts cost and save: the prices behind `stacked.cut_prices`.
 
     python -m benchmarks.cuts                          # the grid, and the fitted prices (from the repository root)
     python -m benchmarks.cuts --trials 4 16 --hidden 32 128 --steps 100 --repeats 9
     python -m benchmarks.cuts --write                  # also write them to lstm_odyssey/packed/costs.json
 
 For each pack of K trials of `--hidden` units (vanilla, input 88, batch 8, `--steps` steps, one thread),
-`fused.recurrent` forward + backward is timed three ways, interleaved: one segment of all K trials; the
+`stacked.recurrent` forward + backward is timed three ways, interleaved: one segment of all K trials; the
 same sweep cut in `--segments` equal segments, all trials running (so the difference is what segments
 cost); and half the trials leaving at half time (so the difference is what a running trial's step costs).
 From these it fits a step's shared cost, a running trial's step (a constant and a term in hidden^2) and a
-segment's cost, in microseconds: the constants `fused.py` reads from `cuts` in lstm_odyssey/packed/costs.json,
+segment's cost, in microseconds: the constants `stacked.py` reads from `cuts` in lstm_odyssey/packed/costs.json,
 which `--write` replaces (with this command and the machine).
 """
 
@@ -27,24 +27,24 @@ import torch
 from benchmarks.packs import environment, least_squares, load_average, print_header, time_into, write_costs
 from lstm_odyssey.data.base import MULTILABEL
 from lstm_odyssey.models import SequenceModel
-from lstm_odyssey.packed import fused
+from lstm_odyssey.packed import stacked
 
 FEATURES, BATCH = 88, 8
 
 
 @contextmanager
 def fixed_cuts(rule: Callable[[list[int]], list[tuple[int, int, int]]]) -> Iterator[None]:
-    """`fused.recurrent` cuts by `rule` (the trials' steps -> the cuts) instead of `fused.segments`."""
-    chosen = fused.segments
-    fused.segments = lambda steps, *prices: rule(steps)
+    """`stacked.recurrent` cuts by `rule` (the trials' steps -> the cuts) instead of `stacked.segments`."""
+    chosen = stacked.segments
+    stacked.segments = lambda steps, *prices: rule(steps)
     try:
         yield
     finally:
-        fused.segments = chosen
+        stacked.segments = chosen
 
 
 def sweep(trials: int, hidden: int, steps: int) -> Callable[[list[tuple[int, int, int]]], None]:
-    """A forward + backward of `trials` random vanilla trials through `fused.recurrent`, for given cuts."""
+    """A forward + backward of `trials` random vanilla trials through `stacked.recurrent`, for given cuts."""
     with torch.device("meta"):
         template = SequenceModel(MULTILABEL, FEATURES, FEATURES, hidden_size=hidden, cell="vanilla", backend="loop")
     params = {name.removeprefix("rnn."): (0.1 * torch.randn(trials, *p.shape)).requires_grad_()
@@ -53,7 +53,7 @@ def sweep(trials: int, hidden: int, steps: int) -> Callable[[list[tuple[int, int
 
     def run(cuts: list[tuple[int, int, int]]) -> None:
         with fixed_cuts(lambda steps: cuts):
-            out, _ = fused.recurrent(template.rnn, params, x, None, None, [steps] * trials)
+            out, _ = stacked.recurrent(template.rnn, params, x, None, None, [steps] * trials)
         out.sum().backward()
 
     return run

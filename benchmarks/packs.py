@@ -7,7 +7,7 @@
 Both sides run the real training code on the same synthetic multilabel task (88 binary inputs and targets,
 sequences of 50-70 steps, batch 8, Adam): an epoch of the training loop (engine.py) for each single run (its model on
 `backend=auto`, which picks the fused or torch backend), and for the pack, on each of
-`--paths` (PackedModel's `fused` path, the default, and the `vmap` reference). Each case is timed over one
+`--trial-axes` (PackedModel's `stacked` trials, the default, and the `vmap` reference). Each case is timed over one
 epoch of `--steps` batches, the cases interleaved `--repeats` times in one process (drifting load hits
 them alike). Times are medians; "× single runs" is the median over the repeats of the ratio within a
 repeat, "(best times)" the ratio of the fastest repeats (the least disturbed on a shared machine, where
@@ -17,8 +17,8 @@ of a run and is vectorised in a pack too). `--hidden` with no sizes times the dr
 
 `drawn` rows: `--drawn` hidden sizes drawn log-uniformly from [20, 200] (the paper's range), trained as
 single runs, as packs of consecutive sizes after sorting (bucketed: little padding), as packs in the
-drawn order (each padded to its largest), all on the first of `--paths`, and as `plan.plan_packs(...,
-"auto")` groups them (packs of the small sizes, single runs of the large ones) on every path: the
+drawn order (each padded to its largest), all on the first of `--trial-axes`, and as `plan.plan_packs(...,
+"auto")` groups them (packs of the small sizes, single runs of the large ones) on every trial axis: the
 study-level figure.
 
 `--write` refits the planner's cost model to the fixed rows by least squares (ms per training batch: a trial
@@ -51,7 +51,7 @@ from lstm_odyssey.engine import Engine, Setup
 from lstm_odyssey.lifecycle import record_head
 from lstm_odyssey.packed import costs
 from lstm_odyssey.packed.fit import pack_setup
-from lstm_odyssey.packed.model import PATHS
+from lstm_odyssey.packed.model import TRIAL_AXES
 from lstm_odyssey.packed.plan import plan_packs
 
 FEATURES, BATCH_SIZE, JSB_BATCHES = 88, 8, 29
@@ -106,8 +106,8 @@ class Singles:
 class Packs:
     """The same trials in packs (lists of positions), one epoch of every pack per call."""
 
-    def __init__(self, cfgs: list[dict], task: TaskData, groups: list[list[int]], folder: Path, path: str = "fused") -> None:
-        self.packs = [engine_for([cfgs[k] for k in group], folder / f"pack{j}", pack_setup([cfgs[k] for k in group], task, path))
+    def __init__(self, cfgs: list[dict], task: TaskData, groups: list[list[int]], folder: Path, trial_axis: str = "stacked") -> None:
+        self.packs = [engine_for([cfgs[k] for k in group], folder / f"pack{j}", pack_setup([cfgs[k] for k in group], task, trial_axis))
                       for j, group in enumerate(groups)]
 
     def epoch(self) -> None:
@@ -125,15 +125,15 @@ Cases = dict[str, tuple[Callable[[], None], dict]]  # name -> (one epoch of the 
 
 
 def fixed_cases(args: argparse.Namespace, task: TaskData, folder: Path, cases: Cases) -> None:
-    """Per fixed hidden size: `--singles` single runs, and a pack of each width on each path."""
+    """Per fixed hidden size: `--singles` single runs, and a pack of each width on each trial axis."""
     for h in args.hidden:
         singles = Singles(trial_configs(args.cell, [h] * args.singles), task)
         cases[f"single h={h}"] = (singles.epoch, {"kind": "single", "hidden": h, "width": 1, "trials": args.singles,
                                                    "backend": singles.backend})
         for k in args.widths:
-            for path in args.paths:
-                packs = Packs(trial_configs(args.cell, [h] * k), task, [list(range(k))], folder, path)
-                cases[f"pack h={h} K={k} {path}"] = (packs.epoch, {"kind": "pack", "hidden": h, "width": k, "trials": k, "path": path})
+            for trial_axis in args.trial_axes:
+                packs = Packs(trial_configs(args.cell, [h] * k), task, [list(range(k))], folder, trial_axis)
+                cases[f"pack h={h} K={k} {trial_axis}"] = (packs.epoch, {"kind": "pack", "hidden": h, "width": k, "trials": k, "trial_axis": trial_axis})
 
 
 def drawn_cases(args: argparse.Namespace, task: TaskData, folder: Path, cases: Cases) -> None:
@@ -147,22 +147,22 @@ def drawn_cases(args: argparse.Namespace, task: TaskData, folder: Path, cases: C
     for k in args.widths:
         in_order = [list(range(j, min(j + k, len(drawn)))) for j in range(0, len(drawn), k)]
         for strategy, groups in (("bucketed", plan_packs(drawn, k, "cpu", cfgs[0]["trainer"]["batch_size"])), ("padded", in_order)):
-            packs = Packs(cfgs, task, groups, folder, args.paths[0])
-            cases[f"drawn {strategy} K={k} {args.paths[0]}"] = (packs.epoch, {
+            packs = Packs(cfgs, task, groups, folder, args.trial_axes[0])
+            cases[f"drawn {strategy} K={k} {args.trial_axes[0]}"] = (packs.epoch, {
                 "kind": "drawn", "strategy": strategy, "width": k, "trials": len(drawn), "hidden_sizes": drawn,
-                "path": args.paths[0]})
+                "trial_axis": args.trial_axes[0]})
     groups = plan_packs(drawn, "auto", "cpu", cfgs[0]["trainer"]["batch_size"])
-    for path in args.paths:
+    for trial_axis in args.trial_axes:
         alone = Singles([cfgs[g[0]] for g in groups if len(g) == 1], task) if any(len(g) == 1 for g in groups) else None
-        packs = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder, path)
+        packs = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder, trial_axis)
 
         def auto_epoch(packs=packs, alone=alone) -> None:
             packs.epoch()
             if alone is not None:
                 alone.epoch()
 
-        cases[f"drawn auto {path}"] = (auto_epoch, {"kind": "drawn", "strategy": "auto", "width": "auto", "trials": len(drawn),
-                                                    "hidden_sizes": drawn, "packs": groups, "path": path})
+        cases[f"drawn auto {trial_axis}"] = (auto_epoch, {"kind": "drawn", "strategy": "auto", "width": "auto", "trials": len(drawn),
+                                                    "hidden_sizes": drawn, "packs": groups, "trial_axis": trial_axis})
 
 
 def time_cases(cases: Cases, args: argparse.Namespace) -> list[dict]:
@@ -185,16 +185,16 @@ def time_cases(cases: Cases, args: argparse.Namespace) -> list[dict]:
 
 def add_speedups(rows: list[dict]) -> None:
     """Each row's speed against its single runs (packs: the same hidden size; drawn: the drawn singles), and a
-    fused pack's against the same case on the vmap path."""
+    stacked pack's against the same case run by vmap."""
     singles = {r["hidden"]: r for r in rows if r["kind"] == "single"}
     drawn_single = next((r for r in rows if r["kind"] == "drawn" and r["strategy"] == "single"), None)
-    by_case = {(r["kind"], r.get("hidden"), r.get("strategy"), r["width"], r.get("path")): r for r in rows}
+    by_case = {(r["kind"], r.get("hidden"), r.get("strategy"), r["width"], r.get("trial_axis")): r for r in rows}
     for r in rows:
         base = singles.get(r.get("hidden")) if r["kind"] == "pack" else drawn_single if r["kind"] == "drawn" else r
         r["speedup"] = relative_speed(r, base)
         r["speedup_best"] = (min(base["seconds_all"]) / base["trials"]) / (min(r["seconds_all"]) / r["trials"])
         vmap = by_case.get((r["kind"], r.get("hidden"), r.get("strategy"), r["width"], "vmap"))
-        if r.get("path") == "fused" and vmap is not None:
+        if r.get("trial_axis") == "stacked" and vmap is not None:
             r["vs_vmap"] = relative_speed(r, vmap)
 
 
@@ -212,14 +212,14 @@ def measure(args: argparse.Namespace) -> dict:
     add_speedups(rows)
     env = environment("python -m benchmarks.packs " + " ".join(args.argv), load_before)
     config = {k: v for k, v in vars(args).items() if k not in ("json", "argv")}
-    return {"config": config, "env": env, "rows": rows, "auto_rule": auto_rule(rows, args.paths[0])}
+    return {"config": config, "env": env, "rows": rows, "auto_rule": auto_rule(rows, args.trial_axes[0])}
 
 
-def fit_costs(rows: list[dict], steps: int, path: str = "fused") -> dict[str, list[float]]:
+def fit_costs(rows: list[dict], steps: int, trial_axis: str = "stacked") -> dict[str, list[float]]:
     """The planner's cost model (costs.json's `plan` section, ms per training batch of 8) refitted by least
-    squares to one run: single runs' time per trial on (1, n^2), packs' on `path` per pack on (1, K, K N^2)."""
+    squares to one run: single runs' time per trial on (1, n^2), packs' on `trial_axis` per pack on (1, K, K N^2)."""
     singles = [r for r in rows if r["kind"] == "single"]
-    packs = [r for r in rows if r["kind"] == "pack" and r["path"] == path]
+    packs = [r for r in rows if r["kind"] == "pack" and r["trial_axis"] == trial_axis]
     if len({r["hidden"] for r in singles}) < 2 or len({r["width"] for r in packs}) < 2:
         raise ValueError("fitting the cost model needs at least 2 hidden sizes and 2 widths (--hidden, --widths)")
     alone = least_squares([[1.0, r["hidden"] ** 2] for r in singles],
@@ -280,24 +280,24 @@ def relative_speed(row: dict, base: dict) -> float:
     )
 
 
-def auto_rule(rows: list[dict], path: str = "fused") -> list[dict]:
-    """Per measured hidden size, the width with the most trials per hour on `path` (1 when no pack beats
+def auto_rule(rows: list[dict], trial_axis: str = "stacked") -> list[dict]:
+    """Per measured hidden size, the width with the most trials per hour on `trial_axis` (1 when no pack beats
     single runs)."""
     rule = []
-    for h in sorted({r["hidden"] for r in rows if r["kind"] == "pack" and r["path"] == path}):
-        packs = [r for r in rows if r["kind"] == "pack" and r["hidden"] == h and r["path"] == path]
+    for h in sorted({r["hidden"] for r in rows if r["kind"] == "pack" and r["trial_axis"] == trial_axis}):
+        packs = [r for r in rows if r["kind"] == "pack" and r["hidden"] == h and r["trial_axis"] == trial_axis]
         best = max(packs, key=lambda r: r["speedup"])
         rule.append({"hidden": h, "width": best["width"] if best["speedup"] > 1 else 1, "speedup": max(best["speedup"], 1.0)})
     return rule
 
 
 def format_table(result: dict) -> str:
-    lines = ["| case | hidden | K | path | ms / trial-step | trials / hour | × single runs | (best times) | × vmap pack |",
+    lines = ["| case | hidden | K | trials | ms / trial-step | trials / hour | × single runs | (best times) | × vmap pack |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         hidden = r.get("hidden", f"drawn ({r.get('strategy')})")
         vs_vmap = f"{r['vs_vmap']:.2f}" if "vs_vmap" in r else ""
-        lines.append(f"| {r['case']} | {hidden} | {r['width']} | {r.get('path', '-')} | {r['ms_per_trial_step']:.2f} | "
+        lines.append(f"| {r['case']} | {hidden} | {r['width']} | {r.get('trial_axis', '-')} | {r['ms_per_trial_step']:.2f} | "
                      f"{r['trials_per_hour']:.1f} | {r['speedup']:.2f} | {r['speedup_best']:.2f} | {vs_vmap} |")
     return "\n".join(lines)
 
@@ -307,8 +307,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cell", default="vanilla")
     parser.add_argument("--hidden", type=int, nargs="*", default=[24, 48, 96, 128, 192], help="fixed hidden sizes to time")
     parser.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32], help="pack widths K")
-    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS,
-                        help="PackedModel paths to time (the first one also runs the drawn bucketed/padded cases and proposes the rule)")
+    parser.add_argument("--trial-axes", nargs="+", default=list(TRIAL_AXES), choices=TRIAL_AXES,
+                        help="how PackedModel runs the trials, the ways to time (the first one also runs the drawn bucketed/padded cases and proposes the rule)")
     parser.add_argument("--singles", type=int, default=2, help="single runs timed per hidden size (their time is per trial)")
     parser.add_argument("--drawn", type=int, default=40, help="trials with hidden sizes drawn from log-U[20, 200] (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawn hidden sizes")
@@ -318,7 +318,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", metavar="FILE", help="also write every number here")
     parser.add_argument("--write", nargs="?", const="", metavar="FILE",
-                        help="refit the planner's cost model to this run (on the first of --paths) and write it to "
+                        help="refit the planner's cost model to this run (on the first of --trial-axes) and write it to "
                              "costs.json's plan section (FILE: a copy of it; default: the package's own)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.write is not None:
-        fitted = fit_costs(result["rows"], args.steps, args.paths[0])
+        fitted = fit_costs(result["rows"], args.steps, args.trial_axes[0])
         target = write_costs("plan", fitted, result["env"], args.write)
         print(f"# wrote {fitted} to {target}")
 

@@ -11,7 +11,7 @@
   any dtype; activation memory is linear in T. On CUDA with Triton the pointwise part of each step is
   one hand-written Triton kernel (cells/lstm_triton.py, gru_triton.py), next to the cuBLAS matmul;
   cells a kernel cannot run (the flags beyond the paper) run the eager sweep, and cells that are
-  parallel in time (minGRU, minLSTM) a scan over time (cells/lstm_scan.py): `fused_path` says which.
+  parallel in time (minGRU, minLSTM) a scan over time (cells/lstm_scan.py): `fused_kernel` says which.
 * ``graph`` (CUDA only): ``fused`` with each sequence's forward and backward captured as CUDA graphs
   (graphs.py), so that the per-step launches cost one launch.
 
@@ -67,15 +67,15 @@ def why_not(backend: str, spec: CellSpec, device: torch.device, return_gates: bo
     return None
 
 
-def fused_path(spec: CellSpec, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+def fused_kernel(spec: CellSpec, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     """What the ``fused`` and ``graph`` backends run for one trial of this cell, with the reason: the
     scan over time, Triton's kernel, or the eager sweep (and why not the kernel)."""
     family = FAMILIES[spec.family]
     probe = torch.empty((1, 1, len(spec.blocks)), device=device, dtype=dtype)  # a (T, B, kN) sequence's layout
-    path = family.fused_path(spec, probe)
-    if path == "scan":
+    kernel = family.fused_kernel(spec, probe)
+    if kernel == "scan":
         return "scan: parallel in time (no recurrent weights, no peephole into i or f, sigmoid gates)"
-    if path == "triton":
+    if kernel == "triton":
         return "triton: the family's kernel runs this cell"
     problem = family.kernel_problem(spec)
     return f"eager: {problem}" if problem else f"eager: Triton's kernels run CUDA float32/float64 sequences only (this one: {device}, {dtype})"

@@ -266,7 +266,7 @@ class RecurrentLayer(nn.Module):
             layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        final_state = self.family.pack_state([torch.stack(f) for f in finals])
+        final_state = self.family.join_state([torch.stack(f) for f in finals])
         return layer_input, final_state, all_gates
 
     # -- the reference loop -----------------------------------------------------------------
@@ -302,7 +302,7 @@ class RecurrentLayer(nn.Module):
     def _forward_torch(self, x: Tensor, lengths: Tensor | None, state: list[Tensor]):
         """The whole stack in one call of torch's kernel (cuDNN on a GPU) with our parameters."""
         flat = [w for _, params in self._all_params() for w in self.family.torch_weights(params)]
-        kernel, pack = self.family.torch_equivalent.kernel, self.family.pack_state
+        kernel, pack = self.family.torch_equivalent.kernel, self.family.join_state
         args = (flat, True, self.num_layers, self.dropout, self.training, self.bidirectional)
         with warnings.catch_warnings():  # cuDNN would like one flat weight buffer; it copies instead
             warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")

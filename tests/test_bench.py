@@ -12,27 +12,27 @@ import pytest
 
 from benchmarks import cuts, packs, study
 from lstm_odyssey import bench
-from lstm_odyssey.packed import costs, fused
+from lstm_odyssey.packed import costs, stacked
 from lstm_odyssey.packed.plan import plan_packs
 
 
 def test_the_packed_benchmark_times_every_case(tmp_path, capsys):
     out = tmp_path / "packed.json"
     packs.main(["--hidden", "24", "--widths", "2", "--drawn", "3", "--steps", "1", "--repeats", "1",
-                "--paths", "fused", "--json", str(out)])
+                "--trial-axes", "stacked", "--json", str(out)])
     result = json.loads(out.read_text())
     cases = {r["case"] for r in result["rows"]}
-    assert {"single h=24", "pack h=24 K=2 fused", "drawn singles", "drawn auto fused"} <= cases
+    assert {"single h=24", "pack h=24 K=2 stacked", "drawn singles", "drawn auto stacked"} <= cases
     assert all(r["trials_per_hour"] > 0 and len(r["seconds_all"]) == 1 for r in result["rows"])
-    assert "| drawn auto fused |" in capsys.readouterr().out
+    assert "| drawn auto stacked |" in capsys.readouterr().out
 
 
 def test_the_study_benchmark_times_the_studys_own_trials_both_ways(tmp_path, capsys, monkeypatch):
     data = os.environ.get("LSTM_ODYSSEY_DATA")
     if not data or not (Path(data) / "jsb_chorales").is_dir():
         pytest.skip("needs the JSB Chorales copy under $LSTM_ODYSSEY_DATA (CI sets it)")
-    cut, calls = fused.segments, []
-    monkeypatch.setattr(fused, "segments", lambda steps, *prices: calls.append(steps) or cut(steps, *prices))
+    cut, calls = stacked.segments, []
+    monkeypatch.setattr(stacked, "segments", lambda steps, *prices: calls.append(steps) or cut(steps, *prices))
     out = tmp_path / "study.json"
     study.main(["--protocols", "paper", "adam", "--trials", "3", "--steps", "2", "--repeats", "1", "--json", str(out)])
     result = json.loads(out.read_text())
@@ -61,7 +61,7 @@ def test_the_cut_benchmark_fits_the_prices_it_times_and_writes_them_to_a_costs_f
                "--write", str(copy)])
     out = capsys.readouterr().out
     assert "| 2 | 4 |" in out and "| 2 | 6 |" in out and "step_shared_us = " in out
-    assert fused.segments.__name__ == "segments"  # the timed cuts are undone
+    assert stacked.segments.__name__ == "segments"  # the timed cuts are undone
     written = costs.section("cuts", copy)
     assert written["measured"]["command"].startswith("python -m benchmarks.cuts --trials 2")
     assert len(written["trial_step_us"]) == 2 and written["segment_us"] != costs.section("cuts")["segment_us"]
@@ -75,7 +75,7 @@ def test_the_cut_benchmark_fits_the_prices_it_times_and_writes_them_to_a_costs_f
 def test_the_pack_benchmark_refits_the_planners_cost_model():
     def row(kind: str, hidden: int, width: int, ms: float) -> dict:
         return {"kind": kind, "hidden": hidden, "width": width, "trials": width if kind == "pack" else 2,
-                "path": "fused", "epoch_seconds": ms * 3 / 1e3 * (1 if kind == "pack" else 2)}
+                "trial_axis": "stacked", "epoch_seconds": ms * 3 / 1e3 * (1 if kind == "pack" else 2)}
 
     rows = [row("single", n, 1, 40 + 0.001 * n * n) for n in (24, 96, 192)]
     rows += [row("pack", n, k, 30 + k * (5 + 0.002 * n * n)) for n in (24, 96) for k in (2, 8)]

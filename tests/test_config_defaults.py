@@ -196,9 +196,9 @@ def test_the_scan_setting_chooses_the_path_forward_and_backward(monkeypatch):
 
 
 def backends_path(spec) -> str:
-    from lstm_odyssey.backends import fused_path
+    from lstm_odyssey.backends import fused_kernel
 
-    return fused_path(spec, torch.device("cpu")).split(":")[0]
+    return fused_kernel(spec, torch.device("cpu")).split(":")[0]
 
 
 @pytest.mark.slow

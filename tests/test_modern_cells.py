@@ -425,7 +425,7 @@ def test_scan_equals_the_sequential_loop(cell, method, monkeypatch):
     monkeypatch.setenv("LSTM_ODYSSEY_SCAN", method)
     layer = random_layer(cell, 3, 8, seed=20)
     spec = layer.spec
-    assert FAMILIES["lstm"].fused_path(spec, torch.zeros(1, 1, 1)) == "scan"
+    assert FAMILIES["lstm"].fused_kernel(spec, torch.zeros(1, 1, 1)) == "scan"
     x = torch.randn(4, 200, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(21), requires_grad=True)
     state = [s.requires_grad_() for s in random_state(layer, 4)]
 
@@ -437,7 +437,7 @@ def test_scan_equals_the_sequential_loop(cell, method, monkeypatch):
 
     scan = results("fused")
     monkeypatch.setenv("LSTM_ODYSSEY_SCAN", "0")
-    assert FAMILIES["lstm"].fused_path(spec, torch.zeros(1, 1, 1)) == "eager"
+    assert FAMILIES["lstm"].fused_kernel(spec, torch.zeros(1, 1, 1)) == "eager"
     for other in (results("fused"), results("loop")):
         for got, want in zip(scan, other, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
@@ -447,22 +447,22 @@ def test_auto_runs_the_scan_for_cells_parallel_in_time_and_says_why_others_run_e
     for cell in MODERN_CELLS:
         spec = PRESETS[cell]
         assert backends.select("auto", spec, CPU) == "fused"
-        path = backends.fused_path(spec, CPU)
+        path = backends.fused_kernel(spec, CPU)
         assert path.startswith("scan" if cell in ("min_gru", "min_lstm") else "eager"), path
-    assert "exponential_gates" in backends.fused_path(PRESETS["slstm"], CPU)
-    assert "recurrence='diagonal'" in backends.fused_path(PRESETS["indy_lstm"], CPU)
-    assert "coupling_shift" in backends.fused_path(PRESETS["janet"], CPU)
+    assert "exponential_gates" in backends.fused_kernel(PRESETS["slstm"], CPU)
+    assert "recurrence='diagonal'" in backends.fused_kernel(PRESETS["indy_lstm"], CPU)
+    assert "coupling_shift" in backends.fused_kernel(PRESETS["janet"], CPU)
 
 
 def test_the_triton_kernel_is_not_asked_to_run_new_flags(monkeypatch):
     """Where Triton would run, a cell with a flag its kernel lacks runs the eager sweep instead."""
     monkeypatch.setattr(ops, "triton_runs", lambda xp: True)
     lstm, xp = FAMILIES["lstm"], torch.zeros(1, 1, 1)
-    assert lstm.fused_path(PRESETS["vanilla"], xp) == "triton"
-    assert lstm.fused_path(PRESETS["cifg"], xp) == "triton"
+    assert lstm.fused_kernel(PRESETS["vanilla"], xp) == "triton"
+    assert lstm.fused_kernel(PRESETS["cifg"], xp) == "triton"
     for cell in ("slstm", "indy_lstm", "janet", {"preset": "np", "heads": 2}, {"preset": "min_lstm", "recurrence": "full"},
                  {"preset": "vanilla", "input_activation": "positive"}):
-        assert lstm.fused_path(get_spec(cell), xp) == "eager", cell
+        assert lstm.fused_kernel(get_spec(cell), xp) == "eager", cell
         assert lstm.kernel_problem(get_spec(cell)).startswith("the LSTM Triton kernel has no")
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import lstm_odyssey.packed
-from lstm_odyssey.packed import costs, fused, plan
+from lstm_odyssey.packed import costs, plan, stacked
 
 RAW = Path(lstm_odyssey.packed.__file__).with_name("costs.json")
 
@@ -16,7 +16,7 @@ RAW = Path(lstm_odyssey.packed.__file__).with_name("costs.json")
 def test_the_constants_in_use_are_the_files_numbers():
     raw = json.loads(RAW.read_text())
     cut, planned = raw["cuts"], raw["plan"]
-    assert (fused.STEP_SHARED_US, fused.TRIAL_STEP_US, fused.SEGMENT_US) == (
+    assert (stacked.STEP_SHARED_US, stacked.TRIAL_STEP_US, stacked.SEGMENT_US) == (
         cut["step_shared_us"], tuple(cut["trial_step_us"]), cut["segment_us"])
     assert (plan.ALONE_COST, plan.PACK_COST) == (tuple(planned["alone_cost_ms"]), tuple(planned["pack_cost_ms"]))
     assert plan.WIDTH_CAP == tuple(map(tuple, planned["width_cap"]))
@@ -27,7 +27,7 @@ def test_the_constants_in_use_are_the_files_numbers():
 
 def test_a_changed_copy_of_the_file_changes_the_plan_and_the_cut_prices(tmp_path, monkeypatch):
     sizes = [20] * 12 + [60] * 6
-    before, prices = plan.plan_packs(sizes, "auto", "cpu", plan.REFERENCE_BATCH), fused.cut_prices(60, 8)
+    before, prices = plan.plan_packs(sizes, "auto", "cpu", plan.REFERENCE_BATCH), stacked.cut_prices(60, 8)
     assert any(len(group) > 1 for group in before)
     data = costs.load()
     data["plan"]["alone_cost_ms"] = [1.0, 0.0]  # trials alone almost free: no pack pays
@@ -37,11 +37,11 @@ def test_a_changed_copy_of_the_file_changes_the_plan_and_the_cut_prices(tmp_path
     monkeypatch.setattr(costs, "COSTS_FILE", copy)
     try:
         importlib.reload(plan)
-        importlib.reload(fused)
+        importlib.reload(stacked)
         assert plan.plan_packs(sizes, "auto", "cpu", plan.REFERENCE_BATCH) == [[k] for k in range(len(sizes))]
-        assert fused.cut_prices(60, 8) == (prices[0], 2 * prices[1])
+        assert stacked.cut_prices(60, 8) == (prices[0], 2 * prices[1])
     finally:
         monkeypatch.undo()
         importlib.reload(plan)
-        importlib.reload(fused)
-    assert plan.plan_packs(sizes, "auto", "cpu", plan.REFERENCE_BATCH) == before and fused.cut_prices(60, 8) == prices
+        importlib.reload(stacked)
+    assert plan.plan_packs(sizes, "auto", "cpu", plan.REFERENCE_BATCH) == before and stacked.cut_prices(60, 8) == prices

@@ -16,7 +16,7 @@ from lstm_odyssey.config import load_config
 from lstm_odyssey.data import build_task
 from lstm_odyssey.engine import Engine
 from lstm_odyssey.packed import fit as packed_fit
-from lstm_odyssey.packed import fused
+from lstm_odyssey.packed import stacked
 from lstm_odyssey.packed.fit import fit_pack, initial_models
 from lstm_odyssey.packed.model import PackedModel, template_for
 from lstm_odyssey.packed.plan import GPU_WIDTH, alone_cost, auto_width, check_packable, pack_cost, pack_key, plan_packs
@@ -36,13 +36,13 @@ def max_difference(a, b) -> float:
     return 0.0
 
 
-@pytest.mark.parametrize(("cell", "path"), [("vanilla", "fused"), ("fgr", "fused"), ("gru", "fused"), ("gru_cho", "fused"),
-                                           ("rnn", "fused"), ("vanilla", "vmap"), ("fgr", "vmap"),
-                                           ("min_gru", "fused"), ("slstm", "fused"), ("indrnn", "fused")])
-def test_a_pack_equals_its_trials_run_alone(tmp_path, cell, path):
+@pytest.mark.parametrize(("cell", "trial_axis"), [("vanilla", "stacked"), ("fgr", "stacked"), ("gru", "stacked"),
+                                                 ("gru_cho", "stacked"), ("rnn", "stacked"), ("vanilla", "vmap"), ("fgr", "vmap"),
+                                                 ("min_gru", "stacked"), ("slstm", "stacked"), ("indrnn", "stacked")])
+def test_a_pack_equals_its_trials_run_alone(tmp_path, cell, trial_axis):
     cfgs = trial_cfgs(f"cell={cell}", "optim=sgd")
     singles = [train.run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(cfgs)]
-    packed = fit_pack([(cfg, tmp_path / f"packed{k}") for k, cfg in enumerate(cfgs)], pack_id="p0", path=path)
+    packed = fit_pack([(cfg, tmp_path / f"packed{k}") for k, cfg in enumerate(cfgs)], pack_id="p0", trial_axis=trial_axis)
     assert [r["status"] for r in singles] == ["ok", "ok", "ok", "diverged"]
     assert singles[2]["stopped_by"] == "early_stopping" and singles[2]["epochs_run"] == 2
     assert singles[3]["stopped_by"] == "diverged" and singles[3]["epochs_run"] < 4
@@ -51,7 +51,7 @@ def test_a_pack_equals_its_trials_run_alone(tmp_path, cell, path):
         assert pack["pack"] == {"id": "p0", "width": 4, "position": k}
         on_disk = read_record(tmp_path / f"packed{k}")
         assert (on_disk["pack"], on_disk["history"], on_disk["status"]) == (pack["pack"], pack["history"], pack["status"])
-        assert pack["backend"] == packed_fit.RECORDED_BACKEND[path]
+        assert pack["backend"] == packed_fit.RECORDED_BACKEND[trial_axis]
         assert_close(pack, single)
         best = torch.load(tmp_path / f"packed{k}" / "checkpoints" / "best.pt", weights_only=True) if k != 3 else None
         if best is not None:  # the best weights in the single model's layout, as a single run writes them
@@ -236,7 +236,7 @@ def test_variable_lengths_a_pack_of_temporal_order_trials_equals_single_runs(tmp
     the default dtype, so this one runs in float32 (to 1e-4)."""
     torch.set_default_dtype(torch.float32)  # the fixture restores the default afterwards
     if cuts == "free":
-        monkeypatch.setattr(fused, "cut_prices", lambda hidden, batch: (0.0, 0.0))
+        monkeypatch.setattr(stacked, "cut_prices", lambda hidden, batch: (0.0, 0.0))
     overrides = ["data=temporal_order", "data.n_train=32", "data.n_val=16", "data.n_test=16", "trainer.batch_size=8",
                  "trainer.epochs=2", "trainer.patience=null", "trainer.progress=false", "cell=cifg", "optim=adam"]
     base = load_config(overrides)
@@ -256,10 +256,10 @@ def test_a_pack_of_jsb_trials_with_time_cuts_equals_single_runs(tmp_path, monkey
     if not data or not (Path(data) / "jsb_chorales").is_dir():
         pytest.skip("needs the JSB Chorales copy under $LSTM_ODYSSEY_DATA (CI sets it)")
     torch.set_default_dtype(torch.float32)  # the chorales are float32; the fixture restores the default
-    monkeypatch.setattr(fused, "cut_prices", lambda hidden, batch: (0.0, 0.0))
+    monkeypatch.setattr(stacked, "cut_prices", lambda hidden, batch: (0.0, 0.0))
     seen = []
-    cut = fused.segments
-    monkeypatch.setattr(fused, "segments", lambda steps, *prices: seen.append(cut(steps, *prices)) or seen[-1])
+    cut = stacked.segments
+    monkeypatch.setattr(stacked, "segments", lambda steps, *prices: seen.append(cut(steps, *prices)) or seen[-1])
     base = load_config(["data=jsb_chorales", "data.max_chorales=24", "trainer.batch_size=4", "trainer.epochs=2",
                         "trainer.patience=null", "trainer.progress=false", "cell=vanilla", "optim=adam"])
     cfgs = [with_keys(base, {"model.hidden_size": h, "trainer.seed": s, "optim.lr": lr, "trainer.input_noise": noise})

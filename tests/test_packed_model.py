@@ -1,6 +1,6 @@
 """A pack of trials equals each trial's own SequenceModel: predictions, states, losses and gradients (float64),
 with different hidden sizes (padding), forget biases, per-trial batches and variable lengths, on both of the
-pack's paths (fused, the default, and vmap, the reference); and the two paths equal each other."""
+pack's two ways of running its trials (stacked, the default, and vmap, the reference); and the two equal each other."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from torch.func import functional_call, vmap
 
 from lstm_odyssey.data.base import CLASSIFICATION, MULTILABEL, STEP_CLASSIFICATION, collate
 from lstm_odyssey.models import SequenceModel
-from lstm_odyssey.packed import fused
-from lstm_odyssey.packed.model import PATHS, PackedModel, embedding_index, stack_batches
+from lstm_odyssey.packed import stacked
+from lstm_odyssey.packed.model import TRIAL_AXES, PackedModel, embedding_index, stack_batches
 from lstm_odyssey.packed.optim import PackedAdam
 
 CELLS = ["vanilla", "fgr", "gru", "gru_cho", "rnn", "cifg", "min_gru", "min_lstm", "slstm", "indy_lstm", "indrnn", "janet"]
@@ -61,12 +61,12 @@ def batch_of(setup: str, k: int):
 
 def rnn_outputs(pack: PackedModel, x: torch.Tensor, lengths):
     """The recurrent stack's outputs at every step for every trial (the pack runs them inside the model),
-    (K, B, T, D * N), on the pack's path."""
+    (K, B, T, D * N), on the pack's trial axis."""
     rnn_params = {n.removeprefix("rnn."): p for n, p in pack.params.items() if n.startswith("rnn.")}
     encoder = {n.removeprefix("encoder."): p for n, p in pack.params.items() if n.startswith("encoder.")}
-    if pack.path == "fused":
-        inputs = fused.encode(pack.template.encoder, pack.params, x)
-        out, _ = fused.recurrent(pack.template.rnn, rnn_params, inputs, lengths, None)
+    if pack.trial_axis == "stacked":
+        inputs = stacked.encode(pack.template.encoder, pack.params, x)
+        out, _ = stacked.recurrent(pack.template.rnn, rnn_params, inputs, lengths, None)
         return out.movedim(0, 2), None
 
     def run(p, e, x, lengths):
@@ -76,16 +76,16 @@ def rnn_outputs(pack: PackedModel, x: torch.Tensor, lengths):
     return vmap(run, in_dims=(0, 0, 0, None if lengths is None else 0))(rnn_params, encoder, x, lengths)
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("trial_axis", TRIAL_AXES)
 @pytest.mark.parametrize("setup", list(SETUPS))
 @pytest.mark.parametrize("cell", CELLS)
-def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, path, monkeypatch):
-    monkeypatch.setattr(fused, "cut_prices", lambda hidden, batch: (0.0, 0.0))  # a segment per trial length
+def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, trial_axis, monkeypatch):
+    monkeypatch.setattr(stacked, "cut_prices", lambda hidden, batch: (0.0, 0.0))  # a segment per trial length
     torch.manual_seed(0)
     singles = [make(setup, cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
     width = max(HIDDEN)
-    pack = PackedModel(make(setup, cell, width, meta=True), singles, path=path)
-    assert pack.path == path
+    pack = PackedModel(make(setup, cell, width, meta=True), singles, trial_axis=trial_axis)
+    assert pack.trial_axis == trial_axis
     batches = [batch_of(setup, k) for k in range(len(singles))]
     x, lengths = stack_batches(batches, [b.x for b in batches])
     assert lengths is not None  # variable lengths and different padded lengths per trial
@@ -99,7 +99,7 @@ def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, path, monkeypatch):
         out, own_final = model(batch.x, batch.lengths)
         model.loss(out, batch).backward()
         assert (pack.own_steps(prediction[k], batch) - out).abs().max() < 1e-12
-        if not per_step or path == "fused":  # vmap runs per-step tasks past a trial's own padded length
+        if not per_step or trial_axis == "stacked":  # vmap runs per-step tasks past a trial's own padded length
             finals = final if isinstance(final, tuple) else (final,)
             own = own_final if isinstance(own_final, tuple) else (own_final,)
             n = HIDDEN[k]
@@ -121,12 +121,12 @@ def test_trial_k_of_a_pack_equals_its_own_model(cell, setup, path, monkeypatch):
         assert (pack.params[name].grad[~mask] == 0).all()
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("trial_axis", TRIAL_AXES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_padded_units_stay_zero_at_every_step_and_are_never_updated(cell, path):
+def test_padded_units_stay_zero_at_every_step_and_are_never_updated(cell, trial_axis):
     torch.manual_seed(1)
     singles = [make("per-step-bidir", cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
-    pack = PackedModel(make("per-step-bidir", cell, max(HIDDEN), meta=True), singles, path=path)
+    pack = PackedModel(make("per-step-bidir", cell, max(HIDDEN), meta=True), singles, trial_axis=trial_axis)
     opt = PackedAdam(lr=[0.1] * 3, beta1=[0.9] * 3, beta2=[0.99] * 3, eps=[1e-8] * 3, weight_decay=[0.01] * 3)
     for step in range(3):
         batches = [batch_of("per-step-bidir", k + 10 * step) for k in range(3)]
@@ -146,12 +146,12 @@ def test_padded_units_stay_zero_at_every_step_and_are_never_updated(cell, path):
             p.grad = None
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_shared_batch_and_state_carry_equal_each_model(path):
+@pytest.mark.parametrize("trial_axis", TRIAL_AXES)
+def test_shared_batch_and_state_carry_equal_each_model(trial_axis):
     """Evaluation reads one batch for every trial; stateful tasks carry each trial's state."""
     torch.manual_seed(2)
     singles = [make("tokens", "vanilla", n) for n in HIDDEN]
-    pack = PackedModel(make("tokens", "vanilla", max(HIDDEN), meta=True), singles, path=path)
+    pack = PackedModel(make("tokens", "vanilla", max(HIDDEN), meta=True), singles, trial_axis=trial_axis)
     batch = batch_of("tokens", 0)
     with torch.no_grad():
         pred, state = pack(batch.x, None, shared=True)
@@ -164,38 +164,38 @@ def test_shared_batch_and_state_carry_equal_each_model(path):
 
 @pytest.mark.parametrize("setup", ["sequence-2layer-bidir", "per-step-2layer-bidir", "tokens", "sequence-linear-encoder"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_the_fused_path_equals_the_vmap_path(cell, setup):
+def test_the_stacked_trials_equal_the_vmapped_ones(cell, setup):
     """Same pack, same per-trial batches and a carried-in state: equal predictions, final states (padding
     included) and gradients of every parameter, padded entries included."""
     torch.manual_seed(5)
     singles = [make(setup, cell, n, fb) for n, fb in zip(HIDDEN, FORGET_BIAS)]
     template = make(setup, cell, max(HIDDEN), meta=True)
-    packs = {path: PackedModel(template, singles, path=path) for path in PATHS}
+    packs = {trial_axis: PackedModel(template, singles, trial_axis=trial_axis) for trial_axis in TRIAL_AXES}
     batches = [batch_of(setup, k + 20) for k in range(len(singles))]
     x, lengths = stack_batches(batches, [b.x for b in batches])
     with torch.no_grad():  # a state with every real unit non-zero, as a stateful task carries it
         _, start = packs["vmap"](x, lengths)
     got = {}
-    for path, pack in packs.items():
+    for trial_axis, pack in packs.items():
         prediction, final = pack(x, lengths, start)
         finals = final if isinstance(final, tuple) else (final,)
         (pack.losses(prediction, batches).sum() + sum((f * f).sum() for f in finals)).backward()
-        got[path] = prediction, finals
-    assert (got["fused"][0] - got["vmap"][0]).abs().max() < 1e-10
-    for f, v in zip(got["fused"][1], got["vmap"][1]):
+        got[trial_axis] = prediction, finals
+    assert (got["stacked"][0] - got["vmap"][0]).abs().max() < 1e-10
+    for f, v in zip(got["stacked"][1], got["vmap"][1]):
         assert f.shape == v.shape and (f - v).abs().max() < 1e-10
-    for name, p in packs["fused"].params.items():
+    for name, p in packs["stacked"].params.items():
         assert (p.grad - packs["vmap"].params[name].grad).abs().max() < 1e-10, name
 
 
-def test_the_fused_path_falls_back_to_vmap_with_the_reason(caplog):
+def test_the_stacked_forward_falls_back_to_vmap_with_the_reason(caplog):
     torch.manual_seed(6)
     singles = [make("sequence-2layer-bidir", "gru", n, dropout=0.5) for n in HIDDEN]
     with caplog.at_level(logging.WARNING, logger="lstm_odyssey.packed"):
         pack = PackedModel(make("sequence-2layer-bidir", "gru", max(HIDDEN), meta=True, dropout=0.5), singles)
-    assert pack.path == "vmap" and "dropout between layers" in caplog.text
-    with pytest.raises(ValueError, match="unknown pack path"):
-        PackedModel(make("sequence", "gru", max(HIDDEN), meta=True), [make("sequence", "gru", n) for n in HIDDEN], path="jit")
+    assert pack.trial_axis == "vmap" and "dropout between layers" in caplog.text
+    with pytest.raises(ValueError, match="unknown trial_axis"):
+        PackedModel(make("sequence", "gru", max(HIDDEN), meta=True), [make("sequence", "gru", n) for n in HIDDEN], trial_axis="jit")
 
 
 def test_removing_a_trial_and_unpacking_weights():
@@ -257,7 +257,7 @@ def test_segments_are_the_cheapest_cut_of_the_sweep(shared, segment, seed):
 
     stops = sorted(set(steps))
     cheapest = min(price(cut_at([*inner, stops[-1]])) for r in range(len(stops)) for inner in itertools.combinations(stops[:-1], r))
-    got = fused.segments(steps, shared, segment)
+    got = stacked.segments(steps, shared, segment)
     assert abs(price(got) - cheapest) < 1e-9
     assert got[0][0] == 0 and got[-1][1] == steps[0]
     assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
@@ -269,10 +269,10 @@ def test_segments_are_the_cheapest_cut_of_the_sweep(shared, segment, seed):
 def test_cuts_pay_sooner_for_large_trials():
     """The same lengths cut into more segments at 200 units than at 20 (a large trial's step is its own work)."""
     steps = [120, 110, 100, 90, 80, 70, 60, 50]
-    small, large = (fused.segments(steps, *fused.cut_prices(n, 8)) for n in (20, 200))
+    small, large = (stacked.segments(steps, *stacked.cut_prices(n, 8)) for n in (20, 200))
     assert len(large) > len(small)
 
 
 def test_segments_want_the_trials_longest_first():
     with pytest.raises(ValueError, match="longest first"):
-        fused.segments([3, 5])
+        stacked.segments([3, 5])

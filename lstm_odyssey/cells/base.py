@@ -158,7 +158,7 @@ class Family(abc.ABC):
         """Width of each state tensor (the last axis; every one is (..., B, width)). Default: h alone."""
         return [hidden_size]
 
-    def pack_state(self, parts: list[Tensor]) -> Any:
+    def join_state(self, parts: list[Tensor]) -> Any:
         """The state as the layer hands it out (torch's layout): a tensor, or a tuple for several parts."""
         return parts[0] if len(parts) == 1 else tuple(parts)
 
@@ -182,7 +182,7 @@ class Family(abc.ABC):
         """Why the family's Triton kernel does not run this cell (its sequences then run eager), or None."""
         return f"the {self.name} family has no Triton kernel"
 
-    def fused_path(self, spec: CellSpec, xp: Tensor) -> str:
+    def fused_kernel(self, spec: CellSpec, xp: Tensor) -> str:
         """What `sequence_forward` runs for this cell and sequence: triton, eager or scan."""
         return "triton" if ops.triton_runs(xp) and self.kernel_problem(spec) is None else "eager"
 

@@ -141,7 +141,7 @@ class LSTMFamily(Family):
         normaliser = [hidden_size, hidden_size] if spec.exponential_gates else []
         return [self.proj_size or hidden_size, hidden_size, *gates, *normaliser]
 
-    def pack_state(self, parts: list[Tensor]) -> tuple[Tensor, ...]:
+    def join_state(self, parts: list[Tensor]) -> tuple[Tensor, ...]:
         return tuple(parts)
 
     # -- the equations ----------------------------------------------------------------------
@@ -209,9 +209,9 @@ class LSTMFamily(Family):
         ]
         return f"the LSTM Triton kernel has no {', '.join(missing)}" if missing else None
 
-    def fused_path(self, spec: CellSpec, xp: Tensor) -> str:
+    def fused_kernel(self, spec: CellSpec, xp: Tensor) -> str:
         """The scan for cells that are parallel in time (unless LSTM_ODYSSEY_SCAN=0), else Triton or eager."""
-        return "scan" if spec.parallel_in_time and ops.scan_enabled() else super().fused_path(spec, xp)
+        return "scan" if spec.parallel_in_time and ops.scan_enabled() else super().fused_kernel(spec, xp)
 
     def sequence_forward(self, spec: CellSpec, xp: Tensor, states: list[Tensor], weights: Weights, mask: Tensor | None):
         """Triton's per-step kernel where it runs (lstm_triton.py), the scan over time (lstm_scan.py),
@@ -220,12 +220,12 @@ class LSTMFamily(Family):
         if self.fused_problem():
             raise ValueError(f"the LSTM's fused sweeps have no {self.fused_problem()}; run backend='loop' or 'torch'")
         lay = _Layout(spec, states[0].shape[-1])
-        path = self.fused_path(spec, xp)
-        if path == "triton":
+        kernel = self.fused_kernel(spec, xp)
+        if kernel == "triton":
             from . import lstm_triton  # imports triton, which only CUDA builds of torch ship
 
             outs, saved = lstm_triton.triton_sequence_forward(spec, lay, xp, states, weights, mask)
-        elif path == "scan":
+        elif kernel == "scan":
             outs, saved = lstm_scan.sequence_forward(lay, xp, states, weights, mask)
         elif spec.exponential_gates:
             outs, saved = lstm_exponential.sequence_forward(lay, xp, states, weights, mask)
@@ -236,13 +236,13 @@ class LSTMFamily(Family):
     def sequence_backward(self, spec: CellSpec, saved: dict[str, Tensor], grads: list[Tensor | None], weights: Weights, mask: Tensor | None):
         """The reverse sweep (Triton's kernel, the scan, or eager), then every weight gradient in one reduction."""
         lay = _Layout(spec, saved["C"].shape[-1])
-        path = self.fused_path(spec, saved["acts"])
-        if path == "scan":
+        kernel = self.fused_kernel(spec, saved["acts"])
+        if kernel == "scan":
             return lstm_scan.sequence_backward(lay, saved, grads, weights, mask)
         if spec.exponential_gates:
             return lstm_exponential.sequence_backward(lay, saved, grads, weights, mask)
         grads = grads + [None] * (4 - len(grads))  # the FGR state's gradient is absent without FGR
-        if path == "triton":
+        if kernel == "triton":
             from . import lstm_triton  # imports triton, which only CUDA builds of torch ship
 
             dpre, dstates = lstm_triton.triton_sequence_backward(spec, lay, saved, grads, weights, mask)

@@ -2,10 +2,10 @@
 
 * `optim`: SGD (momentum, Nesterov, weight decay) and Adam over a leading trial axis, per-trial clipping.
 * `model`: `PackedModel`, K trials' parameters with a leading trial axis and exact padding of different
-  hidden sizes; its forward runs on the fused path (`fused`: the families' fused sequence functions over
-  the trial axis, batched matmuls) or on the reference vmap path (the loop of `layers.py` under
+  hidden sizes; its forward runs the trials stacked (`stacked`: the families' fused sequence functions
+  over the trial axis, batched matmuls) or, the reference, by vmap (the loop of `layers.py` under
   `torch.func.vmap`).
-* `fused`: the fused path's forward (encoder, recurrent stack, head for K trials at once).
+* `stacked`: the stacked forward (encoder, recurrent stack, head for K trials at once).
 * `fit`: `fit_pack([(cfg, run_dir), ...])`, the epoch loop with a life cycle per trial (early stopping,
   divergence, best state), one `result.json` per trial, a checkpoint per pack and resume.
 * `plan`: which trials may share a pack (`pack_key`, `check_packable`) and the cheapest cut into

@@ -1,6 +1,6 @@
 """The measured constants of the packed path's cost models, in one data file: `costs.json` beside this module.
 
-Its `cuts` section prices the time cuts of a pack's sweep (`fused.cut_prices`), its `plan` section the `auto`
+Its `cuts` section prices the time cuts of a pack's sweep (`stacked.cut_prices`), its `plan` section the `auto`
 cut of trials into packs (`plan.py`). Each section records the command that regenerates it (the benchmarks
 in the repository's `benchmarks/` folder, `--write`) and the machine it was measured on. The modules read
 the file once, at import.

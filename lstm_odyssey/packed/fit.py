@@ -48,7 +48,8 @@ from .model import PackedModel, stack_batches, template_for
 from .optim import PackedOptimizer, clip_grad_norms_
 from .plan import check_packable
 
-RECORDED_BACKEND = {"fused": "packed_fused", "vmap": "packed_loop"}  # the record's `backend` for each PackedModel path
+RECORDED_BACKEND = {"stacked": "packed_fused", "vmap": "packed_loop"}  # the record's `backend` per trial axis (the
+# labels of earlier releases, kept so that a study's records stay comparable)
 
 
 def initial_models(cfgs: Sequence[dict], task: TaskData | None = None) -> tuple[TaskData, list[SequenceModel]]:
@@ -70,15 +71,15 @@ class PackRunner:
     """K models of one architecture in a `PackedModel`, with a `PackedOptimizer` of their own optimisers."""
 
     def __init__(self, cfgs: Sequence[dict], task: TaskData, models: Sequence[SequenceModel], device: torch.device,
-                 path: str = "fused") -> None:
+                 trial_axis: str = "stacked") -> None:
         template = template_for(cfgs[0], task, max(m.rnn.hidden_size for m in models))
         self.task, self.device = task, device
-        self.model = PackedModel(template, models, path).to(device)
+        self.model = PackedModel(template, models, trial_axis).to(device)
         self.optimizer = PackedOptimizer.from_torch([train.build_optimizer(c, m) for c, m in zip(cfgs, models)])
         self.clips = [c["trainer"]["clip"] or math.inf for c in cfgs]
         trainer = cfgs[0]["trainer"]
         self.eval_batch = trainer["eval_batch_size"] or trainer["batch_size"]
-        self.backend = RECORDED_BACKEND[self.model.path]
+        self.backend = RECORDED_BACKEND[self.model.trial_axis]
 
     def train(self) -> None:
         self.model.train()
@@ -131,7 +132,7 @@ class PackRunner:
         self.optimizer.load_state_dict(saved["optimizer"], self.device)
 
 
-def pack_setup(cfgs: list[dict], task: TaskData | None = None, path: str = "fused") -> Setup:
+def pack_setup(cfgs: list[dict], task: TaskData | None = None, trial_axis: str = "stacked") -> Setup:
     """Device, then each trial's seed, task and model as its single run builds them, and the pack's runner;
     a pack of one trial is a single run."""
     trainer = cfgs[0]["trainer"]
@@ -140,7 +141,7 @@ def pack_setup(cfgs: list[dict], task: TaskData | None = None, path: str = "fuse
     task, models = initial_models(cfgs, task)
     if len(cfgs) == 1:
         return Setup(task, device, models, train.SingleRunner(cfgs[0], task, models[0], device))
-    return Setup(task, device, models, PackRunner(cfgs, task, models, device, path))
+    return Setup(task, device, models, PackRunner(cfgs, task, models, device, trial_axis))
 
 
 def pack_id_of(run_dirs: Sequence[str | Path]) -> str:
@@ -150,10 +151,10 @@ def pack_id_of(run_dirs: Sequence[str | Path]) -> str:
 
 def fit_pack(
     trials: Sequence[tuple[Mapping, str | Path]], pack_id: str | None = None, pack_dir: str | Path | None = None,
-    path: str = "fused", task: TaskData | None = None,
+    trial_axis: str = "stacked", task: TaskData | None = None,
 ) -> list[dict]:
     """Train `trials` [(resolved config, run directory), ...] of one grid point as one pack; returns their
-    records in that order (see the module docstring). `path`: `PackedModel`'s forward (fused or vmap);
+    records in that order (see the module docstring). `trial_axis`: how `PackedModel` runs the trials (stacked or vmap);
     `task`: a task built already (benchmarks)."""
     cfgs = [train.to_dict(cfg) for cfg, _ in trials]
     run_dirs = [Path(d) for _, d in trials]
@@ -164,4 +165,4 @@ def fit_pack(
     heads = [{**record_head(cfg, d), "pack": {"id": ident, "width": len(cfgs), "position": k}}
              for k, (cfg, d) in enumerate(zip(cfgs, run_dirs))]
     checkpoint = (Path(pack_dir) if pack_dir else run_dirs[0] / CHECKPOINT_DIR) / PACK_CHECKPOINT
-    return train_trials(cfgs, run_dirs, heads, lambda c: pack_setup(c, task, path), checkpoint)
+    return train_trials(cfgs, run_dirs, heads, lambda c: pack_setup(c, task, trial_axis), checkpoint)

@@ -9,9 +9,9 @@ them are cleared (`mask_gradients_`) and the optimiser never moves them. (FGR's 
 is sigmoid(0), not zero; it reaches no real unit because its columns of `weight_gg` are zero, but it gives
 those columns a gradient, which the mask clears.)
 
-Two paths run the forward (`PackedModel(..., path=...)`):
+Two ways run the trial axis through the forward (`PackedModel(..., trial_axis=...)`):
 
-* ``fused`` (the default): `fused.py`, every layer-direction through its family's fused sequence
+* ``stacked`` (the default): `stacked.py`, every layer-direction through its family's fused sequence
   functions with the trial axis (one batched matmul per step for all trials, the hand-written backward),
   the encoder, input projections and head as batched matmuls over the trials.
 * ``vmap``: the reference. The loop of `layers.py` (`backend="loop"`) run by `torch.func.vmap` over the
@@ -20,7 +20,7 @@ Two paths run the forward (`PackedModel(..., path=...)`):
   per trial (it branches on the values), so the pack validates nothing there: its lengths come from the
   task's own batches.
 
-Where the fused path cannot run an architecture (`fused.fused_problem`), the pack logs why and runs vmap.
+Where the stacked forward cannot run an architecture (`stacked.stacked_problem`), the pack logs why and runs vmap.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from torch.func import functional_call, vmap
 from .. import train
 from ..data.base import Batch, TaskData
 from ..models import SEQUENCE_TASKS, SequenceModel
-from . import fused
+from . import stacked
 
 log = logging.getLogger("lstm_odyssey.packed")
-PATHS = ("fused", "vmap")
+TRIAL_AXES = ("stacked", "vmap")  # how the forward runs the trial axis
 
 
 def embedding_index(single: Sequence[int], padded: Sequence[int], n: int, width: int) -> tuple[Tensor, ...]:
@@ -72,12 +72,12 @@ def template_for(cfg: dict, task: TaskData, hidden_size: int) -> SequenceModel:
 
 
 class PackedModel:
-    """K trials of one architecture; trial k equals `models[k]` (outputs, states, gradients). `path`: the
-    forward's implementation (see the module docstring); `self.path` is the one that runs."""
+    """K trials of one architecture; trial k equals `models[k]` (outputs, states, gradients). `trial_axis`:
+    how the forward runs the trials (see the module docstring); `self.trial_axis` is the one that runs."""
 
-    def __init__(self, template: SequenceModel, models: Sequence[SequenceModel], path: str = "fused") -> None:
-        if path not in PATHS:
-            raise ValueError(f"unknown pack path {path!r}; choose one of {', '.join(PATHS)}")
+    def __init__(self, template: SequenceModel, models: Sequence[SequenceModel], trial_axis: str = "stacked") -> None:
+        if trial_axis not in TRIAL_AXES:
+            raise ValueError(f"unknown trial_axis {trial_axis!r}; choose one of {', '.join(TRIAL_AXES)}")
         if template.rnn.backend != "loop":
             raise ValueError(f"a pack runs the loop backend under vmap; build its template with backend='loop', not {template.rnn.backend!r}")
         width = template.rnn.hidden_size
@@ -107,10 +107,10 @@ class PackedModel:
         for p in self.params.values():
             p.requires_grad_()
         self.masks = {name: m for name, m in masks.items() if not m.all()} or None
-        problem = fused.fused_problem(template, next(iter(self.params.values())).device) if path == "fused" else None
+        problem = stacked.stacked_problem(template, next(iter(self.params.values())).device) if trial_axis == "stacked" else None
         if problem:
-            log.warning("the pack runs the vmap path: the fused path does not cover %s", problem)
-        self.path = "vmap" if problem else path
+            log.warning("the pack runs its trials by vmap: the stacked forward does not cover %s", problem)
+        self.trial_axis = "vmap" if problem else trial_axis
 
     @property
     def width(self) -> int:
@@ -139,12 +139,12 @@ class PackedModel:
         trial on a leading axis, or with `shared` one batch that every trial reads (evaluation). `params`
         (default: the pack's) may be a selection of the trials."""
         params = self.params if params is None else params
-        if self.path == "fused":
+        if self.trial_axis == "stacked":
             if shared:
                 trials = next(iter(params.values())).shape[0]
                 x = x.expand(trials, *x.shape)
                 lengths = None if lengths is None else lengths.expand(trials, -1)
-            return fused.forward(self.template, params, x, lengths, state)
+            return stacked.forward(self.template, params, x, lengths, state)
         batched = None if shared else 0
         in_dims = (0, batched, None if lengths is None else batched, None if state is None else 0)
         return vmap(self._call, in_dims=in_dims, randomness="error")(params, x, lengths, state)

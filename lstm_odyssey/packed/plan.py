@@ -1,7 +1,7 @@
 """Which trials share a pack: the keys they must share, and how wide a pack of given hidden sizes should be.
 
 The CPU width rule is measured (`python -m benchmarks.packs`: one CPU thread, JSB Chorales-like
-shapes (input 88, batch 8, 50-70 steps), Adam, vanilla LSTM, PackedModel's fused path against single runs
+shapes (input 88, batch 8, 50-70 steps), Adam, vanilla LSTM, PackedModel's stacked trials against single runs
 on the fused backend, interleaved in one process). The machine was a 2-core one shared with other jobs
 (load 2-5), so the figures are ratios and move by 10-20 % between runs. Trials per hour of a pack over
 single runs (two runs of the full table; K=2/4 and 256/384 from shorter runs):

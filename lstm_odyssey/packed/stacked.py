@@ -1,4 +1,4 @@
-"""The pack's fast path: the forward of K trials without vmap, each op over every trial at once.
+"""The pack's fast forward: K trials stacked on a leading axis, each op over every trial at once (no vmap).
 
 Every layer-direction runs through its family's fused `sequence_forward` / `sequence_backward` with the
 trial axis (`backends.run_fused`: one batched matmul per step for all trials, the hand-written backward,
@@ -33,8 +33,8 @@ from . import costs
 Params = dict[str, Tensor]
 
 
-def fused_problem(template: SequenceModel, device: torch.device) -> str | None:
-    """Why the fast path cannot run this pack's architecture (the vmap path then does), or None."""
+def stacked_problem(template: SequenceModel, device: torch.device) -> str | None:
+    """Why the stacked forward cannot run this pack's architecture (vmap then runs it), or None."""
     rnn = template.rnn
     problem = backends.why_not("fused", rnn.spec, device)
     if problem:
@@ -170,7 +170,7 @@ def forward(template: SequenceModel, params: Params, x: Tensor, lengths: Tensor 
     parts = None if state is None else [state] if isinstance(state, Tensor) else list(state)
     inputs = encode(template.encoder, params, x)
     out, finals = recurrent(rnn, {n.removeprefix("rnn."): p for n, p in params.items() if n.startswith("rnn.")}, inputs, lengths, parts, steps)
-    final = rnn.family.pack_state(finals)
+    final = rnn.family.join_state(finals)
     if template.task_type in SEQUENCE_TASKS:
         features = torch.cat(list(finals[0][:, -rnn.num_directions :].unbind(1)), dim=-1)
     else:
