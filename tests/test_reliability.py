@@ -422,7 +422,7 @@ CATALOGUE = {  # override -> the one line printed
     "+optim.foo=1": "optim.foo is not a key of optim (adam); known keys: betas, lr, name, weight_decay",
     "+model.foo=1": "model.foo is not a key of model; known keys: backend, bidirectional, dropout, embedding_dim, "
                     "encoder, forget_bias, hidden_size, init, num_layers, output_dropout, peephole_init",
-    "+cell.foo=1": 'cell.foo is not a key of cell; known keys: coupled, coupling_shift, exponential_gates, family, forget_gate, full_gate_recurrence, heads, input_activation, input_gate, name, normalized_gates, output_activation, output_gate, peepholes, preset, recurrence, reset',
+    "+cell.foo=1": 'cell.foo is not a key of cell; known keys: coupled, coupling_shift, exponential_gates, family, forget_gate, full_gate_recurrence, heads, input_activation, input_gate, label, name, normalized_gates, output_activation, output_gate, peepholes, preset, recurrence, reset',
     "+data.foo=1": "data.foo is not a key of data (adding); known keys: form, length, n_test, n_train, n_val, name, "
                    "seed, tolerance",
     "+logger.foo=1": "logger.foo is not a key of logger (none); known keys: name",
