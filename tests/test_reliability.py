@@ -254,6 +254,26 @@ def test_sigkill_of_the_sweep_kills_its_workers_and_an_immediate_rerun_finishes(
     assert_study_matches_records(tmp_path)
 
 
+@pytest.mark.slow
+def test_sigkill_of_the_sweep_ends_its_idle_workers_within_a_second(tmp_path):
+    """An idle pool worker (its job done, the other still training) dies with its sweep as a busy one does: no
+    process of a SIGKILLed sweep is alive a second later (each worker asks the kernel for SIGKILL when its parent
+    dies, sweep/worker.py: die_with_parent), so nothing holds the sweep's pipes open or lingers until loky's
+    idle timeout."""
+    args = ["cell=vanilla", "sweep.n_trials=1", "trainer.epochs=2,2000", "trainer.patience=null", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", *ATTEMPTS]
+    sweep = start(tmp_path, *args)
+    wait_for(lambda: len(records(tmp_path)) == 1 and checkpoints(tmp_path), "one job done, the other training",
+             proc=sweep)
+    workers = loky_workers(sweep.pid)
+    assert len(workers) == 2, workers  # the finished job's worker idles beside the training one
+    sweep.kill()
+    sweep.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=1.0)
+    alive = [p for p in alive if not dead(p.pid)]
+    assert not alive, f"workers still running a second after the sweep's SIGKILL: {alive}"
+
+
 # ------------------------------------------------------------------------------ 2. a killed worker
 
 

@@ -80,8 +80,8 @@ LONG_RUNS = ["data.length=20", "data.n_train=1000", "data.n_val=100", "data.n_te
              "sweep.params.model.hidden_size.low=32", "sweep.params.model.hidden_size.high=33", "sweep.report=false"]
 
 
-def slurm_sweep(sweep_dir: Path, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, WANDB_MODE="disabled", MPLBACKEND="Agg", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+def slurm_sweep(sweep_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ, WANDB_MODE="disabled", MPLBACKEND="Agg", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.Popen([sys.executable, "-m", "lstm_odyssey.cli", "-m", "+sweep=quick", f"hydra.sweep.dir={sweep_dir}",
                              *LONG_RUNS, *ON_THIS_NODE, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env)
@@ -109,31 +109,64 @@ def poll(condition, what: str, proc: subprocess.Popen, timeout: float = 300.0):
     raise AssertionError(f"no {what} within {timeout:.0f} s:\n{proc.communicate()[0][-3000:]}")
 
 
+def no_accounting() -> str | None:
+    """Why `sacct` does not answer here (a cluster without accounting), or None."""
+    proc = subprocess.run(["sacct", "-n", "-X", "-S", "now-1minutes"], capture_output=True, text=True, timeout=60)
+    return None if proc.returncode == 0 else f"this cluster has no accounting (sacct: {proc.stderr.strip()[:200]})"
+
+
+def sacct_fails(folder: Path) -> dict[str, str]:
+    """An environment whose `sacct` fails as it does on a cluster without accounting (slurmdbd), the common case
+    on small clusters; squeue, sbatch and scancel are the cluster's own."""
+    folder.mkdir()
+    shim = folder / "sacct"
+    shim.write_text("#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n")
+    shim.chmod(0o755)
+    return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+
+
 @pytest.mark.slow
 @needs_slurm
-def test_a_cancelled_pack_task_costs_only_its_own_job_which_resumes_as_a_pack(tmp_path):
-    """`scancel` of one running array task: the other task is neither disturbed nor submitted again; the cancelled
-    pack is submitted once more and resumes from its checkpoint as the same pack; the sweep finishes even though
-    this cluster has no accounting (`sacct` fails), since a task that left the queue is seen with `squeue`."""
-    sweep = slurm_sweep(tmp_path, "cell=vanilla,gru", "sweep.n_trials=2", "sweep.pack=2", "trainer.epochs=400")
-    poll(lambda: len(list(tmp_path.rglob("pack.pt"))) == 2 and len(squeue("RUNNING")) == 2,
-         "both packs training with a checkpoint", sweep)
+@pytest.mark.parametrize(("accounting", "width"), [(True, 2), (False, 2), (True, 1)],
+                         ids=["pack-with-accounting", "pack-without-accounting", "alone-with-accounting"])
+def test_a_cancelled_task_costs_only_its_own_job_which_resumes_from_its_checkpoint(tmp_path, accounting, width):
+    """`scancel` of one running array task: no other task is disturbed or submitted again; the cancelled job (a pack
+    of 2, or a trial alone) is submitted once more and resumes from its checkpoint, a pack as the same pack. With
+    accounting submitit sees the task CANCELLED through `sacct`; without it (`sacct` fails) the sweep still
+    finishes, since a task that left the queue is seen with `squeue`."""
+    if accounting and no_accounting():
+        pytest.skip(str(no_accounting()))
+    sweep_dir, epochs = tmp_path / "sweep", 400
+    env = None if accounting else sacct_fails(tmp_path / "no-accounting")
+    sweep = slurm_sweep(sweep_dir, "cell=vanilla,gru", "sweep.n_trials=2", f"sweep.pack={width}",
+                        f"trainer.epochs={epochs}", env=env)
+    checkpoint = "pack.pt" if width > 1 else "last.pt"
+    poll(lambda: len(list(sweep_dir.rglob(checkpoint))) >= 2 and len(squeue("RUNNING")) == 2,
+         f"two tasks training with a {checkpoint}", sweep)
     victim = squeue("RUNNING")[0]
     subprocess.run(["scancel", victim], check=True, timeout=60)
     out, _ = sweep.communicate(timeout=900)
     assert sweep.returncode == 0, out[-3000:]
-    records = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
+    records = [json.loads(p.read_text()) for p in sweep_dir.rglob("result.json")]
     assert sorted((r["cell"], r["trial"], r["status"]) for r in records) == [
         (c, k, "ok") for c in ("gru", "vanilla") for k in (0, 1)]
-    resumed = {r["cell"] for r in records if r["resumed_from_epoch"]}
-    assert len(resumed) == 1, records  # one pack was cancelled, and only its members resumed
-    for r in records:
-        assert r["pack"]["width"] == 2 and r["epochs_run"] == 400
-    packs = {r["cell"]: r["pack"]["id"] for r in records}
-    assert all(r["pack"]["id"] == packs[r["cell"]] for r in records)  # the cancelled pack resumed as the same pack
+    assert all(r["epochs_run"] == epochs for r in records)
+    resumed = [(r["cell"], r["trial"]) for r in records if r["resumed_from_epoch"]]
+    assert len(resumed) == width, records  # only the cancelled task's job(s) resumed: a pack's members, or one trial
+    if width > 1:
+        assert all(r["pack"]["width"] == width for r in records)
+        packs = {r["cell"]: r["pack"]["id"] for r in records}
+        assert all(r["pack"]["id"] == packs[r["cell"]] for r in records)  # the cancelled pack resumed as the same pack
     assert "1 SLURM task(s) ended without a result" in out
-    submitted = sorted(p.name for p in (tmp_path / ".submitit").glob("*/*_submitted.pkl"))
-    assert len(submitted) == 3, submitted  # two tasks, then the cancelled one once more: nothing twice besides it
+    submitted = sorted(p.name for p in (sweep_dir / ".submitit").glob("*/*_submitted.pkl"))
+    tasks = 4 // width
+    assert len(submitted) == tasks + 1, submitted  # every task, then the cancelled one once more: nothing else twice
+    if accounting:  # the cluster's own account of the cancelled task
+        state = subprocess.run(["sacct", "-n", "-X", "-j", victim, "-o", "State%20"], capture_output=True, text=True,
+                               timeout=60).stdout.split()
+        assert state and state[0] == "CANCELLED", state
+    else:
+        assert "left the queue without a result" in out  # seen through squeue, as sacct cannot tell
 
 
 @pytest.mark.slow
@@ -154,3 +187,24 @@ def test_a_job_past_its_time_limit_is_requeued_and_resumes_from_its_last_epoch(t
     assert record["status"] == "ok" and record["epochs_run"] == epochs, record.get("error")
     assert record["requeued"] >= 1 and record["resumed_from_epoch"] >= 1
     assert [h["epoch"] for h in record["history"]] == list(range(1, epochs + 1))  # no epoch lost or trained twice
+
+
+@pytest.mark.slow
+@needs_slurm
+def test_a_job_requeued_by_the_scheduler_resumes_from_its_last_epoch(tmp_path):
+    """`scontrol requeue`, what SLURM does to a requeueable job it preempts: the running task is stopped and queued
+    again under the same id. The sweep waits for it instead of counting it lost, and it resumes from its last
+    epoch's checkpoint; its record counts the requeue."""
+    epochs = 300  # the requeue comes at the first checkpoint: seconds in, long before the end
+    sweep = slurm_sweep(tmp_path, "cell=vanilla", "sweep.n_trials=1", f"trainer.epochs={epochs}")
+    poll(lambda: list(tmp_path.rglob("last.pt")) and squeue("RUNNING"), "the job training with a checkpoint", sweep)
+    [task] = squeue("RUNNING")
+    subprocess.run(["scontrol", "requeue", task], check=True, timeout=60)
+    out, _ = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, out[-3000:]
+    [record] = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
+    assert record["status"] == "ok" and record["epochs_run"] == epochs, record.get("error")
+    assert record["requeued"] >= 1 and record["resumed_from_epoch"] >= 1
+    assert [h["epoch"] for h in record["history"]] == list(range(1, epochs + 1))  # no epoch lost or trained twice
+    assert "ended without a result" not in out  # a requeued task stays in the queue: waited for, not lost
+    assert len(list((tmp_path / ".submitit").glob("*/*_submitted.pkl"))) == 1
