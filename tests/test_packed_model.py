@@ -194,6 +194,10 @@ def test_the_stacked_forward_falls_back_to_vmap_with_the_reason(caplog):
     with caplog.at_level(logging.WARNING, logger="lstm_odyssey.packed"):
         pack = PackedModel(make("sequence-2layer-bidir", "gru", max(HIDDEN), meta=True, dropout=0.5), singles)
     assert pack.trial_axis == "vmap" and "dropout between layers" in caplog.text
+    with pytest.warns(DeprecationWarning, match='trial_axis="stacked"'):
+        old = PackedModel(make("sequence", "vanilla", max(HIDDEN), meta=True), [make("sequence", "vanilla", n) for n in HIDDEN],
+                          "fused")
+    assert old.trial_axis == "stacked"  # the old name, kept one release
     with pytest.raises(ValueError, match="unknown trial_axis"):
         PackedModel(make("sequence", "gru", max(HIDDEN), meta=True), [make("sequence", "gru", n) for n in HIDDEN], trial_axis="jit")
 

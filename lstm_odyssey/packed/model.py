@@ -26,6 +26,7 @@ Where the stacked forward cannot run an architecture (`stacked.stacked_problem`)
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -76,6 +77,10 @@ class PackedModel:
     how the forward runs the trials (see the module docstring); `self.trial_axis` is the one that runs."""
 
     def __init__(self, template: SequenceModel, models: Sequence[SequenceModel], trial_axis: str = "stacked") -> None:
+        if trial_axis == "fused":  # its name before this release, when "fused" also named a backend
+            warnings.warn('PackedModel(..., "fused") is now trial_axis="stacked"; "fused" goes in the next release',
+                          DeprecationWarning, stacklevel=2)
+            trial_axis = "stacked"
         if trial_axis not in TRIAL_AXES:
             raise ValueError(f"unknown trial_axis {trial_axis!r}; choose one of {', '.join(TRIAL_AXES)}")
         if template.rnn.backend != "loop":
