@@ -39,6 +39,9 @@ start_accounting() {
     (mariadbd --user=mysql >>/tmp/slurm-local-mariadb.log 2>&1 &)
     for _ in $(seq 60); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 1; done
   fi
+  # a controller without saved state numbers its jobs from 1 again: its accounting starts afresh too, or sacct
+  # would report an earlier job of the same id (submitit would take a new job for that old one)
+  [ -n "$(ls -A /var/spool/slurmctld 2>/dev/null)" ] || mariadb -e "DROP DATABASE IF EXISTS slurm_acct_db;" || return 1
   mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db; CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm-local';
               GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';" || return 1
   printf '%s\n' AuthType=auth/munge DbdHost=localhost SlurmUser=root StorageType=accounting_storage/mysql \
