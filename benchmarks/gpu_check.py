@@ -8,9 +8,12 @@ budget, and a failed or skipped step says why instead of ending the check:
 
 1. the CUDA tests (the test modules with CUDA cases: every backend, the packed model and fit on the GPU);
 2. `lstm-odyssey-bench` at hidden 128 and 512 against cuDNN's nn.LSTM / nn.GRU (all cells);
-3. the packed study benchmark (`benchmarks.study`, Adam protocol): trials per hour, packed against one at a time
-   (it trains on the CPU: the packed path's GPU timing needs device support in benchmarks/packs.py, not yet there);
-4. FlashRNN (`pip install flashrnn`) beside the fused LSTM where it installs and runs.
+3. the packed study benchmark (`benchmarks.study`, Adam protocol, the study's first 50 paired trials on the GPU):
+   trials per hour, packed as the `auto` plan groups them against one run at a time;
+4. the GPU's pack widths (`benchmarks.packs --device cuda`): trials per hour of packs of 8-64 trials against
+   single runs at hidden 32-256, and the proposed width per hidden size, from which costs.json's `gpu_width`
+   (today a placeholder: `auto` packs that many trials on a GPU) is set;
+5. FlashRNN (`pip install flashrnn`) beside the fused LSTM where it installs and runs.
 
 `--reduced` runs each step at toy sizes on the CPU; tests/test_gpu_check.py runs it, so the check cannot rot
 between the rare sessions that have a GPU.
@@ -53,18 +56,24 @@ def steps(reduced: bool, out: Path) -> list[tuple[str, list[str], float]]:
         tests += ["-k", "cuda or gpu"]  # on the CPU these cases skip: the step's plumbing, not the kernels
         bench = ["--device", "cpu", "--threads", "1", "--cells", "vanilla", "np", "--input", "8", "--batch", "4",
                  "--steps", "10", "--repeats", "2", "--warmup", "1", "--no-memory"]
-        sizes, study = [16], ["--trials", "2", "--steps", "1", "--repeats", "1", "--epochs", "10"]
+        sizes, device = [16], "cpu"
+        study = ["--trials", "2", "--steps", "1", "--repeats", "1", "--epochs", "10"]
+        widths = ["--hidden", "16", "--widths", "2", "--singles", "1", "--steps", "1", "--repeats", "1"]
     else:
         bench = ["--device", "cuda", "--repeats", "30"]
-        sizes, study = [128, 512], ["--trials", "20", "--steps", "2", "--repeats", "2"]
-    plan = [("CUDA tests", tests, 180.0)]
+        sizes, device = [128, 512], "cuda"
+        study = ["--trials", "50", "--steps", "2", "--repeats", "2"]
+        widths = ["--hidden", "32", "64", "128", "256", "--widths", "8", "16", "32", "64", "--steps", "3", "--repeats", "3"]
+    on = "CPU" if reduced else "GPU"
+    plan = [("CUDA tests", tests, 150.0)]
     plan += [(f"lstm-odyssey-bench, hidden {h}", [py, "-m", "lstm_odyssey.bench", *bench, "--hidden", str(h),
-                                                 "--json", str(out / f"bench_{h}.json")], 60.0) for h in sizes]
-    plan.append(("packed study benchmark (Adam protocol, CPU)",
-                 [py, "-m", "benchmarks.study", "--protocols", "adam", "--threads", "1", *study,
+                                                 "--json", str(out / f"bench_{h}.json")], 45.0) for h in sizes]
+    plan.append((f"packed study benchmark (Adam protocol, {on})",
+                 [py, "-m", "benchmarks.study", "--protocols", "adam", "--threads", "1", "--device", device, *study,
                   "--json", str(out / "study.json")], 120.0))
-    plan.append(("FlashRNN beside the fused LSTM", [py, "-m", "benchmarks.gpu_check", "--flashrnn",
-                                                    "--device", "cpu" if reduced else "cuda"], 60.0))
+    plan.append((f"pack widths ({on})", [py, "-m", "benchmarks.packs", "--device", device, "--drawn", "0", "--trial-axes",
+                                         "stacked", *widths, "--json", str(out / "widths.json")], 75.0))
+    plan.append(("FlashRNN beside the fused LSTM", [py, "-m", "benchmarks.gpu_check", "--flashrnn", "--device", device], 45.0))
     return plan
 
 

@@ -3,6 +3,7 @@
     python -m benchmarks.packs                       # the table (from the repository root)
     python -m benchmarks.packs --widths 8 16 32 --hidden 24 48 96 128 192 --drawn 40 --json packed.json
     python -m benchmarks.packs --write               # also refit the planner's costs (lstm_odyssey/packed/costs.json)
+    python -m benchmarks.packs --device cuda --hidden 32 64 128 256 --widths 8 16 32 64 --drawn 0   # a GPU's widths
 
 Both sides run the real training code on the same synthetic multilabel task (88 binary inputs and targets,
 sequences of 50-70 steps, batch 8, Adam): an epoch of the training loop (engine.py) for each single run (its model on
@@ -20,6 +21,9 @@ single runs, as packs of consecutive sizes after sorting (bucketed: little paddi
 drawn order (each padded to its largest), all on the first of `--trial-axes`, and as `plan.plan_packs(...,
 "auto")` groups them (packs of the small sizes, single runs of the large ones) on every trial axis: the
 study-level figure.
+
+`--device cuda` trains every case on the GPU (timings wait for its kernels); the proposed auto width per hidden
+size it prints is what costs.json's `gpu_width` should be set from (benchmarks/gpu_check.py runs it).
 
 `--write` refits the planner's cost model to the fixed rows by least squares (ms per training batch: a trial
 alone on 1 and n^2, a pack of K padded to N on 1, K and K N^2; needs two hidden sizes and two widths) and
@@ -69,8 +73,8 @@ def jsb_like_task(n_train: int, seed: int = 0) -> TaskData:
                     input_size=FEATURES, output_size=FEATURES, metric="nll")
 
 
-def trial_configs(cell: str, hidden: list[int]) -> list[dict]:
-    base = load_config([f"cell={cell}", "optim=adam", f"trainer.batch_size={BATCH_SIZE}", "trainer.device=cpu"])
+def trial_configs(cell: str, hidden: list[int], device: str = "cpu") -> list[dict]:
+    base = load_config([f"cell={cell}", "optim=adam", f"trainer.batch_size={BATCH_SIZE}", f"trainer.device={device}"])
     cfgs = []
     for k, h in enumerate(hidden):
         cfg = json.loads(json.dumps(base))
@@ -87,15 +91,17 @@ def engine_for(cfgs: list[dict], folder: Path, setup: Setup) -> Engine:
 
 
 class Singles:
-    """K single runs as `train.run` trains them (`train.SingleRunner`, the fastest backend), one epoch each per call."""
+    """K single runs as `train.run` trains them (`train.SingleRunner`, the fastest backend), one epoch each per call,
+    on their `trainer.device`."""
 
     def __init__(self, cfgs: list[dict], task: TaskData, folder: Path | None = None) -> None:
-        cpu, folder = torch.device("cpu"), folder or Path(tempfile.mkdtemp(prefix="bench-singles-"))
+        folder = folder or Path(tempfile.mkdtemp(prefix="bench-singles-"))
         self.engines = []
         for k, cfg in enumerate(cfgs):
+            device = train.pick_device(cfg["trainer"]["device"])
             torch.manual_seed(cfg["trainer"]["seed"])
-            model = train.build_model(cfg, task)
-            self.engines.append(engine_for([cfg], folder / f"single{k}", Setup(task, cpu, [model], train.SingleRunner(cfg, task, model, cpu))))
+            model = train.build_model(cfg, task).to(device)
+            self.engines.append(engine_for([cfg], folder / f"single{k}", Setup(task, device, [model], train.SingleRunner(cfg, task, model, device))))
         self.backend = self.engines[0].runner.backend
 
     def epoch(self) -> None:
@@ -116,9 +122,17 @@ class Packs:
 
 
 def time_into(fn: Callable[[], None], times: list[float]) -> None:
+    """Append the seconds `fn` takes; on a GPU, until its queued kernels have finished."""
+    synchronize()
     start = time.perf_counter()
     fn()
+    synchronize()
     times.append(time.perf_counter() - start)
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 Cases = dict[str, tuple[Callable[[], None], dict]]  # name -> (one epoch of the case, what the row says of it)
@@ -127,12 +141,12 @@ Cases = dict[str, tuple[Callable[[], None], dict]]  # name -> (one epoch of the 
 def fixed_cases(args: argparse.Namespace, task: TaskData, folder: Path, cases: Cases) -> None:
     """Per fixed hidden size: `--singles` single runs, and a pack of each width on each trial axis."""
     for h in args.hidden:
-        singles = Singles(trial_configs(args.cell, [h] * args.singles), task)
+        singles = Singles(trial_configs(args.cell, [h] * args.singles, args.device), task)
         cases[f"single h={h}"] = (singles.epoch, {"kind": "single", "hidden": h, "width": 1, "trials": args.singles,
                                                    "backend": singles.backend})
         for k in args.widths:
             for trial_axis in args.trial_axes:
-                packs = Packs(trial_configs(args.cell, [h] * k), task, [list(range(k))], folder, trial_axis)
+                packs = Packs(trial_configs(args.cell, [h] * k, args.device), task, [list(range(k))], folder, trial_axis)
                 cases[f"pack h={h} K={k} {trial_axis}"] = (packs.epoch, {"kind": "pack", "hidden": h, "width": k, "trials": k, "trial_axis": trial_axis})
 
 
@@ -140,18 +154,18 @@ def drawn_cases(args: argparse.Namespace, task: TaskData, folder: Path, cases: C
     """`--drawn` hidden sizes from log-U[20, 200]: single runs, bucketed and padded packs, the `auto` plan."""
     g = torch.Generator().manual_seed(args.seed)
     drawn = [round(math.exp(math.log(20) + (math.log(200) - math.log(20)) * u)) for u in torch.rand(args.drawn, generator=g).tolist()]
-    cfgs = trial_configs(args.cell, drawn)
+    cfgs = trial_configs(args.cell, drawn, args.device)
     singles = Singles(cfgs, task)
     cases["drawn singles"] = (singles.epoch, {"kind": "drawn", "strategy": "single", "width": 1, "trials": len(drawn),
                                               "hidden_sizes": drawn, "backend": singles.backend})
     for k in args.widths:
         in_order = [list(range(j, min(j + k, len(drawn)))) for j in range(0, len(drawn), k)]
-        for strategy, groups in (("bucketed", plan_packs(drawn, k, "cpu", cfgs[0]["trainer"]["batch_size"])), ("padded", in_order)):
+        for strategy, groups in (("bucketed", plan_packs(drawn, k, args.device, cfgs[0]["trainer"]["batch_size"])), ("padded", in_order)):
             packs = Packs(cfgs, task, groups, folder, args.trial_axes[0])
             cases[f"drawn {strategy} K={k} {args.trial_axes[0]}"] = (packs.epoch, {
                 "kind": "drawn", "strategy": strategy, "width": k, "trials": len(drawn), "hidden_sizes": drawn,
                 "trial_axis": args.trial_axes[0]})
-    groups = plan_packs(drawn, "auto", "cpu", cfgs[0]["trainer"]["batch_size"])
+    groups = plan_packs(drawn, "auto", args.device, cfgs[0]["trainer"]["batch_size"])
     for trial_axis in args.trial_axes:
         alone = Singles([cfgs[g[0]] for g in groups if len(g) == 1], task) if any(len(g) == 1 for g in groups) else None
         packs = Packs(cfgs, task, [g for g in groups if len(g) > 1], folder, trial_axis)
@@ -210,7 +224,7 @@ def measure(args: argparse.Namespace) -> dict:
     load_before = load_average()
     rows = time_cases(cases, args)
     add_speedups(rows)
-    env = environment("python -m benchmarks.packs " + " ".join(args.argv), load_before)
+    env = environment("python -m benchmarks.packs " + " ".join(args.argv), load_before, args.device)
     config = {k: v for k, v in vars(args).items() if k not in ("json", "argv")}
     return {"config": config, "env": env, "rows": rows, "auto_rule": auto_rule(rows, args.trial_axes[0])}
 
@@ -258,17 +272,19 @@ def load_average() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-def environment(command: str, load_before: list[float] | None) -> dict:
+def environment(command: str, load_before: list[float] | None, device: str = "cpu") -> dict:
     """What a benchmark ran on, and the machine's load before and after (the figures are ratios on a shared
     machine: the load says how much to trust them)."""
+    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else None
     return {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_average": load_before,
-            "load_average_after": load_average(), "command": command}
+            "load_average_after": load_average(), "command": command, "device": device, "gpu": gpu}
 
 
 def print_header(env: dict) -> None:
     print(f"# {env['command']}")
-    print(f"# torch {env['torch']}, {env['threads']} thread(s) of {env['cores']} cores, "
+    on = f"on {env['gpu']}, " if env.get("gpu") else ""
+    print(f"# torch {env['torch']}, {on}{env['threads']} thread(s) of {env['cores']} cores, "
           f"load {env['load_average']} before, {env['load_average_after']} after")
 
 
@@ -316,13 +332,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=60, help="epochs of the JSB run that trials per hour assume")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where every case trains")
     parser.add_argument("--json", metavar="FILE", help="also write every number here")
     parser.add_argument("--write", nargs="?", const="", metavar="FILE",
                         help="refit the planner's cost model to this run (on the first of --trial-axes) and write it to "
                              "costs.json's plan section (FILE: a copy of it; default: the package's own)")
     args = parser.parse_args(argv)
+    check_device(parser, args.device)
+    if args.write is not None and args.device != "cpu":
+        parser.error("--write refits the CPU cost model: time it with --device cpu (a GPU's width is costs.json's gpu_width)")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """One line, before any case is built, when the asked device is not here."""
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but CUDA is not available here: run it on a GPU machine, or use --device cpu")
 
 
 def main(argv: list[str] | None = None) -> None:

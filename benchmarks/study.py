@@ -2,12 +2,13 @@
 
     python -m benchmarks.study                                   # both protocols, 16 trials each
     python -m benchmarks.study --protocols adam --trials 40 --repeats 3 --json study.json
+    python -m benchmarks.study --protocols adam --trials 50 --device cuda      # on a GPU (the plan follows the device)
 
 For each protocol (`paper`: sweeps/odyssey_jsb.yaml, SGD with Nesterov momentum, batch 1; `adam`:
 sweeps/odyssey_jsb_adam.yaml, Adam, batch 8, clipping) it composes the study as `lstm-odyssey-train -m
 +sweep=...` would, draws the study's own first `--trials` paired samples (trial k's hyperparameters are what
 the sweeper gives trial k), and trains them on JSB Chorales one epoch at a time, both ways, in this process
-with the same worker (one thread): every trial alone (`train.train_epoch`, the fastest backend), packed
+with the same worker (one thread, or `--device cuda`): every trial alone (`train.train_epoch`, the fastest backend), packed
 as `packed.plan.plan_packs(..., "auto")` groups them (the sweeper's plan), and packed with every trial run
 to its pack's longest batch (no time cuts: the reference for them). They are interleaved
 `--repeats` times, so a drifting load hits them alike; the ratio is the median of the per-repeat ratios.
@@ -33,7 +34,7 @@ from typing import Any
 import torch
 
 from benchmarks.cuts import fixed_cuts
-from benchmarks.packs import Packs, Singles, environment, load_average, print_header, time_into
+from benchmarks.packs import Packs, Singles, check_device, environment, load_average, print_header, time_into
 from lstm_odyssey.data import build_task
 from lstm_odyssey.data.base import SequenceSplit, TaskData
 from lstm_odyssey.packed.plan import plan_packs
@@ -42,7 +43,7 @@ PROTOCOLS = {"paper": "odyssey_jsb", "adam": "odyssey_jsb_adam"}  # protocol -> 
 CASES = ("one at a time", "packed (auto)", "packed, uncut")
 
 
-def study_config(study: str, cell: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def study_config(study: str, cell: str, overrides: Sequence[str] = (), device: str = "cpu") -> dict[str, Any]:
     """The resolved config of one job of `study` (its defaults, before the searched parameters)."""
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
@@ -51,7 +52,7 @@ def study_config(study: str, cell: str, overrides: Sequence[str] = ()) -> dict[s
 
     register_studies()
     with initialize_config_module("lstm_odyssey.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"+sweep={study}", f"cell={cell}", "trainer.device=cpu", *overrides])
+        cfg = compose("train", overrides=[f"+sweep={study}", f"cell={cell}", f"trainer.device={device}", *overrides])
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)
     return container  # type: ignore[return-value]
@@ -98,13 +99,13 @@ def first_batches(task: TaskData, batches: int, batch_size: int) -> TaskData:
 
 def measure_protocol(protocol: str, args: argparse.Namespace, folder: Path) -> dict:
     """Singles against the auto plan for one protocol: the JSON-able row."""
-    cfg = study_config(PROTOCOLS[protocol], args.cell)
+    cfg = study_config(PROTOCOLS[protocol], args.cell, device=args.device)
     cfgs = trial_configs(cfg, paired_samples(cfg, args.trials))
     batch = int(cfg["trainer"]["batch_size"])
     full = build_task(**cfg["data"])
     task = first_batches(full, args.steps, batch)
     sizes = [int(c["model"]["hidden_size"]) for c in cfgs]
-    groups = plan_packs(sizes, "auto", "cpu", batch)
+    groups = plan_packs(sizes, "auto", args.device, batch)
     # per group of the plan: its trials one at a time, and as the plan runs them (a pack, or alone: a group
     # of one is a single run both ways), cut and uncut; each timed alone, so the row can say where the gain is
     units = []
@@ -159,7 +160,7 @@ def measure(args: argparse.Namespace) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="study-bench-"))
     load_before = load_average()
     rows = [measure_protocol(p, args, folder) for p in args.protocols]
-    env = environment("python -m benchmarks.study " + " ".join(args.argv), load_before)
+    env = environment("python -m benchmarks.study " + " ".join(args.argv), load_before, args.device)
     return {"config": {k: v for k, v in vars(args).items() if k not in ("json", "argv")}, "env": env, "rows": rows}
 
 
@@ -172,7 +173,8 @@ def format_table(result: dict) -> str:
         lines.append(f"| {r['protocol']} ({r['study']}) | {r['optimizer']}, {r['batch_size']} | {r['trials']} | {widths} | "
                      f"{r['one at a time']['trials_per_hour']:.1f} | {r['packed (auto)']['trials_per_hour']:.1f} | "
                      f"{r['speedup']:.2f} | {r['speedup_uncut']:.2f} |")
-    lines.append(f"(trials per hour at {epochs} epochs per trial, training steps only, one thread)")
+    on = result["env"].get("gpu") or f"the CPU, {result['env']['threads']} thread(s)"
+    lines.append(f"(trials per hour at {epochs} epochs per trial, training steps only, on {on})")
     for r in result["rows"]:
         lines += ["", f"{r['protocol']}, by group of the plan (share: of the time one at a time):", "",
                   "| trials | hidden sizes | share | × | × without time cuts |", "|---:|---|---:|---:|---:|"]
@@ -191,8 +193,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=100, help="epochs per trial that trials per hour assume")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where every trial trains (the plan follows it)")
     parser.add_argument("--json", metavar="FILE", help="also write every number here")
     args = parser.parse_args(argv)
+    check_device(parser, args.device)
     if args.trials < 1 or args.steps < 1 or args.repeats < 1:
         parser.error("--trials, --steps and --repeats must be at least 1")
     args.argv = list(sys.argv[1:] if argv is None else argv)
