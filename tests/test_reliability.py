@@ -691,6 +691,27 @@ def test_a_sweep_on_the_journal_storage_completes_and_reloads(tmp_path):
 # ------------------------------------------------------------------------------ issue 13.4: a study you can watch
 
 
+def test_the_progress_line_tells_running_jobs_from_queued_ones(tmp_path):
+    """Of a launched batch, a job with a record has ended, one whose running marker a live process holds is
+    running, and the rest wait (for a pool worker, or in a SLURM queue): 60 jobs handed to one worker are not
+    "60 running"."""
+    from lstm_odyssey import jobstate
+    from lstm_odyssey.sweep.progress import Progress
+
+    ended, training, waiting = (tmp_path / name for name in ("ended", "training", "waiting"))
+    for run_dir in (ended, training, waiting):
+        run_dir.mkdir()
+    (ended / "result.json").write_text(json.dumps({"status": "ok"}))
+    held = jobstate.hold_running(training)
+    assert isinstance(held, jobstate.Held)
+    progress = Progress("quick", 5, stream=io.StringIO(), read=jobstate.record,
+                        is_running=lambda run_dir: jobstate.running_elsewhere(run_dir) is not None)
+    progress.in_flight = [ended, training, waiting]
+    assert progress.line().startswith("[sweep] quick: 1/5 jobs done (ok 1, diverged 0, failed 0), 1 running, 1 queued, ")
+    held.release()
+    assert ", 2 queued, " in progress.line() and " running" not in progress.line()
+
+
 @pytest.mark.slow
 def test_the_progress_line_counts_the_jobs(tmp_path):
     # not a terminal: a plain line after each launch, counting right

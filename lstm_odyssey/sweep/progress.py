@@ -1,10 +1,12 @@
 """The study you can watch: one progress line for the whole sweep.
 
-    [sweep] quick: 17/39 jobs done (ok 15, diverged 1, failed 1), 4 running, 2m13s elapsed, ETA 2m41s
+    [sweep] quick: 17/39 jobs done (ok 15, diverged 1, failed 1), 4 running, 6 queued, 2m13s elapsed, ETA 2m41s
 
 On a terminal the line is redrawn in place every second (the jobs' own per-epoch lines go to their log files);
 elsewhere (a pipe, CI, a SLURM log) it is printed as a plain line after every launch and every `every` seconds.
-The ETA extrapolates the jobs finished by this run of the command (not those done before).
+The ETA extrapolates the jobs finished by this run of the command (not those done before). Of the launched jobs
+not yet ended, those whose running marker a live process holds are "running", the others (waiting for a pool
+worker or in a SLURM queue) "queued".
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class Progress:
     """Counts of a sweep's jobs and the line that shows them (thread-safe: a ticker thread redraws it)."""
 
     def __init__(self, name: str, total: int, stream: TextIO | None = None, every: float = 60.0,
-                 read: Callable[[Path], dict | None] | None = None) -> None:
+                 read: Callable[[Path], dict | None] | None = None,
+                 is_running: Callable[[Path], bool] | None = None) -> None:
         self.name = name
         self.total = total
         self.stream = stream or sys.stdout
@@ -41,6 +44,7 @@ class Progress:
         self.ran = 0  # finished by this run of the command
         self.in_flight: list[Path] = []  # run directories of the batch being launched
         self.read = read  # a run directory's record, to count jobs of a batch as they end
+        self.is_running = is_running  # whether a live process trains the job of a run directory now
         self.elsewhere = 0  # claimed by another sweep process
         self.started = time.monotonic()
         self._mutex = threading.Lock()
@@ -54,8 +58,11 @@ class Progress:
 
     def line(self) -> str:
         counts = Counter(self.counts)
-        ended = [r for r in map(self.read, self.in_flight) if r is not None] if self.read else []
+        records = [self.read(d) for d in self.in_flight] if self.read else [None] * len(self.in_flight)
+        ended = [r for r in records if r is not None]
         counts.update(r.get("status") for r in ended)  # jobs of the running batch that have ended
+        waiting = [d for d, r in zip(self.in_flight, records) if r is None]
+        running = sum(map(self.is_running, waiting)) if self.is_running else len(waiting)
         done = sum(counts.values())
         ran = self.ran + len(ended)
         by_status = ", ".join(f"{s} {counts.get(s, 0)}" for s in STATUSES)
@@ -63,8 +70,10 @@ class Progress:
         left = self.total - done - self.elsewhere
         eta = _duration(elapsed / ran * left) if ran and left else ("0s" if not left else "?")
         parts = [f"[sweep] {self.name}: {done}/{self.total} jobs done ({by_status})"]
-        if len(self.in_flight) > len(ended):
-            parts.append(f"{len(self.in_flight) - len(ended)} running")
+        if running:
+            parts.append(f"{running} running")
+        if len(waiting) > running:
+            parts.append(f"{len(waiting) - running} queued")
         if self.elsewhere:
             parts.append(f"{self.elsewhere} in other sweeps")
         parts += [f"{_duration(elapsed)} elapsed", f"ETA {eta}"]

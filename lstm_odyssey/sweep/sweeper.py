@@ -167,7 +167,8 @@ class StudySweeper(Sweeper):
                 logging.getLogger(logger).setLevel(logging.WARNING)
 
             slots = [(k, point) for k in range(n_trials) for point in points]
-            self.progress = Progress(name, len(slots), read=jobstate.record)
+            self.progress = Progress(name, len(slots), read=jobstate.record,
+                                     is_running=lambda run_dir: jobstate.running_elsewhere(run_dir) is not None)
             pending: list[Job] = []
             with sigterm_interrupts(), self.progress:  # a cancelled sweep stops its local workers; a rerun resumes
                 packing = study_cfg["pack"] != 1
