@@ -121,7 +121,7 @@ REPRODUCTION = ROOT / "results" / "odyssey_jsb"
 SPEECH = ROOT / "results" / "odyssey_uea" / "adam"  # the second task (sweeps/odyssey_uea_adam.yaml)
 REPORTED = (sorted(p.parent.parent for p in REPRODUCTION.glob("*/report/report.md"))
             + [s for s in (MODERN, SPEECH) if (s / "report" / "report.md").exists()])
-TABLES = ("summary.csv", "significance.csv", "paper_findings.csv", "best_by_validation.csv", "seed_noise.csv",
+TABLES = ("summary.csv", "significance.csv", "paper_findings.csv", "best_by_validation.csv", "matches_reference.csv", "seed_noise.csv",
           "plan.csv")
 
 

@@ -290,6 +290,31 @@ def test_the_claims_about_cells_by_name_in_paper_findings():
                                "all pairs")
 
 
+def test_each_cell_beyond_the_paper_is_judged_to_match_the_reference_on_its_own():
+    """A tight null supported, a harm and a gain of 3δ contradicted (beyond δ either way), a noisy null
+    inconclusive; each by its own TOST (scipy's signed-rank test on the pairs shifted by ±δ), with its arms' capped
+    shares and its size."""
+    df = paired_study({"vanilla": 0.0, "min_gru": 0.0, "min_lstm": 3 * DELTA, "indrnn": -3 * DELTA}, TIGHT)
+    noisy = paired_study({"vanilla": 0.0, "janet": 0.0}, NOISY, seed=1).assign(study="jsb2", task="other")
+    df = pd.concat([df, noisy], ignore_index=True)
+    df["stopped_by"] = np.where(df["trial"] < 10, "epoch_cap", "early_stopping")  # a quarter of each arm capped
+    df["num_parameters"] = df["cell"].map({"vanilla": 400, "min_gru": 100, "min_lstm": 150, "indrnn": 50, "janet": 200})
+    table = odyssey.matches_reference(df, PLAN)
+    assert dict(zip(zip(table["task"], table["cell"]), table["verdict"])) == {
+        ("jsb_chorales", "indrnn"): CONTRADICTED, ("jsb_chorales", "min_gru"): SUPPORTED,
+        ("jsb_chorales", "min_lstm"): CONTRADICTED, ("other", "janet"): INCONCLUSIVE}
+    row = table.set_index("cell").loc["min_gru"]
+    jsb = df[df["task"] == "jsb_chorales"]
+    pairs = (jsb[jsb["cell"] == "min_gru"].sort_values("trial")["test_nll"].to_numpy()
+             - jsb[jsb["cell"] == "vanilla"].sort_values("trial")["test_nll"].to_numpy())
+    tost = max(stats.wilcoxon(pairs - DELTA, alternative="less").pvalue,
+               stats.wilcoxon(pairs + DELTA, alternative="greater").pvalue)
+    assert row["p"] == pytest.approx(tost, rel=1e-6) and row["claim"] == f"min_gru matches vanilla within δ = {DELTA:g}"
+    assert row["effect"] == pytest.approx(float(np.median(walsh_averages(pairs))), abs=1e-12)
+    assert row["capped"] == row["capped_reference"] == 0.25 and row["num_parameters"] == 100
+    assert table.set_index("cell").loc["indrnn", "high"] < -DELTA  # shown better by more than δ: not a match
+
+
 # -- the claims about hyperparameters ------------------------------------------------------------------------
 def test_best_lr_is_the_median_lr_of_the_best_quarter():
     x = np.array([-5.0, -4.0, -3.5, -3.0, -2.5, -2.0, -1.0, -4.5])

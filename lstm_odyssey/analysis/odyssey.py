@@ -21,7 +21,7 @@ import pandas as pd
 from ..schema import AnalysisConfig
 from ..settings import ConfigError
 from .bootstrap import importance_claims, lr_shift_claim
-from .frame import VAL, design, load, prepare
+from .frame import VAL, cell_order, design, load, prepare
 from .hyperparams import hyperparameters, lr_by_hidden
 from .plan import PRIMARY_TESTS, load_plan, margin
 from .stats import capped_runs, summarize
@@ -90,6 +90,34 @@ def paper_findings(df: pd.DataFrame, plan: AnalysisConfig | None = None, lrh: pd
         rows.append(_row(task, "hidden_does_not_shift_lr", lr_shift_claim(tdf, plan, ftest),
                          f"bootstrap over trials of the optimum's shift against ±{plan.lr_shift:g} decades"))
     return pd.DataFrame(rows, columns=FINDING_COLUMNS)
+
+
+MATCH_COLUMNS = ["task", "cell", "claim", "verdict", "reason", "measure", "effect", "low", "high", "interval", "p", "p_is",
+                 "n", "capped", "capped_reference", "num_parameters"]
+
+
+def matches_reference(df: pd.DataFrame, plan: AnalysisConfig | None = None) -> pd.DataFrame:
+    """Per task and cell: "the cell matches the reference within δ", the claim made for cells beyond the paper
+    (minGRU and minLSTM match the LSTM, Feng et al. 2024), decided like the paper's "no difference": two one-sided
+    tests at ±δ on all pairs, supported when the cell is shown within ±δ, contradicted when shown beyond (better or
+    worse), else inconclusive. Beside it, the share of each arm's ok runs cut off by the budget (a verdict carried
+    by capped runs is about learning speed) and the cell's median parameter count."""
+    plan = plan or AnalysisConfig()
+    df = prepare(df) if VAL not in df.columns else df
+    ref, rows = plan.reference, []
+    for task in sorted(df["task"].unique()):
+        tdf = df[df["task"] == task]
+        if ref not in set(tdf["cell"]):
+            continue
+        metric = str(tdf["metric"].dropna().iloc[0]) if tdf["metric"].notna().any() else "metric"
+        shares = {c: float(capped_runs(g[g["ok"]]).mean()) if g["ok"].any() else np.nan for c, g in tdf.groupby("cell")}
+        for cell in cell_order(set(tdf["cell"]) - {ref}, ref):
+            claim = no_difference(tdf, [cell], metric, plan)
+            size = pd.to_numeric(tdf.loc[tdf["cell"] == cell, "num_parameters"], errors="coerce").median() \
+                if "num_parameters" in tdf.columns else np.nan
+            rows.append({"task": task, "cell": cell, "claim": f"{cell} matches {ref} within δ = {margin(plan, metric):g}",
+                         **asdict(claim), "capped": shares[cell], "capped_reference": shares[ref], "num_parameters": size})
+    return pd.DataFrame(rows, columns=MATCH_COLUMNS)
 
 
 def _config_value(tdf: pd.DataFrame, key: str) -> str | None:

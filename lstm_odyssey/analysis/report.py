@@ -97,6 +97,7 @@ def _report_body(df: pd.DataFrame, plan: AnalysisConfig, importance_min_runs: in
     for task in tasks:
         _figures(df, task, sig, imp, marg, plan, out, figures, notes)
     lines += paper_section(df, sig, lrh, plan, tables, notes)
+    lines += matches_section(df, plan, tables, notes)
     lines += _design_section(df, tasks, plan)
     lines += _verdicts_section(sig, tasks, plan, figures)
     lines += ["## Findings", "", findings(df, summary, sig, imp, lrh, plan.reference, plan.alpha), ""]
@@ -280,6 +281,26 @@ def paper_section(df: pd.DataFrame, sig, lrh, plan: AnalysisConfig, tables: dict
     lines += [markdown_table(best, ["task", "cell", "ok", "best_val", "best_test", "top_median", "capped", "plateau",
                                     "published"]), ""]
     return lines
+
+
+def matches_section(df: pd.DataFrame, plan: AnalysisConfig, tables: dict[str, pd.DataFrame], notes: list[str]) -> list[str]:
+    """"Does each cell match the reference within δ?", for a study of the reference against cells beyond the
+    paper's variants (analysis/odyssey.py: `matches_reference`); nothing for any other study."""
+    beyond = set(df["cell"]) - set(odyssey.VARIANTS) - {plan.reference}
+    if plan.reference not in set(df["cell"]) or not beyond:
+        return []
+    found = _try(notes, "whether each cell matches the reference", lambda: odyssey.matches_reference(df, plan))
+    if found is None or not len(found):
+        return []
+    tables["matches_reference"] = found
+    return ["## Does each cell match the reference?", "",
+            f"The claim made for cells beyond the paper (minGRU and minLSTM match the LSTM, Feng et al. 2024), for each "
+            f"cell against {plan.reference}: *supported* when two one-sided tests show the difference within ±δ on all "
+            "pairs, *contradicted* when it is shown beyond δ (better or worse), *inconclusive* otherwise, by the plan "
+            "above. `capped` and `capped_reference` are the shares of each arm's ok runs cut off by the budget: a "
+            "difference they carry is about learning speed, not reachable performance.", "",
+            markdown_table(found, ["task", "cell", "verdict", "reason", "effect", "low", "high", "p", "n", "capped",
+                                   "capped_reference", "num_parameters"]), ""]
 
 
 def _figures(df: pd.DataFrame, task: str, sig, imp, marg, plan: AnalysisConfig, out: Path,
