@@ -53,6 +53,22 @@ def test_the_replay_of_each_committed_run_under_its_own_rule_is_how_the_trainer_
     assert table["worse_max"].iloc[0] == 0 and (table["worse_max"] >= 0).all()
 
 
+def test_a_grid_of_rules_and_learning_rate_floors_gives_a_row_each_replayed_by_hand():
+    """Two runs, the slow one at a small learning rate: each row replays the rule on the runs the floor keeps."""
+    fast = {**record([10, 9, 8.5, 8.45, 8.44, 8.43, 8.42, 8.41], epochs=8), "hparams": {"optim.lr": 1e-2}}
+    slow = {**record([12, 11.5, 11, 10.5, 10, 9.5, 9, 8.9], epochs=8), "hparams": {"optim.lr": 1e-4}}
+    table = what_if([fast, slow], [0.01], [3], [8, 5], [None, 1e-3])
+    assert list(table.columns[:5]) == ["lr_min", "min_improvement", "patience", "cap", "runs"]
+    assert table["runs"].tolist() == [2, 2, 1, 1]
+    # every run, cap 8: fast plateaus at epoch 6 (see above), slow never gains < 1 % over 3 epochs: capped at 8
+    assert table.iloc[0][["capped", "plateau", "epochs", "best_val"]].tolist() == [0.5, 0.5, 6 + 8, 8.43]
+    assert table.iloc[1][["capped", "epochs"]].tolist() == [1.0, 5 + 5]  # cap 5: both capped
+    assert table.iloc[2][["capped", "plateau", "epochs"]].tolist() == [0.0, 1.0, 6]  # lr >= 1e-3: the fast run only
+    assert table.iloc[0]["worse_max"] == pytest.approx(8.43 - 8.41)
+    with pytest.raises(ValueError, match="no ok run has a learning rate of at least 1"):
+        what_if([fast, slow], [0.01], lr_floors=[1.0])
+
+
 def test_the_command_prints_a_table_and_refuses_a_missing_study(tmp_path, capsys):
     import json
 

@@ -9,11 +9,14 @@ from the runs already paid for. The rule itself is `lifecycle.stop_reason`, repl
 are not replayed (the history keeps no clock per epoch).
 
     python -m lstm_odyssey.analysis.stopping results/odyssey_jsb/paper --min-improvement 0.001 0.002 0.005
+    python -m lstm_odyssey.analysis.stopping results/modern_pilot --min-improvement 0.001 0.002 --patience 10 \
+        --epochs 150 200 --lr-min 1e-4 1e-3      # a row per rule and per lower end of the learning-rate range
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,36 +56,62 @@ def replay(record: dict, **rule: float | int | None) -> tuple[str, int, float]:
     return record["stopped_by"], loop["epoch"], loop["best"]["objective"] if loop["best"] else float("nan")
 
 
-def what_if(records: Sequence[dict], thresholds: Sequence[float]) -> pd.DataFrame:
-    """One row per plateau threshold: the share of ok runs the cap would end, the epochs trained, the best
-    validation score, and how much worse the runs end (all, and the best 10 % under the recorded rule)."""
+def what_if(records: Sequence[dict], thresholds: Sequence[float | None] = (None,), patiences: Sequence[int | None] = (None,),
+            caps: Sequence[int | None] = (None,), lr_floors: Sequence[float | None] = (None,)) -> pd.DataFrame:
+    """One row per rule (plateau threshold × patience × epoch cap; None keeps each run's own) and per lower end of
+    the learning-rate range (`lr_floors`: only the runs at `optim.lr` ≥ it; None keeps all): the share of ok runs
+    the cap would end, the epochs trained, the best validation score, and how much worse the runs end (all, and
+    the best 10 % under the recorded rule)."""
     runs = [r for r in records if r.get("status") == OK and r.get("history")]
     if not runs:
         raise ValueError("no ok run with a history to replay: point it at a study's folder of result.json records")
-    recorded = [replay(r) for r in runs]
-    top = sorted(range(len(runs)), key=lambda i: recorded[i][2])[: max(1, len(runs) // 10)]
     rows = []
-    for threshold in thresholds:
-        out = [replay(r, min_improvement=threshold) for r in runs]
-        worse = [o[2] - base[2] for o, base in zip(out, recorded)]
-        rows.append({"min_improvement": threshold, "runs": len(runs),
-                     "capped": sum(o[0] == "epoch_cap" for o in out) / len(runs),
-                     "plateau": sum(o[0] == "plateau" for o in out) / len(runs),
-                     "epochs": sum(o[1] for o in out), "best_val": min(o[2] for o in out),
-                     "worse_max": max(worse), "top_worse_max": max(worse[i] for i in top)})
-    return pd.DataFrame(rows)
+    for lr_min in lr_floors:
+        kept = [r for r in runs if lr_min is None or learning_rate(r) >= lr_min]
+        if not kept:
+            raise ValueError(f"no ok run has a learning rate of at least {lr_min:g}")
+        recorded = [replay(r) for r in kept]
+        top = sorted(range(len(kept)), key=lambda i: recorded[i][2])[: max(1, len(kept) // 10)]
+        for threshold, patience, cap in itertools.product(thresholds, patiences, caps):
+            rule = {k: v for k, v in zip(STOPPING_KEYS, (threshold, patience, cap)) if v is not None}
+            out = [replay(r, **rule) for r in kept]
+            worse = [o[2] - base[2] for o, base in zip(out, recorded)]
+            rows.append({"lr_min": lr_min, "min_improvement": threshold, "patience": patience, "cap": cap,
+                         "runs": len(kept), "capped": sum(o[0] == "epoch_cap" for o in out) / len(kept),
+                         "plateau": sum(o[0] == "plateau" for o in out) / len(kept),
+                         "epochs": sum(o[1] for o in out), "best_val": min(o[2] for o in out),
+                         "worse_max": max(worse), "top_worse_max": max(worse[i] for i in top)})
+    table = pd.DataFrame(rows)
+    varied = [c for c in ("lr_min", "min_improvement", "patience", "cap") if table[c].notna().any()]
+    return table.drop(columns=[c for c in ("lr_min", "min_improvement", "patience", "cap") if c not in varied])
+
+
+def learning_rate(record: dict) -> float:
+    """The run's learning rate (`optim.lr` of its hyperparameters or config)."""
+    lr = (record.get("hparams") or {}).get("optim.lr", (record.get("config", {}).get("optim") or {}).get("lr"))
+    if lr is None:
+        raise ValueError(f"the run in {record.get('run_dir', '?')} records no optim.lr: --lr-min needs it")
+    return float(lr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lstm_odyssey.analysis.stopping",
-                                     description="Replay a study's runs under stricter plateau thresholds.")
+                                     description="Replay a study's runs under stricter stopping rules.")
     parser.add_argument("study", help="a sweep folder with result.json records")
-    parser.add_argument("--min-improvement", type=float, nargs="+", required=True, metavar="FRACTION")
+    parser.add_argument("--min-improvement", type=float, nargs="+", default=[None], metavar="FRACTION",
+                        help="plateau thresholds (trainer.min_improvement) to replay")
+    parser.add_argument("--patience", type=int, nargs="+", default=[None], metavar="EPOCHS", help="patiences to replay")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[None], metavar="CAP", help="epoch caps to replay")
+    parser.add_argument("--lr-min", type=float, nargs="+", default=[None], metavar="LR",
+                        help="lower ends of the learning-rate range: a row per floor, over the runs at optim.lr >= it")
     args = parser.parse_args(argv)
     if not Path(args.study).exists():
         parser.error(f"{args.study} does not exist: give a study's folder, e.g. results/odyssey_jsb/paper")
+    if args.min_improvement == args.patience == args.epochs == [None]:
+        parser.error("give a rule to replay: --min-improvement, --patience and/or --epochs (e.g. --epochs 200)")
     try:
-        table = what_if([read_record(p.parent) for p in find_records(args.study)], args.min_improvement)
+        table = what_if([read_record(p.parent) for p in find_records(args.study)], args.min_improvement,
+                        args.patience, args.epochs, args.lr_min)
     except ValueError as err:
         parser.error(str(err))
     print(markdown_table(table))
