@@ -94,6 +94,8 @@ def paper_findings(df: pd.DataFrame, plan: AnalysisConfig | None = None, lrh: pd
 
 MATCH_COLUMNS = ["task", "cell", "claim", "verdict", "reason", "measure", "effect", "low", "high", "interval", "p", "p_is",
                  "n", "capped", "capped_reference", "num_parameters"]
+MATCH_SHOWN = ["task", "cell", "verdict", "reason", "effect", "low", "high", "p", "n", "capped", "capped_reference",
+               "num_parameters"]  # the report's columns of it
 
 
 def matches_reference(df: pd.DataFrame, plan: AnalysisConfig | None = None) -> pd.DataFrame:
@@ -145,6 +147,29 @@ def best_by_validation(df: pd.DataFrame, reference: str = "vanilla") -> pd.DataF
     return pd.DataFrame(rows, columns=["task", "cell", "ok", "best_val", "best_test", "top_median", "capped",
                                        "plateau", "published", "best_run"])
 
+
+def findings_intro(plan: AnalysisConfig) -> str:
+    """What the report's table of the paper's findings says, with the plan's thresholds."""
+    return ("Each claim of Greff et al. (2017) as *supported* (shown at the margin δ), *contradicted* (an effect "
+            "against it shown) or *inconclusive* (neither; `reason` says why), by the analysis plan above "
+            "(docs/analysis.md). The claims about cells rest on the primary test of all pairs; the claims about "
+            f"hyperparameters on {plan.bootstrap} bootstrap resamples of the trials against the plan's thresholds "
+            f"(*by far*: ≥ {plan.by_far:g}x the next parameter; *hardly*: < {plan.hardly:g}; *nearly independent*: "
+            f"main effects ≥ {plan.independent:.0%}; the optimum's shift within ±{plan.lr_shift:g} decades).")
+
+
+def matches_intro(reference: str) -> str:
+    """What the report's table of `matches_reference` says."""
+    return ("The claim made for cells beyond the paper (minGRU and minLSTM match the LSTM, Feng et al. 2024), for each "
+            f"cell against {reference}: *supported* when two one-sided tests show the difference within ±δ on all "
+            "pairs, *contradicted* when it is shown beyond δ (better or worse), *inconclusive* otherwise, by the plan "
+            "above. `capped` and `capped_reference` are the shares of each arm's ok runs cut off by the budget: a "
+            "difference they carry is about learning speed, not reachable performance.")
+
+
+BEST_INTRO = ("The test metric of each cell's run with the best validation score (`published`: results on the same "
+              "split from the literature); `capped` and `plateau` are the shares of ok runs cut off by the budget and "
+              "stopped by the plateau rule.")
 
 STOPPING_BIAS = (
     "Runs stop on convergence: early stopping on the validation metric, or the plateau rule (the best "

@@ -260,47 +260,30 @@ def paper_section(df: pd.DataFrame, sig, lrh, plan: AnalysisConfig, tables: dict
         if found is None:
             return []
         tables["paper_findings"] = found
-        lines += ["## The paper's findings", "",
-                  "Each claim of Greff et al. (2017) as *supported* (shown at the margin δ), *contradicted* (an effect "
-                  "against it shown) or *inconclusive* (neither; `reason` says why), by the analysis plan above "
-                  "(docs/analysis.md). The claims about cells rest on the primary test of all pairs; the claims about "
-                  f"hyperparameters on {plan.bootstrap} bootstrap resamples of the trials against the plan's thresholds "
-                  f"(*by far*: ≥ {plan.by_far:g}x the next parameter; *hardly*: < {plan.hardly:g}; *nearly independent*: "
-                  f"main effects ≥ {plan.independent:.0%}; the optimum's shift within ±{plan.lr_shift:g} decades).", ""]
-        lines += [markdown_table(found, ["task", "finding", "verdict", "reason", "measure", "effect", "low", "high",
-                                         "interval", "p", "p_is", "n"]), ""]
+        lines += ["## The paper's findings", "", odyssey.findings_intro(plan), "", markdown_table(found, [
+            "task", "finding", "verdict", "reason", "measure", "effect", "low", "high", "interval", "p", "p_is", "n"]), ""]
         lines += [f"- {r['task']}, {r['finding']}: {r['detail']}" for _, r in found.iterrows() if r["detail"]] + [""]
     best = _try(notes, "best run per cell", lambda: odyssey.best_by_validation(df, reference))
     if best is None:
         return lines
     tables["best_by_validation"] = best
-    lines += [("### " if compares else "## ") + "Best run per cell by validation", "",
-              "The test metric of each cell's run with the best validation score (`published`: results on the same "
-              "split from the literature); `capped` and `plateau` are the shares of ok runs cut off by the budget and "
-              "stopped by the plateau rule.", "", odyssey.STOPPING_BIAS, ""]
+    lines += [("### " if compares else "## ") + "Best run per cell by validation", "", odyssey.BEST_INTRO, "",
+              odyssey.STOPPING_BIAS, ""]
     lines += [markdown_table(best, ["task", "cell", "ok", "best_val", "best_test", "top_median", "capped", "plateau",
                                     "published"]), ""]
     return lines
 
 
 def matches_section(df: pd.DataFrame, plan: AnalysisConfig, tables: dict[str, pd.DataFrame], notes: list[str]) -> list[str]:
-    """"Does each cell match the reference within δ?", for a study of the reference against cells beyond the
-    paper's variants (analysis/odyssey.py: `matches_reference`); nothing for any other study."""
-    beyond = set(df["cell"]) - set(odyssey.VARIANTS) - {plan.reference}
-    if plan.reference not in set(df["cell"]) or not beyond:
+    """Does each cell match the reference within δ (odyssey.matches_reference)? For studies of cells beyond the paper."""
+    if plan.reference not in set(df["cell"]) or not set(df["cell"]) - set(odyssey.VARIANTS) - {plan.reference}:
         return []
     found = _try(notes, "whether each cell matches the reference", lambda: odyssey.matches_reference(df, plan))
     if found is None or not len(found):
         return []
     tables["matches_reference"] = found
-    return ["## Does each cell match the reference?", "",
-            f"The claim made for cells beyond the paper (minGRU and minLSTM match the LSTM, Feng et al. 2024), for each "
-            f"cell against {plan.reference}: *supported* when two one-sided tests show the difference within ±δ on all "
-            "pairs, *contradicted* when it is shown beyond δ (better or worse), *inconclusive* otherwise, by the plan "
-            "above. `capped` and `capped_reference` are the shares of each arm's ok runs cut off by the budget: a "
-            "difference they carry is about learning speed, not reachable performance.", "",
-            markdown_table(found, ["task", "cell", "verdict", "reason", "effect", "low", "high", "p", "n", "capped",
-                                   "capped_reference", "num_parameters"]), ""]
+    return ["## Does each cell match the reference?", "", odyssey.matches_intro(plan.reference), "",
+            markdown_table(found, odyssey.MATCH_SHOWN), ""]
 
 
 def _figures(df: pd.DataFrame, task: str, sig, imp, marg, plan: AnalysisConfig, out: Path,
