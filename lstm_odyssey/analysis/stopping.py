@@ -81,9 +81,8 @@ def what_if(records: Sequence[dict], thresholds: Sequence[float | None] = (None,
                          "plateau": sum(o[0] == "plateau" for o in out) / len(kept),
                          "epochs": sum(o[1] for o in out), "best_val": min(o[2] for o in out),
                          "worse_max": max(worse), "top_worse_max": max(worse[i] for i in top)})
-    table = pd.DataFrame(rows)
-    varied = [c for c in ("lr_min", "min_improvement", "patience", "cap") if table[c].notna().any()]
-    return table.drop(columns=[c for c in ("lr_min", "min_improvement", "patience", "cap") if c not in varied])
+    table = pd.DataFrame(rows)  # a column only for what was replayed
+    return table.drop(columns=[c for c in ("lr_min", "min_improvement", "patience", "cap") if table[c].isna().all()])
 
 
 def learning_rate(record: dict) -> float:
