@@ -100,7 +100,7 @@ class Singles:
         for k, cfg in enumerate(cfgs):
             device = train.pick_device(cfg["trainer"]["device"])
             torch.manual_seed(cfg["trainer"]["seed"])
-            model = train.build_model(cfg, task).to(device)
+            model = train.build_model(cfg, task)  # SingleRunner moves it to `device`
             self.engines.append(engine_for([cfg], folder / f"single{k}", Setup(task, device, [model], train.SingleRunner(cfg, task, model, device))))
         self.backend = self.engines[0].runner.backend
 
