@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from benchmarks import cuts, packs, study
+from benchmarks import cuts, packs, report, study
 from lstm_odyssey import bench
 from lstm_odyssey.packed import costs, stacked
 from lstm_odyssey.packed.plan import plan_packs
@@ -83,3 +84,19 @@ def test_the_pack_benchmark_refits_the_planners_cost_model():
     assert fitted["alone_cost_ms"] == pytest.approx([40, 0.001]) and fitted["pack_cost_ms"] == pytest.approx([30, 5, 0.002])
     with pytest.raises(ValueError, match="2 widths"):
         packs.fit_costs([r for r in rows if r["width"] != 8], steps=3)
+
+
+def test_the_report_benchmark_writes_the_report_both_ways_and_finds_the_same_tables(tmp_path, capsys):
+    quick = Path(__file__).resolve().parents[1] / "results" / "published" / "quick" / "adding"
+    if not quick.is_dir():
+        pytest.skip("the published quick study is not in this checkout")
+    study_dir = tmp_path / "quick"  # two of its cells: a report of a few seconds
+    for cell in ("vanilla", "cifg"):
+        shutil.copytree(quick / cell, study_dir / "adding" / cell)
+    out = tmp_path / "report.json"
+    report.main([str(study_dir), "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["differ"] == [] and len(result["seconds"]["sequential"]) == len(result["seconds"]["parallel"]) == 1
+    assert f"| {study_dir} | {len(list(study_dir.rglob('result.json')))} |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        report.main([str(tmp_path / "nothing")])

@@ -357,3 +357,35 @@ def test_the_published_results_stand_only_under_the_protocols_of_their_own_task(
     assert "| vanilla | 8.380 (20%) | 0.043 (0%) |" in lines
     for cell, nll in odyssey.PUBLISHED_JSB.items():
         assert f"| {cell} | {nll:.2f} |  |" in lines
+
+
+def test_the_parallel_bootstrap_draws_the_resamples_of_scipys_sequential_one():
+    """The fANOVA resamples run in worker processes: every interval must be the one scipy's own one-at-a-time
+    bootstrap gives, for one sample (a paired study's trials) and for several (an unpaired study's cells)."""
+    x, y = np.random.default_rng(1).lognormal(size=30), np.random.default_rng(2).normal(size=17)
+    plan = AnalysisConfig(bootstrap=40, seed=3)
+
+    def one(i):  # a statistic of two values that depends on which rows were drawn, not only on how many
+        return np.array([np.median(x[i]), np.max(x[i]) - np.min(x[i])])
+
+    def two(i, j):
+        return np.array([np.mean(x[i]) - np.median(y[j])])
+
+    for statistic, samples in ((one, (np.arange(len(x)),)), (two, (np.arange(len(x)), np.arange(len(y))))):
+        expected = stats.bootstrap(samples, statistic, n_resamples=40, vectorized=False, method="percentile",
+                                   paired=False, random_state=np.random.default_rng(3)).bootstrap_distribution
+        low, high = np.quantile(np.atleast_2d(expected), [plan.alpha, 1 - plan.alpha], axis=-1)
+        for workers in (1, 2):
+            got = bootstrap._interval(statistic, samples, plan, workers)
+            np.testing.assert_array_equal(got[0], low)
+            np.testing.assert_array_equal(got[1], high)
+
+
+@pytest.mark.slow
+def test_the_importance_claims_do_not_depend_on_the_number_of_workers(paper_like, monkeypatch):
+    names = ["model.hidden_size", "optim.lr", "optim.momentum", "trainer.input_noise"]
+    claims = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(bootstrap, "workers_for", lambda plan, n=workers: n)
+        claims[workers] = bootstrap.importance_claims(paper_like, names, FAST, is_paired=True, optimiser="sgd")
+    assert claims[1] == claims[2] and claims[1]["lr_most_important"].verdict == SUPPORTED

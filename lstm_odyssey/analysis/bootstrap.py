@@ -5,7 +5,9 @@ compares a bootstrap interval (`scipy.stats.bootstrap`, percentile, `analysis.bo
 in a paired study a resample keeps every cell of a trial together) with the plan's threshold: *supported* when the
 one-sided (1 − α) bound lies on the claim's side, *contradicted* when the other bound lies on the other side,
 *inconclusive* otherwise. The claim's estimate and every resample fit forests of `analysis.bootstrap_trees` trees
-(the report's importance table keeps 64), which keeps a 450-run report within a minute (docs/analysis.md).
+(the report's importance table keeps 64), and the resamples' forests are fitted in parallel on every core the process
+may use; scipy draws the same resamples either way, so the intervals do not depend on the number of cores
+(docs/analysis.md gives the report's time).
 """
 
 from __future__ import annotations
@@ -28,19 +30,46 @@ MIN_RUNS = 20      # ... each from at least this many ok runs (a forest on fewer
 DEPTH = 8          # the report's fANOVA trees (hyperparams.importance)
 
 
-def _interval(statistic: Callable[..., np.ndarray], samples: tuple[np.ndarray, ...], plan: AnalysisConfig
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _interval(statistic: Callable[..., np.ndarray], samples: tuple[np.ndarray, ...], plan: AnalysisConfig,
+              workers: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (1 − 2α) percentile interval of each statistic (each end a one-sided 1 − α bound) and the share of
-    resamples where it was undefined."""
+    resamples where it was undefined. With `workers` > 1 the resamples' statistics are computed in that many
+    processes: scipy draws the same resamples either way."""
     with warnings.catch_warnings():  # a statistic that never moves (lr always first) is no error
         warnings.simplefilter("ignore", sps.DegenerateDataWarning)
-        res = sps.bootstrap(samples, statistic, n_resamples=plan.bootstrap, vectorized=False, method="percentile",
-                            paired=False, random_state=np.random.default_rng(plan.seed))
+        vectorised = _in_parallel(statistic, workers) if workers > 1 else None
+        res = sps.bootstrap(samples, vectorised or statistic, n_resamples=plan.bootstrap, vectorized=bool(vectorised),
+                            method="percentile", paired=False, random_state=np.random.default_rng(plan.seed))
     dist = np.atleast_2d(res.bootstrap_distribution)
     with warnings.catch_warnings():  # a statistic the study cannot have (momentum under Adam) is NaN throughout
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanquantile(dist, [plan.alpha, 1 - plan.alpha], axis=-1)
     return low, high, np.isnan(dist).mean(axis=-1)
+
+
+def _in_parallel(statistic: Callable[..., np.ndarray], workers: int) -> Callable[..., np.ndarray]:
+    """`statistic` of one resample as scipy's vectorised statistic of a batch (each sample's resamples are the rows
+    of its array; the result has one column per resample), the rows shared out among `workers` processes."""
+    from joblib import Parallel, delayed
+
+    def batch(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        rows = np.array_split(np.arange(samples[0].shape[0]), workers)
+        parts = Parallel(n_jobs=workers)(delayed(_rows)(statistic, [s[r] for s in samples]) for r in rows if len(r))
+        return np.column_stack([value for part in parts for value in part])
+
+    return batch
+
+
+def _rows(statistic: Callable[..., np.ndarray], samples: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.atleast_1d(statistic(*row)) for row in zip(*samples)]
+
+
+def workers_for(plan: AnalysisConfig) -> int:
+    """The processes for the fANOVA resamples: every core this process may use (joblib counts the CPU affinity and
+    the cgroup's quota, as on a SLURM node), at most one per resample."""
+    from joblib import cpu_count
+
+    return max(1, min(cpu_count(), plan.bootstrap))
 
 
 def _decide(low: float, high: float, threshold: float, claim_below: bool) -> str:
@@ -82,12 +111,13 @@ def importance_claims(tdf: pd.DataFrame, names: list[str], plan: AnalysisConfig,
             return medians([g.iloc[[m[k] for k in keys[pick] if k in m]] for g, m in zip(groups, position)],
                            plan.bootstrap_trees)
 
-        low, high, undefined = _interval(statistic, (np.arange(len(keys)),), plan)
+        low, high, undefined = _interval(statistic, (np.arange(len(keys)),), plan, workers_for(plan))
     else:
         def statistic(*picks: np.ndarray) -> np.ndarray:
             return medians([g.iloc[p] for g, p in zip(groups, picks)], plan.bootstrap_trees)
 
-        low, high, undefined = _interval(statistic, tuple(np.arange(len(g)) for g in groups), plan)
+        low, high, undefined = _interval(statistic, tuple(np.arange(len(g)) for g in groups), plan,
+                                          workers_for(plan))
     point = medians(groups, plan.bootstrap_trees)  # the forests of the resamples, so the interval is the estimate's
     n = float(sum(len(g) for g in groups))
     spread = ", ".join(f"{name} {point[3 + i]:.2f} ({low[3 + i]:.2f}–{high[3 + i]:.2f})" for i, name in enumerate(order))
