@@ -135,7 +135,7 @@ def test_a_cancelled_task_costs_only_its_own_job_which_resumes_from_its_checkpoi
     finishes, since a task that left the queue is seen with `squeue`."""
     if accounting and no_accounting():
         pytest.skip(str(no_accounting()))
-    sweep_dir, epochs = tmp_path / "sweep", 250  # a minute of training per task: cancelled well before its end
+    sweep_dir, epochs = tmp_path / "sweep", 120  # half a minute of training per task: cancelled well before its end
     env = None if accounting else sacct_fails(tmp_path / "no-accounting")
     trials = width  # 2 tasks either way (2 cells x a pack of 2 trials, or 2 cells x 1 trial), both on the node at once
     sweep = slurm_sweep(sweep_dir, "cell=vanilla,gru", f"sweep.n_trials={trials}", f"sweep.pack={width}",
@@ -195,7 +195,7 @@ def test_a_job_requeued_by_the_scheduler_resumes_from_its_last_epoch(tmp_path):
     """`scontrol requeue`, what SLURM does to a requeueable job it preempts: the running task is stopped and queued
     again under the same id. The sweep waits for it instead of counting it lost, and it resumes from its last
     epoch's checkpoint; its record counts the requeue."""
-    epochs = 300  # the requeue comes at the first checkpoint: seconds in, long before the end
+    epochs = 150  # the requeue comes at the first checkpoint: seconds in, long before the end
     sweep = slurm_sweep(tmp_path, "cell=vanilla", "sweep.n_trials=1", f"trainer.epochs={epochs}")
     poll(lambda: list(tmp_path.rglob("last.pt")) and squeue("RUNNING"), "the job training with a checkpoint", sweep)
     [task] = squeue("RUNNING")
