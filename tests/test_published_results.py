@@ -244,3 +244,26 @@ def test_the_readme_is_a_front_door_of_at_most_250_lines_whose_links_resolve():
     assert len(text.splitlines()) <= 250
     targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if not t.startswith("http")]
     assert targets and not [t for t in targets if not (ROOT / t).exists()]
+
+
+RERUN = REPRODUCTION / "rerun"  # odyssey_jsb_rerun: three Adam trials trained again at one code version
+
+
+@pytest.mark.skipif(not (RERUN / "report").is_dir(), reason="the rerun study is not committed")
+def test_the_results_page_quotes_the_rerun_at_one_code_version():
+    """The figures of "One code version" come out of `python -m lstm_odyssey.analysis.replicates
+    results/odyssey_jsb/rerun results/odyssey_jsb/adam`."""
+    from lstm_odyssey.analysis.frame import load
+    from lstm_odyssey.analysis.replicates import reruns
+
+    table = reruns(load(RERUN), load(REPRODUCTION / "adam"))
+    gap = table["difference"].abs()
+    worst = table.assign(gap=gap).sort_values("gap", ascending=False).head(3)
+    quoted = [f"{len(table)} runs", f"median\n|difference| {gap.median():.2g} nats",
+              f"{int((gap <= 0.001).sum())} of {len(table)} within 0.001"]
+    top = worst.iloc[0]
+    quoted.append(f"{top['gap']:.3f} ({top['cell']}: {top['test']:.3f} against {top['test_before']:.3f})")
+    quoted += [f"{row['gap']:.3f} ({row['cell'].upper()})" for _, row in worst.iloc[1:].iterrows()]
+    page = " ".join((PAGES / "index.md").read_text().split())  # the page's line breaks do not matter
+    for text in quoted:
+        assert " ".join(text.split()) in page, text
