@@ -64,12 +64,15 @@ def _rows(statistic: Callable[..., np.ndarray], samples: list[np.ndarray]) -> li
     return [np.atleast_1d(statistic(*row)) for row in zip(*samples)]
 
 
+MAX_WORKERS = 8  # each worker imports pandas and scikit-learn (about 150 MB); past 8 the report gains seconds at most
+
+
 def workers_for(plan: AnalysisConfig) -> int:
-    """The processes for the fANOVA resamples: every core this process may use (joblib counts the CPU affinity and
-    the cgroup's quota, as on a SLURM node), at most one per resample."""
+    """The processes for the fANOVA resamples: the cores this process may use (joblib counts the CPU affinity and
+    the cgroup's quota, as on a SLURM node), at most `MAX_WORKERS` and one per resample."""
     from joblib import cpu_count
 
-    return max(1, min(cpu_count(), plan.bootstrap))
+    return max(1, min(cpu_count(), MAX_WORKERS, plan.bootstrap))
 
 
 def _decide(low: float, high: float, threshold: float, claim_below: bool) -> str:
