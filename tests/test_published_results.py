@@ -267,3 +267,25 @@ def test_the_results_page_quotes_the_rerun_at_one_code_version():
     page = " ".join((PAGES / "index.md").read_text().split())  # the page's line breaks do not matter
     for text in quoted:
         assert " ".join(text.split()) in page, text
+
+
+SEEDS = REPRODUCTION / "seeds"  # odyssey_jsb_seeds: the Adam study's 5 best configurations x 9 cells x 3 seeds
+
+
+def seed_noise_table(report: Path) -> str:
+    """The results page's seed-noise table: per cell, the sd of the test NLL when only the seed changes and that of
+    the paired difference to vanilla at the same seed, from the study's committed report."""
+    import pandas as pd
+
+    noise = pd.read_csv(report / "tables" / "seed_noise.csv")
+    rows = ["| cell | configurations × seeds | sd of the test NLL | sd of the difference to vanilla |", "|---|---|---:|---:|"]
+    for _, r in noise.iterrows():
+        diff = "" if pd.isna(r["sd_seed_diff"]) else f"{r['sd_seed_diff']:.3f}"
+        rows.append(f"| {r['cell']} | {int(r['configurations'])} × {int(r['seeds'])} | {r['sd_seed']:.3f} | {diff} |")
+    return "\n".join(rows)
+
+
+@pytest.mark.skipif(not (SEEDS / "report" / "tables" / "seed_noise.csv").exists(),
+                    reason="the seed-noise study's report is not committed yet (the study is not complete)")
+def test_the_results_page_quotes_the_seed_noise_of_the_committed_report():
+    assert seed_noise_table(SEEDS / "report") in (PAGES / "index.md").read_text()
