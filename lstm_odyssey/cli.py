@@ -37,7 +37,7 @@ from .engine import EPOCH_LOGGER
 from .results import RECORD_NAME
 from .schema import environment, validate
 from .settings import ConfigError
-from .signals import exit_code, reraise_if_interrupted, sigterm_interrupts
+from .signals import exit_code, interrupts, reraise_if_interrupted
 from .sweep import register_studies
 from .sweep.packs import MANIFEST_KEY, run_pack
 from .sweep.worker import AlreadyRunning, die_with_parent, running
@@ -139,7 +139,7 @@ def reported() -> Iterator[None]:
     full = os.environ.get(FULL_ERROR) == "1"
     os.environ[FULL_ERROR] = "1"
     try:
-        with sigterm_interrupts():
+        with interrupts():
             yield
     except KeyboardInterrupt as err:
         where = _single_run.get("dir")

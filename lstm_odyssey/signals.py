@@ -1,5 +1,7 @@
 """SIGTERM as an interrupt: kill, scancel or a closed terminal stop a sweep the way Ctrl-C does, so its
-workers are stopped (joblib does that for KeyboardInterrupt) and the command line can say how to resume."""
+workers are stopped (joblib does that for KeyboardInterrupt) and the command line can say how to resume. Both
+signals are remembered (`received`), so that an interrupt a library turned into an error of its own still stops
+the run or the sweep instead of failing a job."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt; `signum` gives the exit code."""
+    """SIGTERM or SIGINT, raised in the main thread as Ctrl-C's KeyboardInterrupt; `signum` gives the exit code."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"signal {signum}")
@@ -46,15 +48,20 @@ def reraise_if_interrupted(err: BaseException) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """Within the block, SIGTERM raises Interrupted in the main thread (elsewhere it does nothing)."""
+def interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM, and SIGINT where Python's Ctrl-C handler has it, raise Interrupted in the main
+    thread (elsewhere this does nothing). A SIGINT that the process was started with ignored (a background job of
+    a shell script) stays ignored, as the shell meant."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     global _received
     _received = None
-    previous = signal.signal(signal.SIGTERM, _raise)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

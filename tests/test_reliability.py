@@ -95,8 +95,16 @@ def wait_for(condition, what: str, timeout: float = 180.0, proc: subprocess.Pope
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def as_from_a_terminal() -> None:
+    """In the child, before it runs: SIGINT and SIGTERM unblocked and at their defaults, as a shell starts a command
+    (a child inherits an ignored or blocked signal, and a test runner's worker may have either)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(sweep_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(sweep_cmd(sweep_dir, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    return subprocess.Popen(sweep_cmd(sweep_dir, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+                            preexec_fn=as_from_a_terminal)
 
 
 def output(proc: subprocess.Popen) -> str:
@@ -534,25 +542,71 @@ def test_an_interrupted_single_run_says_how_to_resume(tmp_path):
         f"interrupted; resume with the same command plus trainer.resume=true hydra.run.dir={run_dir}"]
 
 
-def test_an_interrupt_that_a_library_turns_into_another_error_is_still_an_interrupt(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_interrupt_that_a_library_turns_into_another_error_is_still_an_interrupt(tmp_path, monkeypatch, sig):
     """torch's C++ core may wrap what a Python callback raised: the run is interrupted, not failed."""
     from lstm_odyssey.engine import Engine
-    from lstm_odyssey.signals import Interrupted, sigterm_interrupts
+    from lstm_odyssey.signals import Interrupted, interrupts
 
-    def epoch_hit_by_sigterm_inside_a_callback(*args, **kwargs):
+    def epoch_hit_by_a_signal_inside_a_callback(*args, **kwargs):
         try:
-            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(sig)
         except KeyboardInterrupt as err:
             raise RuntimeError("a callback raised") from err
 
-    monkeypatch.setattr(Engine, "train_epoch", epoch_hit_by_sigterm_inside_a_callback)
-    with sigterm_interrupts(), pytest.raises(Interrupted) as err:
+    monkeypatch.setattr(Engine, "train_epoch", epoch_hit_by_a_signal_inside_a_callback)
+    with interrupts(), pytest.raises(Interrupted) as err:
         train.run(load_config([*TINY_RUN, "trainer.epochs=1"]), tmp_path)
-    assert err.value.signum == signal.SIGTERM and isinstance(err.value.__cause__, RuntimeError)
+    assert err.value.signum == sig and isinstance(err.value.__cause__, RuntimeError)
     assert not (tmp_path / "result.json").exists()  # no failed record: a rerun resumes the run
     monkeypatch.undo()
-    with sigterm_interrupts():  # a new block starts with no signal received
+    with interrupts():  # a new block starts with no signal received
         assert train.run(load_config([*TINY_RUN, "trainer.epochs=1"]), tmp_path)["status"] == "ok"
+
+
+def test_ctrl_c_is_remembered_and_exits_130_and_an_ignored_one_stays_ignored():
+    """SIGINT goes through the same handler as SIGTERM (so `received` knows of it) where Python's Ctrl-C handler
+    had it; a process started with SIGINT ignored (a shell script's background job) keeps ignoring it."""
+    from lstm_odyssey.signals import Interrupted, exit_code, interrupts, received
+
+    with interrupts(), pytest.raises(Interrupted) as err:
+        signal.raise_signal(signal.SIGINT)
+    assert received() == signal.SIGINT and exit_code(err.value) == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the block
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts():
+            signal.raise_signal(signal.SIGINT)  # ignored: nothing is raised
+            assert received() is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_an_interrupt_that_the_launcher_turns_into_another_error_stops_the_sweep(tmp_path):
+    """A signal that reaches the sweep inside the launcher, where a library (joblib's pickler, submitit) wraps the
+    KeyboardInterrupt in an error of its own, stops the sweep; it used to count as a broken batch, whose jobs the
+    sweep then ran again one at a time, and the sweep ended 0 as if never interrupted."""
+    from types import SimpleNamespace
+
+    from lstm_odyssey.signals import Interrupted, interrupts
+    from lstm_odyssey.sweep.jobs import Job
+    from lstm_odyssey.sweep.sweeper import StudySweeper
+
+    def launch_hit_by_sigint(overrides, initial_job_idx):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt as err:
+            raise RuntimeError("the pickler raised") from err
+
+    sweeper = StudySweeper()
+    sweeper.launcher = SimpleNamespace(launch=launch_hit_by_sigint)
+    sweeper.progress = SimpleNamespace(in_flight=[])
+    sweeper.job_idx = 0
+    job = Job(point=(("cell", "vanilla"),), k=0, study=None, subdir="vanilla/000")
+    with interrupts(), pytest.raises(Interrupted) as err:
+        sweeper._launch_once([job], tmp_path)
+    assert err.value.signum == signal.SIGINT and isinstance(err.value.__cause__, RuntimeError)
 
 
 def test_records_and_checkpoints_get_the_usual_permissions(tmp_path):

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from ..files import atomic_write, atomic_write_text
 from ..results import load_results
+from ..signals import reraise_if_interrupted
 
 log = logging.getLogger("lstm_odyssey.sweep")
 
@@ -89,6 +90,7 @@ def write_analysis_report(sweep_dir: Path) -> Path | None:
         print(f"[sweep] report in {out}")
         return out
     except Exception as err:  # the records are safe; a report can be made later with the analysis CLI
+        reraise_if_interrupted(err)
         log.warning("the analysis report failed (%s: %s); the records and runs.parquet are fine", type(err).__name__, err)
         return None
 

@@ -37,7 +37,7 @@ from ..cells import cell_label
 from ..jobstate import KILLED
 from ..locks import LOCK_NAME, Holder, Holdings, acquire
 from ..results import FAILED, OK, STATUSES, hparams_of, write_record
-from ..signals import sigterm_interrupts
+from ..signals import interrupts, reraise_if_interrupted
 from . import packs, trials
 from .jobs import Job, job_key, launcher_width, point_label, time_limit_problem
 from .progress import Progress
@@ -170,7 +170,7 @@ class StudySweeper(Sweeper):
             self.progress = Progress(name, len(slots), read=jobstate.record,
                                      is_running=lambda run_dir: jobstate.running_elsewhere(run_dir) is not None)
             pending: list[Job] = []
-            with sigterm_interrupts(), self.progress:  # a cancelled sweep stops its local workers; a rerun resumes
+            with interrupts(), self.progress:  # a cancelled sweep stops its local workers; a rerun resumes
                 packing = study_cfg["pack"] != 1
                 for i, (k, point) in enumerate(slots):
                     job = self._prepare(point, k, studies[point], space, fixed, sweep_dir, study_cfg)
@@ -308,6 +308,7 @@ class StudySweeper(Sweeper):
             with local_pool():  # local workers, idle ones included, die with this process
                 results = self.launcher.launch([job.overrides for job in jobs], initial_job_idx=self.job_idx)
         except Exception as err:  # a killed worker takes its batch down: what left a record still counts
+            reraise_if_interrupted(err)  # unless an interrupt hit the launcher and came out as another error
             log.error("launcher failed on a batch of %d jobs: %s: %s", len(jobs), type(err).__name__, str(err).strip().splitlines()[0] if str(err).strip() else "")
             broken = True
         finally:
