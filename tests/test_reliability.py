@@ -102,6 +102,17 @@ def as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.fixture
+def ctrl_c_at_its_default():
+    """In this process: SIGINT unblocked and at Python's Ctrl-C handler, as in a program started from a terminal
+    (a pytest-xdist worker has it otherwise); restored afterwards."""
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def start(sweep_dir: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(sweep_cmd(sweep_dir, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
                             preexec_fn=as_from_a_terminal)
@@ -543,7 +554,8 @@ def test_an_interrupted_single_run_says_how_to_resume(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_an_interrupt_that_a_library_turns_into_another_error_is_still_an_interrupt(tmp_path, monkeypatch, sig):
+def test_an_interrupt_that_a_library_turns_into_another_error_is_still_an_interrupt(tmp_path, monkeypatch, sig,
+                                                                                      ctrl_c_at_its_default):
     """torch's C++ core may wrap what a Python callback raised: the run is interrupted, not failed."""
     from lstm_odyssey.engine import Engine
     from lstm_odyssey.signals import Interrupted, interrupts
@@ -564,7 +576,7 @@ def test_an_interrupt_that_a_library_turns_into_another_error_is_still_an_interr
         assert train.run(load_config([*TINY_RUN, "trainer.epochs=1"]), tmp_path)["status"] == "ok"
 
 
-def test_ctrl_c_is_remembered_and_exits_130_and_an_ignored_one_stays_ignored():
+def test_ctrl_c_is_remembered_and_exits_130_and_an_ignored_one_stays_ignored(ctrl_c_at_its_default):
     """SIGINT goes through the same handler as SIGTERM (so `received` knows of it) where Python's Ctrl-C handler
     had it; a process started with SIGINT ignored (a shell script's background job) keeps ignoring it."""
     from lstm_odyssey.signals import Interrupted, exit_code, interrupts, received
@@ -583,7 +595,7 @@ def test_ctrl_c_is_remembered_and_exits_130_and_an_ignored_one_stays_ignored():
         signal.signal(signal.SIGINT, before)
 
 
-def test_an_interrupt_that_the_launcher_turns_into_another_error_stops_the_sweep(tmp_path):
+def test_an_interrupt_that_the_launcher_turns_into_another_error_stops_the_sweep(tmp_path, ctrl_c_at_its_default):
     """A signal that reaches the sweep inside the launcher, where a library (joblib's pickler, submitit) wraps the
     KeyboardInterrupt in an error of its own, stops the sweep; it used to count as a broken batch, whose jobs the
     sweep then ran again one at a time, and the sweep ended 0 as if never interrupted."""
