@@ -135,14 +135,10 @@ TABLES = ("summary.csv", "significance.csv", "paper_findings.csv", "best_by_vali
 def test_the_published_reports_regenerate_from_their_records(tmp_path, study):
     """`lstm-odyssey-report <study>` on the committed records gives the committed tables (the paper's findings
     only where the study has the paper's cells)."""
+    from benchmarks.report import copy_study
     from lstm_odyssey.analysis import write_report
 
-    copy = tmp_path / study.name
-    for task in (p for p in study.iterdir() if p.is_dir() and p.name != "report" and not p.name.startswith(".")):
-        shutil.copytree(task, copy / task.name)
-    if (study / "multirun.yaml").exists():  # the study's analysis plan, when it set one
-        shutil.copy(study / "multirun.yaml", copy / "multirun.yaml")
-    write_report([copy], tmp_path / "report")
+    write_report([copy_study(study, tmp_path)], tmp_path / "report")  # its records and plan, not its report
     committed = [name for name in TABLES if (study / "report" / "tables" / name).exists()]
     assert {"summary.csv", "significance.csv"} <= set(committed)
     for name in committed:
