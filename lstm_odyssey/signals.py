@@ -26,6 +26,7 @@ def exit_code(err: KeyboardInterrupt) -> int:
 
 
 _received: int | None = None
+_depth = 0  # how many `interrupts` blocks the main thread is in
 
 
 def _raise(signum: int, frame: Any) -> None:
@@ -35,7 +36,7 @@ def _raise(signum: int, frame: Any) -> None:
 
 
 def received() -> int | None:
-    """The signal that interrupted this process, if one did. A library that calls back into Python (torch's
+    """The signal that interrupted the `interrupts` block this process is in, if one did. A library that calls back into Python (torch's
     C++ core, a pickler) may turn the Interrupted raised there into an exception of its own; code that catches
     `Exception` asks this so that an interrupted run is reported as interrupted, never as failed."""
     return _received
@@ -51,12 +52,15 @@ def reraise_if_interrupted(err: BaseException) -> None:
 def interrupts() -> Iterator[None]:
     """Within the block, SIGTERM, and SIGINT where Python's Ctrl-C handler has it, raise Interrupted in the main
     thread (elsewhere this does nothing). A SIGINT that the process was started with ignored (a background job of
-    a shell script) stays ignored, as the shell meant."""
+    a shell script) stays ignored, as the shell meant. The outermost block forgets the signal when it ends, so
+    that no later error (a bad config in the same notebook or test process) is mistaken for an interrupt."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    global _received
-    _received = None
+    global _received, _depth
+    if _depth == 0:
+        _received = None
+    _depth += 1
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise)}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise)
@@ -65,3 +69,6 @@ def interrupts() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _depth -= 1
+        if _depth == 0:
+            _received = None

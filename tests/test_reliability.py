@@ -581,9 +581,10 @@ def test_ctrl_c_is_remembered_and_exits_130_and_an_ignored_one_stays_ignored(ctr
     had it; a process started with SIGINT ignored (a shell script's background job) keeps ignoring it."""
     from lstm_odyssey.signals import Interrupted, exit_code, interrupts, received
 
-    with interrupts(), pytest.raises(Interrupted) as err:
-        signal.raise_signal(signal.SIGINT)
-    assert received() == signal.SIGINT and exit_code(err.value) == 130
+    with interrupts():
+        with pytest.raises(Interrupted) as err:
+            signal.raise_signal(signal.SIGINT)
+        assert received() == signal.SIGINT and exit_code(err.value) == 130
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the block
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -593,6 +594,24 @@ def test_ctrl_c_is_remembered_and_exits_130_and_an_ignored_one_stays_ignored(ctr
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_signal_is_forgotten_when_the_outermost_block_ends(tmp_path, ctrl_c_at_its_default):
+    """An enclosing block (the command line's, around the sweep's) still sees a signal an inner block received; once
+    the outermost block ends, a later ordinary error in the same process (a notebook, a test worker) is an error,
+    not an interrupt. CI once failed a bad-config test because a signal test had run before it in that worker."""
+    from lstm_odyssey.signals import Interrupted, interrupts, received, reraise_if_interrupted
+
+    with interrupts():
+        with pytest.raises(Interrupted), interrupts():
+            signal.raise_signal(signal.SIGTERM)
+        assert received() == signal.SIGTERM
+        with pytest.raises(Interrupted):
+            reraise_if_interrupted(ValueError("a library's wrapper"))
+    assert received() is None
+    reraise_if_interrupted(ValueError("an ordinary error"))  # raises nothing
+    with pytest.raises(ValueError, match="peephole"):
+        train.run(load_config([*TINY_RUN, "cell.peepholes=maybe"]), tmp_path)
 
 
 def test_an_interrupt_that_the_launcher_turns_into_another_error_stops_the_sweep(tmp_path, ctrl_c_at_its_default):
