@@ -284,4 +284,29 @@ def seed_noise_table(report: Path) -> str:
 @pytest.mark.skipif(not (SEEDS / "report" / "tables" / "seed_noise.csv").exists(),
                     reason="the seed-noise study's report is not committed yet (the study is not complete)")
 def test_the_results_page_quotes_the_seed_noise_of_the_committed_report():
-    assert seed_noise_table(SEEDS / "report") in (PAGES / "index.md").read_text()
+    import pandas as pd
+
+    page = (PAGES / "index.md").read_text()
+    assert seed_noise_table(SEEDS / "report") in page
+    median = f"{pd.read_csv(SEEDS / 'report' / 'tables' / 'seed_noise.csv')['sd_seed_diff'].median():.3f}"
+    flat = " ".join(page.split())
+    assert f"median {median}" in flat and f"roughly {median}/√50" in flat
+    assert f"a median sd of {median}" in " ".join((ROOT / "README.md").read_text().split())
+
+
+@pytest.mark.skipif(not (SEEDS / "report").is_dir(), reason="the seed-noise study's report is not committed yet")
+def test_the_results_page_quotes_how_seed_0_repeats_the_adam_study():
+    """Seed 0 of the seeds study repeats the Adam study's runs: the page's figures come out of `python -m
+    lstm_odyssey.analysis.replicates results/odyssey_jsb/seeds results/odyssey_jsb/adam`."""
+    from lstm_odyssey.analysis.frame import load
+    from lstm_odyssey.analysis.replicates import reruns
+
+    table = reruns(load(SEEDS), load(REPRODUCTION / "adam"))
+    gap = table["difference"].abs()
+    top = table.loc[gap.idxmax()]
+    quoted = [f"{int((gap <= 0.001).sum())} of the {len(table)} repeats agree within 0.001",
+              f"the median difference is {gap.median():.3f} and the largest {gap.max():.3f}",
+              f"({top['cell'].upper()}: {top['test']:.3f} against {top['test_before']:.3f})"]
+    page = " ".join((PAGES / "index.md").read_text().split())
+    for text in quoted:
+        assert text in page, text
