@@ -112,13 +112,30 @@ def modern_readme_table(report: Path | str) -> str:
     return "\n".join(rows)
 
 
-MODERN = ROOT / "results" / "modern"  # the modern cells' study (sweeps/modern.yaml)
+MODERN = ROOT / "results" / "modern_first_look"  # the modern cells' first look (sweeps/modern_first_look.yaml)
 MODERN_REPORT = MODERN / "report"
 
 
 @pytest.mark.skipif(not (MODERN_REPORT / "tables").is_dir(), reason="the modern study's report is not committed yet")
 def test_the_results_page_quotes_the_committed_modern_report():
     assert modern_readme_table(MODERN_REPORT) in (PAGES / "modern.md").read_text()
+
+
+@pytest.mark.skipif(not (MODERN / "multirun.yaml").exists(), reason="the modern cells' first look is not committed")
+def test_the_first_look_config_is_what_wrote_the_first_look():
+    """`+sweep=modern_first_look` keeps the budget, search space and study name the committed first look ran under,
+    so that its command still resumes it after `modern` took the budget its pilot chose."""
+    from omegaconf import OmegaConf
+
+    from lstm_odyssey.cli import register
+    from lstm_odyssey.config import load_config
+
+    register()  # the studies of sweeps/ join Hydra's search path
+    wrote = OmegaConf.to_container(OmegaConf.load(MODERN / "multirun.yaml"))
+    now = load_config(["+sweep=modern_first_look"])
+    for block, keys in {"trainer": ("epochs", "patience", "min_improvement", "batch_size"),
+                        "sweep": ("name", "n_trials", "seed", "sampler", "paired", "grid", "params")}.items():
+        assert {k: now[block][k] for k in keys} == {k: wrote[block][k] for k in keys}, block
 
 
 REPRODUCTION = ROOT / "results" / "odyssey_jsb"
@@ -130,7 +147,7 @@ TABLES = ("summary.csv", "significance.csv", "paper_findings.csv", "best_by_vali
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REPORTED, reason="no published study under results/odyssey_jsb/ or results/modern/ has a committed report yet")
+@pytest.mark.skipif(not REPORTED, reason="no published study under results/odyssey_jsb/ or results/modern*/ has a committed report yet")
 @pytest.mark.parametrize("study", REPORTED, ids=lambda p: p.relative_to(ROOT / "results").as_posix())
 def test_the_published_reports_regenerate_from_their_records(tmp_path, study):
     """`lstm-odyssey-report <study>` on the committed records gives the committed tables (the paper's findings
