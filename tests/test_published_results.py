@@ -138,6 +138,38 @@ def test_the_first_look_config_is_what_wrote_the_first_look():
         assert {k: now[block][k] for k in keys} == {k: wrote[block][k] for k in keys}, block
 
 
+PILOT = ROOT / "results" / "modern_pilot"  # sweeps/modern_pilot.yaml: 10 cells x 6 listed learning rates
+
+
+@pytest.mark.skipif(len(list(PILOT.glob("jsb_chorales/*/*/result.json"))) < 60, reason="the modern study's pilot is not complete")
+def test_the_modern_budget_is_what_its_pilot_replays_to():
+    """sweeps/modern.yaml gives its lr floor, cap and plateau rule with the capped shares and costs the exact replay
+    of the pilot's runs gives; the chosen budget caps at most 20 % of them."""
+    from lstm_odyssey.analysis.stopping import what_if
+    from lstm_odyssey.cli import register
+    from lstm_odyssey.config import load_config
+    from lstm_odyssey.results import find_records, read_record
+
+    register()
+    study = load_config(["+sweep=modern"])
+    floor, cap = study["sweep"]["params"]["optim"]["lr"]["low"], study["trainer"]["epochs"]
+    rule, patience = study["trainer"]["min_improvement"], study["trainer"]["patience"]
+    records = [read_record(p.parent) for p in find_records(PILOT)]
+    table = what_if(records, [rule, 2 * rule], [patience], [cap, 300], [floor]).set_index(["min_improvement", "cap"])
+    chosen, shorter, stricter = table.loc[(rule, cap)], table.loc[(rule, 300)], table.loc[(2 * rule, cap)]
+    assert chosen["capped"] <= 0.20
+    config = " ".join((ROOT / "sweeps" / "modern.yaml").read_text().replace("#", " ").split())
+    def percent(share: float) -> str:
+        return f"{share:.0%}".replace("%", " %")  # the config's typography: 12 %
+
+    quoted = [f"this caps {percent(chosen['capped'])}", f"a cap of 300 would cap {percent(shorter['capped'])}",
+              f"save {percent(1 - shorter['epochs'] / chosen['epochs'])} of the epochs",
+              f"end a run {shorter['worse_max']:.2f} nats short", f"A 0.2 % rule caps {percent(stricter['capped'])}",
+              f"{stricter['top_worse_max']:.2f} nats worse ({chosen['top_worse_max']:.3f} at 0.1 %)"]
+    for text in quoted:
+        assert text in config, text
+
+
 REPRODUCTION = ROOT / "results" / "odyssey_jsb"
 SPEECH = ROOT / "results" / "odyssey_uea" / "adam"  # the second task (sweeps/odyssey_uea_adam.yaml)
 REPORTED = (sorted(p.parent.parent for p in REPRODUCTION.glob("*/report/report.md"))
