@@ -359,3 +359,22 @@ def test_the_results_page_quotes_how_seed_0_repeats_the_adam_study():
     page = " ".join((PAGES / "index.md").read_text().split())
     for text in quoted:
         assert text in page, text
+
+
+def test_the_seed_study_lists_the_best_configurations_of_the_adam_study(capsys):
+    """sweeps/odyssey_jsb_seeds.yaml names the Adam study's 5 best trials; `python -m
+    lstm_odyssey.analysis.replicates --best 5 results/odyssey_jsb/adam` ranks them again from the committed
+    records, to the last bit of every hyperparameter."""
+    import yaml
+
+    from lstm_odyssey.analysis.frame import load, prepare
+    from lstm_odyssey.analysis.replicates import best_configurations, configs_yaml, main, searched_keys
+
+    listed = yaml.safe_load((ROOT / "sweeps" / "odyssey_jsb_seeds.yaml").read_text())["sweep"]["configs"]
+    keys = searched_keys(REPRODUCTION / "adam")
+    best = best_configurations(prepare(load(REPRODUCTION / "adam")), keys, top=len(listed))
+    assert best["trial"].tolist() == [41, 15, 38, 6, 25]
+    assert yaml.safe_load(configs_yaml(best, keys))["configs"] == listed
+    assert main(["--best", "5", str(REPRODUCTION / "adam")]) == 0
+    printed = capsys.readouterr().out
+    assert yaml.safe_load(printed[printed.index("  configs:"):])["configs"] == listed

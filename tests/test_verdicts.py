@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_ind, ttost_paired
@@ -358,6 +359,28 @@ def test_the_lr_shift_claim():
 
 
 # -- seed noise ----------------------------------------------------------------------------------------------
+def test_the_best_configurations_rank_complete_trials_by_their_mean_validation_score():
+    """Trial 2 has the best mean over the cells that ran, but its nfg run failed: it never qualifies. The others
+    rank by the mean over both cells (a hand-computed order), in the direction of the metric."""
+    val = {0: (8.0, 8.4), 1: (7.9, 8.3), 2: (7.0, None), 3: (8.6, 8.0)}  # trial -> vanilla, nfg validation NLL
+    rows = [{"study": "s", "trial": k, "status": "ok" if y is not None else "failed", "cell": cell,
+             "task": "jsb_chorales", "metric": "nll", "val_nll": y, "test_nll": y, "optim.lr": 10.0 ** -k,
+             "model.hidden_size": 20 + k}
+            for k, ys in val.items() for cell, y in zip(("vanilla", "nfg"), ys)]
+    keys = {"optim.lr": "loguniform", "model.hidden_size": "int"}
+    best = replicates.best_configurations(analysis.prepare(pd.DataFrame(rows)), keys, top=2)
+    assert best["trial"].tolist() == [1, 0]  # means 8.1, 8.2, then 8.3 (trial 3)
+    assert best["mean_val"].tolist() == pytest.approx([8.1, 8.2])
+    assert yaml.safe_load(replicates.configs_yaml(best, keys))["configs"] == [
+        {"optim.lr": 0.1, "model.hidden_size": 21}, {"optim.lr": 1.0, "model.hidden_size": 20}]
+    accuracy = analysis.prepare(pd.DataFrame(rows).assign(metric="accuracy").rename(
+        columns={"val_nll": "val_accuracy", "test_nll": "test_accuracy"}))
+    assert replicates.best_configurations(accuracy, keys, top=3)["trial"].tolist() == [3, 0, 1]
+    two_tasks = analysis.prepare(pd.DataFrame(rows + [{**rows[0], "task": "adding"}]))
+    with pytest.raises(ValueError, match="2 tasks"):
+        replicates.best_configurations(two_tasks, keys, top=2)
+
+
 def test_seed_noise_is_the_pooled_within_configuration_sd():
     values = {  # cell -> configuration (trial) -> the test NLL of seeds 0, 1, 2
         "vanilla": {0: [8.0, 8.3, 8.1], 1: [9.0, 9.6, 9.3]},

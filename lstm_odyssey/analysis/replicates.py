@@ -9,13 +9,16 @@ which code versions a study's numbers come from.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..schema import AnalysisConfig
-from .frame import PAIR, TEST, prepare
+from .frame import PAIR, TEST, VAL, prepare
 from .plan import margin
+from .stats import lower_is_better
 from .text import fmt, markdown_table
 
 SEED = "trainer.seed"
@@ -88,6 +91,50 @@ def reruns(new: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
     return merged.drop(columns="key").reset_index(drop=True)
 
 
+def searched_keys(study: str | Path) -> dict[str, str]:
+    """The keys a study searched and their types (`sweep.params` of its multirun.yaml, nested as in the config),
+    in its order."""
+    from omegaconf import OmegaConf
+
+    saved = Path(study) / "multirun.yaml"
+    if not saved.exists():
+        raise FileNotFoundError(f"{saved} not found: give the folder of a study written by lstm-odyssey-train -m")
+    params = OmegaConf.to_container(OmegaConf.load(saved).get("sweep", {}).get("params") or {})
+
+    def leaves(node: Mapping, prefix: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for name, v in node.items():
+            found.update({f"{prefix}{name}": v["type"]} if "type" in v else leaves(v, f"{prefix}{name}."))
+        return found
+
+    return leaves(params, "")
+
+
+def best_configurations(df: pd.DataFrame, keys: Sequence[str], top: int) -> pd.DataFrame:
+    """The `top` trials of a paired study by the mean validation score over all its cells, counting only trials
+    in which every cell's run is ok (a failed run would flatter the mean it leaves): one row per trial, best
+    first, with `trial`, the mean (`mean_val`) and the searched hyperparameters `keys` as the runs had them."""
+    if df["task"].nunique() != 1:
+        raise ValueError(f"the runs are of {df['task'].nunique()} tasks; rank one task's trials at a time")
+    cells = df["cell"].nunique()
+    ok = df[df["ok"] & df[PAIR].notna()]
+    trials = ok.groupby(PAIR).agg(trial=("trial", "first"), cells=("cell", "nunique"), mean_val=(VAL, "mean"),
+                                  **{k: (k, "first") for k in keys})
+    complete = trials[trials["cells"] == cells].drop(columns="cells")
+    ascending = lower_is_better(str(df["metric"].iloc[0]))
+    return complete.sort_values("mean_val", ascending=ascending, kind="stable").head(top).reset_index(drop=True)
+
+
+def configs_yaml(best: pd.DataFrame, keys: Mapping[str, str]) -> str:
+    """`best` as the `sweep.configs` block of a study of listed configurations (exact values, trial as comment)."""
+    def value(v: object, kind: str) -> str:
+        return str(int(v)) if kind == "int" else repr(v.item() if hasattr(v, "item") else v)
+
+    rows = [f"    - {{{', '.join(f'{k}: {value(row[k], kind)}' for k, kind in keys.items())}}}   # trial {row['trial']}"
+            for row in best.to_dict("records")]
+    return "\n".join(["  configs:", *rows])
+
+
 def replicate_section(df: pd.DataFrame, plan: AnalysisConfig, tables: dict[str, pd.DataFrame]) -> list[str]:
     """The report's "Seed noise and code versions" section (and its tables)."""
     lines = ["## Seed noise and code versions", ""]
@@ -112,16 +159,28 @@ def replicate_section(df: pd.DataFrame, plan: AnalysisConfig, tables: dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m lstm_odyssey.analysis.replicates NEW OLD`: the runs of study NEW that repeat runs of study OLD,
-    and the largest difference of their test metrics."""
+    and the largest difference of their test metrics. `... --best K STUDY`: the K best trials of a paired study
+    as the sweep.configs of a seed study."""
     import argparse
 
     from .frame import load
 
     parser = argparse.ArgumentParser(prog="python -m lstm_odyssey.analysis.replicates", description=main.__doc__)
-    parser.add_argument("new")
-    parser.add_argument("old")
+    parser.add_argument("studies", nargs="+", help="NEW OLD, or with --best the one study to rank")
+    parser.add_argument("--best", type=int, metavar="K", help="print the K best trials of STUDY as sweep.configs")
     args = parser.parse_args(argv)
-    table = reruns(load(args.new), load(args.old))
+    if args.best is not None:
+        if len(args.studies) != 1:
+            parser.error("--best ranks one study: give its folder only")
+        keys = searched_keys(args.studies[0])
+        best = best_configurations(prepare(load(args.studies[0])), keys, args.best)
+        print(markdown_table(best))
+        print(f"\n# the {len(best)} best trials of {args.studies[0]} by the mean validation score over its cells\n"
+              + configs_yaml(best, keys))
+        return 0
+    if len(args.studies) != 2:
+        parser.error("give two studies, NEW OLD (the runs of NEW that repeat runs of OLD), or --best K STUDY")
+    table = reruns(load(args.studies[0]), load(args.studies[1]))
     print(markdown_table(table))
     if len(table):
         print(f"\n{len(table)} repeated runs; largest |difference| {table['difference'].abs().max():.4g} "
