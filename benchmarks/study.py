@@ -48,7 +48,7 @@ def study_config(study: str, cell: str, overrides: Sequence[str] = (), device: s
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from lstm_odyssey.sweep import register_studies
+    from lstm_odyssey.config import register_studies
 
     register_studies()
     with initialize_config_module("lstm_odyssey.conf", version_base="1.3"):

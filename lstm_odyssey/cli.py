@@ -32,13 +32,13 @@ from hydra_plugins.odyssey_sweeper.odyssey_sweeper import OdysseySweeper
 
 from . import jobstate
 from .cells.ops import kernel_settings
+from .config import register_studies
 from .config_errors import one_line
 from .engine import EPOCH_LOGGER
 from .results import RECORD_NAME
 from .schema import environment, validate
 from .settings import ConfigError
 from .signals import exit_code, interrupts, reraise_if_interrupted
-from .sweep import register_studies
 from .sweep.packs import MANIFEST_KEY, run_pack
 from .sweep.worker import AlreadyRunning, die_with_parent, running
 from .train import describe, describe_error, run

@@ -221,3 +221,20 @@ def test_a_config_of_an_earlier_release_is_completed_with_the_schema_defaults():
     del older["model"]["output_dropout"]
     assert "kernels" not in older and complete(older) == today
     assert complete(today) == today
+
+
+def test_load_config_selects_a_study_in_a_fresh_process():
+    """`load_config(["+sweep=quick"])` in a process that never called `cli.register()` (a notebook) composes the
+    study of sweeps/quick.yaml, not a new key `sweep` holding the string "quick"."""
+    import yaml
+
+    code = ("import json; from lstm_odyssey.config import load_config; "
+            "print(json.dumps(load_config(['+sweep=quick'])['sweep']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "WANDB_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep = json.loads(proc.stdout.strip().splitlines()[-1])
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "quick.yaml").read_text())["sweep"]
+    assert isinstance(sweep, dict) and sweep["name"] == "quick"
+    assert {k: sweep[k] for k in shipped if k in ("n_trials", "grid", "params")} == {
+        k: v for k, v in shipped.items() if k in ("n_trials", "grid", "params")}

@@ -12,7 +12,7 @@ from helpers import env, records, run_sweep, sweep_cmd, trials
 from omegaconf import OmegaConf
 
 from lstm_odyssey.cli import register
-from lstm_odyssey.sweep import study_names
+from lstm_odyssey.config import study_names
 from lstm_odyssey.sweep.collect import summary_table
 from lstm_odyssey.sweep.jobs import job_key, launcher_width
 from lstm_odyssey.sweep.space import SearchSpaceError, parse_space, to_values
