@@ -22,6 +22,11 @@ PAGES = ROOT / "docs" / "results"  # the documentation's results pages (mkdocs.y
 STUDY = ROOT / "results" / "published" / "quick"  # `lstm-odyssey-train -m +sweep=quick hydra.sweep.dir=<this>`
 
 
+def flat(text: str) -> str:
+    """`text` with every run of whitespace as one space: a page's line breaks do not change what it says."""
+    return " ".join(text.split())
+
+
 def readme_table(table) -> str:
     """The results page's table of the main command: median and best objective per cell, 4 significant digits."""
     cells = list(table["cell"])
@@ -158,7 +163,7 @@ def test_the_modern_budget_is_what_its_pilot_replays_to():
     table = what_if(records, [rule, 2 * rule], [patience], [cap, 300], [floor]).set_index(["min_improvement", "cap"])
     chosen, shorter, stricter = table.loc[(rule, cap)], table.loc[(rule, 300)], table.loc[(2 * rule, cap)]
     assert chosen["capped"] <= 0.20
-    config = " ".join((ROOT / "sweeps" / "modern.yaml").read_text().replace("#", " ").split())
+    config = flat((ROOT / "sweeps" / "modern.yaml").read_text().replace("#", " "))
     def percent(share: float) -> str:
         return f"{share:.0%}".replace("%", " %")  # the config's typography: 12 %
 
@@ -309,9 +314,9 @@ def test_the_results_page_quotes_the_rerun_at_one_code_version():
     top = worst.iloc[0]
     quoted.append(f"{top['gap']:.3f} ({top['cell']}: {top['test']:.3f} against {top['test_before']:.3f})")
     quoted += [f"{row['gap']:.3f} ({row['cell'].upper()})" for _, row in worst.iloc[1:].iterrows()]
-    page = " ".join((PAGES / "index.md").read_text().split())  # the page's line breaks do not matter
+    page = flat((PAGES / "index.md").read_text())
     for text in quoted:
-        assert " ".join(text.split()) in page, text
+        assert flat(text) in page, text
 
 
 SEEDS = REPRODUCTION / "seeds"  # odyssey_jsb_seeds: the Adam study's 5 best configurations x 9 cells x 3 seeds
@@ -338,9 +343,8 @@ def test_the_results_page_quotes_the_seed_noise_of_the_committed_report():
     page = (PAGES / "index.md").read_text()
     assert seed_noise_table(SEEDS / "report") in page
     median = f"{pd.read_csv(SEEDS / 'report' / 'tables' / 'seed_noise.csv')['sd_seed_diff'].median():.3f}"
-    flat = " ".join(page.split())
-    assert f"median {median}" in flat and f"roughly {median}/√50" in flat
-    assert f"a median sd of {median}" in " ".join((ROOT / "README.md").read_text().split())
+    assert f"median {median}" in flat(page) and f"roughly {median}/√50" in flat(page)
+    assert f"a median sd of {median}" in flat((ROOT / "README.md").read_text())
 
 
 @pytest.mark.skipif(not (SEEDS / "report").is_dir(), reason="the seed-noise study's report is not committed yet")
@@ -356,7 +360,7 @@ def test_the_results_page_quotes_how_seed_0_repeats_the_adam_study():
     quoted = [f"{int((gap <= 0.001).sum())} of the {len(table)} repeats agree within 0.001",
               f"the median difference is {gap.median():.3f} and the largest {gap.max():.3f}",
               f"({top['cell'].upper()}: {top['test']:.3f} against {top['test_before']:.3f})"]
-    page = " ".join((PAGES / "index.md").read_text().split())
+    page = flat((PAGES / "index.md").read_text())
     for text in quoted:
         assert text in page, text
 
