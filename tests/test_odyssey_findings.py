@@ -6,6 +6,7 @@ scipy)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -389,3 +390,40 @@ def test_the_importance_claims_do_not_depend_on_the_number_of_workers(paper_like
         monkeypatch.setattr(bootstrap, "workers_for", lambda plan, n=workers: n)
         claims[workers] = bootstrap.importance_claims(paper_like, names, FAST, is_paired=True, optimiser="sgd")
     assert claims[1] == claims[2] and claims[1]["lr_most_important"].verdict == SUPPORTED
+
+
+def test_the_matches_table_gives_each_cell_its_verdict_effect_interval_p_and_capped_shares():
+    """`lstm-odyssey-verdicts --matches`: one column per study, the cell's median parameter count of the first
+    study beside its name, a cell a study lacks left blank."""
+    import pandas as pd
+
+    def row(cell, verdict, effect, low, high, p, capped, size):
+        return {"task": "t", "cell": cell, "verdict": verdict, "effect": effect, "low": low, "high": high, "p": p,
+                "capped": capped, "capped_reference": 0.05, "num_parameters": size}
+
+    jsb = pd.DataFrame([row("min_gru", SUPPORTED, -0.0123, -0.041, 0.0182, 0.00312, 0.0333, 18176.0),
+                        row("janet", CONTRADICTED, 0.31, 0.12, 0.5, 0.0004, 0.2, 27936.0)])
+    adding = pd.DataFrame([row("min_gru", INCONCLUSIVE, float("nan"), float("nan"), float("nan"), float("nan"),
+                               float("nan"), 900.0)])
+    lines = odyssey.matches_markdown({"jsb": jsb, "adding": adding}).splitlines()
+    assert lines[0] == "| cell | parameters (jsb) | jsb: matches within δ? | adding: matches within δ? |"
+    assert lines[2] == (f"| min_gru | 18,176 | **{SUPPORTED}**: -0.0123 [-0.041, +0.0182], p 0.0031; capped 3% (ref 5%) "
+                        f"| **{INCONCLUSIVE}** |")
+    assert lines[3] == f"| janet | 27,936 | **{CONTRADICTED}**: +0.31 [+0.12, +0.5], p 0.0004; capped 20% (ref 5%) |  |"
+
+
+def test_the_matches_command_reads_the_committed_first_look_as_its_report_did(capsys):
+    """`lstm-odyssey-verdicts --matches first=results/modern_first_look` prints what the study's committed report
+    table (tables/matches_reference.csv) says of each cell."""
+    import pandas as pd
+
+    study = Path(__file__).resolve().parents[1] / "results" / "modern_first_look"
+    assert odyssey.main(["--matches", f"first={study}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    committed = pd.read_csv(study / "report" / "tables" / "matches_reference.csv")
+    assert len(committed) == 9
+    for _, r in committed.iterrows():
+        line = next(x for x in lines if x.startswith(f"| {r['cell']} | "))
+        assert f"**{r['verdict']}**: {r['effect']:+.3g} [{r['low']:+.3g}, {r['high']:+.3g}], p {r['p']:.2g}" in line
+        assert f"capped {r['capped']:.0%} (ref {r['capped_reference']:.0%})" in line
+        assert f"| {r['num_parameters']:,.0f} |" in line

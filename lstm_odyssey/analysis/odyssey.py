@@ -218,6 +218,37 @@ def _verdict_cell(r: pd.Series, brief: bool = False) -> str:
     return f"**{r['verdict']}**{reason}" + (f" ({', '.join(numbers)})" if numbers else "")
 
 
+def matches_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
+    """"Each cell matches the reference within δ", one column per study (`studies`: name -> `matches_reference`
+    table of one task): the verdict, the effect with its interval, the test's p and the share of capped runs of
+    the cell and of the reference; the cell's median parameter count in the first study beside its name."""
+    names = list(studies)
+    cells = list(dict.fromkeys(c for t in studies.values() for c in t["cell"]))
+    first = studies[names[0]].set_index("cell")["num_parameters"] if names else pd.Series(dtype=float)
+    lines = [f"| cell | parameters ({names[0]}) | " + " | ".join(f"{n}: matches within δ?" for n in names) + " |",
+             "|---|---:|" + "---|" * len(names)]
+    for cell in cells:
+        out = []
+        for name in names:
+            t = studies[name]
+            r = t[t["cell"] == cell]
+            out.append(_match_cell(r.iloc[0]) if len(r) else "")
+        size = first.get(cell, np.nan)
+        lines.append(f"| {cell} | {f'{size:,.0f}' if np.isfinite(size) else ''} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def _match_cell(r: pd.Series) -> str:
+    """"**supported**: -0.012 [-0.041, +0.018], p 0.003; capped 3% (ref 5%)": the verdict and its numbers (p is
+    the test's that decided it, or for an inconclusive one the equivalence test's)."""
+    if not np.isfinite(r["effect"]):
+        return f"**{r['verdict']}**"
+    p = f", p {r['p']:.2g}" if np.isfinite(r["p"]) else ""
+    capped = (f"; capped {r['capped']:.0%} (ref {r['capped_reference']:.0%})"
+              if np.isfinite(r["capped"]) and np.isfinite(r["capped_reference"]) else "")
+    return f"**{r['verdict']}**: {r['effect']:+.3g} [{r['low']:+.3g}, {r['high']:+.3g}]{p}{capped}"
+
+
 def best_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
     """Best-by-validation test metric per cell, one column per protocol, published results last."""
     names = list(studies)
@@ -238,11 +269,14 @@ def best_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
     return "\n".join(lines)
 
 
-def protocol_tables(path: str | Path, overrides: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`paper_findings` and `best_by_validation` of the study under `path` (its records), by its plan."""
+def protocol_tables(path: str | Path, overrides: Sequence[str] = (),
+                    matches: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`paper_findings` (or with `matches`, `matches_reference`) and `best_by_validation` of the study under
+    `path` (its records), by its plan."""
     plan = load_plan([path], overrides)
     df = prepare(load(path))
-    return paper_findings(df, plan), best_by_validation(df, plan.reference)
+    verdicts = matches_reference(df, plan) if matches else paper_findings(df, plan)
+    return verdicts, best_by_validation(df, plan.reference)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a protocol's name and its sweep folder or runs.parquet, e.g. paper=results/odyssey_jsb/paper")
     parser.add_argument("--brief", action="store_true",
                         help="each verdict with its effect and interval only, without the reason (the README's table)")
+    parser.add_argument("--matches", action="store_true",
+                        help="instead of the paper's findings: does each cell match the reference within δ (the "
+                             "claim of the cells beyond the paper), one column per study")
     parser.add_argument("--plan", nargs="*", default=[], metavar="KEY=VALUE",
                         help="change the analysis plan, e.g. --plan margin.nll=0.1 alpha=0.01 (docs/analysis.md)")
     args = parser.parse_args(argv)
@@ -262,10 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sep or not Path(path).exists():
             parser.error(f"{item!r} is not NAME=STUDY: give a name, '=', and an existing sweep folder or runs.parquet")
         try:
-            findings[name], best[name] = protocol_tables(path, args.plan)
+            findings[name], best[name] = protocol_tables(path, args.plan, args.matches)
         except (ConfigError, ValueError) as err:  # a plan key or value the schema refuses
             parser.error(str(err))
-    print(findings_markdown(findings, args.brief) + "\n\n" + best_markdown(best))
+    verdicts = matches_markdown(findings) if args.matches else findings_markdown(findings, args.brief)
+    print(verdicts + "\n\n" + best_markdown(best))
     return 0
 
 
