@@ -359,6 +359,25 @@ def test_the_lr_shift_claim():
 
 
 # -- seed noise ----------------------------------------------------------------------------------------------
+def test_the_best_configuration_over_seeds_is_chosen_by_validation_and_spread_over_its_seeds():
+    """Configuration 1 has the better mean validation NLL but the worse test NLL: it is the one reported, with the
+    mean, sd, min and max of its test NLL over its 3 seeds; a configuration run under one seed never counts."""
+    runs = {  # configuration (trial) -> seeds' (validation, test) NLL
+        0: [(8.5, 8.0), (8.6, 8.3), (8.4, 8.1)],
+        1: [(8.2, 9.0), (8.3, 9.6), (8.1, 9.3)],
+        2: [(7.0, 7.0)],  # one seed: no spread to give
+    }
+    rows = [{"study": "seeds", "trial": k, "status": "ok", "cell": "vanilla", "task": "jsb_chorales", "metric": "nll",
+             "val_nll": v, "test_nll": t, "optim.lr": [1e-3, 1e-2, 1e-1][k], "trainer.seed": seed}
+            for k, pairs in runs.items() for seed, (v, t) in enumerate(pairs)]
+    best = replicates.best_over_seeds(analysis.prepare(pd.DataFrame(rows))).iloc[0]
+    test = np.array([9.0, 9.6, 9.3])
+    assert (best["trial"], best["seeds"]) == (1, 3)
+    assert best["val_mean"] == pytest.approx(8.2) and best["test_mean"] == pytest.approx(test.mean())
+    assert best["test_sd"] == pytest.approx(np.std(test, ddof=1))
+    assert (best["test_min"], best["test_max"]) == (pytest.approx(9.0), pytest.approx(9.6))
+
+
 def test_the_best_configurations_rank_complete_trials_by_their_mean_validation_score():
     """Trial 2 has the best mean over the cells that ran, but its nfg run failed: it never qualifies. The others
     rank by the mean over both cells (a hand-computed order), in the direction of the metric."""
