@@ -9,7 +9,7 @@ which code versions a study's numbers come from.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,26 +31,32 @@ def configuration(pair_key: str | None) -> str | None:
     return json.dumps([part for part in json.loads(pair_key) if not str(part).startswith(f"{SEED}=")])
 
 
+def _repeated(df: pd.DataFrame) -> Iterator[tuple[tuple[str, str], pd.DataFrame, pd.DataFrame]]:
+    """Per (task, cell) with a configuration run under two or more seeds: those runs (with their `configuration`)
+    and all ok runs of the study."""
+    ok = df[df["ok"] & df[PAIR].notna()].copy()
+    if SEED not in ok.columns or ok.empty:
+        return
+    ok["configuration"] = ok[PAIR].map(configuration)
+    for key, g in ok.groupby(["task", "cell"], sort=True):
+        seeds = g.groupby("configuration")[SEED].nunique()
+        repeated = seeds[seeds >= 2].index
+        if len(repeated):
+            yield key, g[g["configuration"].isin(repeated)], ok
+
+
 def seed_noise(df: pd.DataFrame, plan: AnalysisConfig) -> pd.DataFrame:
     """Per task × cell over the configurations run under two or more seeds: how many, the seeds per configuration,
     the pooled within-configuration sd of the test metric (`sd_seed`), and of the paired difference to the
     reference at the same seed (`sd_seed_diff`), beside the plan's margin."""
-    ok = df[df["ok"] & df[PAIR].notna()].copy()
-    if SEED not in ok.columns or ok.empty:
-        return pd.DataFrame()
-    ok["configuration"] = ok[PAIR].map(configuration)
     rows = []
-    for (task, cell), g in ok.groupby(["task", "cell"], sort=True):
-        seeds = g.groupby("configuration")[SEED].nunique()
-        repeated = seeds[seeds >= 2].index
-        if not len(repeated):
-            continue
-        r = g[g["configuration"].isin(repeated)]
+    for (task, cell), r, ok in _repeated(df):
+        seeds = r.groupby("configuration")[SEED].nunique()
         ref = ok[(ok["task"] == task) & (ok["cell"] == plan.reference)].drop_duplicates(PAIR).set_index(PAIR)[TEST]
         diff = r[TEST].to_numpy() - ref.reindex(r[PAIR]).to_numpy()
-        metric = str(g["metric"].iloc[0])
+        metric = str(r["metric"].iloc[0])
         rows.append({
-            "task": task, "cell": cell, "configurations": len(repeated), "seeds": int(seeds[repeated].median()),
+            "task": task, "cell": cell, "configurations": len(seeds), "seeds": int(seeds.median()),
             "sd_seed": _pooled_sd(r[TEST], r["configuration"]),
             "sd_seed_diff": np.nan if cell == plan.reference else _pooled_sd(pd.Series(diff, index=r.index), r["configuration"]),
             "margin": margin(plan, metric) if metric in plan.margin else np.nan,
@@ -62,18 +68,11 @@ def best_over_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """Per task × cell, of its configurations run under two or more seeds, the one with the best mean validation
     score: its trial, the seeds, and the mean, sd, min and max of its test metric over them. The best single run
     of a study is one draw of its seed; this says how far that draw may move."""
-    ok = df[df["ok"] & df[PAIR].notna()].copy()
-    if SEED not in ok.columns or ok.empty:
-        return pd.DataFrame()
-    ok["configuration"] = ok[PAIR].map(configuration)
     rows = []
-    for (task, cell), g in ok.groupby(["task", "cell"], sort=True):
-        by = g.groupby("configuration")
-        means = by[VAL].mean()[by[SEED].nunique() >= 2]
-        if means.empty:
-            continue
-        ascending = lower_is_better(str(g["metric"].iloc[0]))
-        runs = g[g["configuration"] == means.sort_values(ascending=ascending, kind="stable").index[0]]
+    for (task, cell), r, _ in _repeated(df):
+        means = r.groupby("configuration")[VAL].mean()
+        ascending = lower_is_better(str(r["metric"].iloc[0]))
+        runs = r[r["configuration"] == means.sort_values(ascending=ascending, kind="stable").index[0]]
         test = runs[TEST]
         rows.append({"task": task, "cell": cell, "trial": runs["trial"].iloc[0], "seeds": int(runs[SEED].nunique()),
                      "val_mean": float(runs[VAL].mean()), "test_mean": float(test.mean()),
