@@ -427,3 +427,36 @@ def test_the_matches_command_reads_the_committed_first_look_as_its_report_did(ca
         assert f"**{r['verdict']}**: {r['effect']:+.3g} [{r['low']:+.3g}, {r['high']:+.3g}], p {r['p']:.2g}" in line
         assert f"capped {r['capped']:.0%} (ref {r['capped_reference']:.0%})" in line
         assert f"| {r['num_parameters']:,.0f} |" in line
+
+
+def test_the_matches_table_adds_the_reference_and_each_cells_spread_over_seeds():
+    """With the parameter counts of every cell and a seed study's best configurations (`--seeds`), the reference
+    gets its row first, and each cell its best configuration's mean ± sd over the seeds."""
+    import pandas as pd
+
+    jsb = pd.DataFrame([{"task": "t", "cell": "min_gru", "verdict": SUPPORTED, "effect": 0.01, "low": -0.02,
+                         "high": 0.03, "p": 0.01, "capped": 0.0, "capped_reference": 0.1, "num_parameters": 18176.0}])
+    seeds = pd.DataFrame([{"cell": "min_gru", "seeds": 3, "test_mean": 8.4123, "test_sd": 0.0211},
+                          {"cell": "vanilla", "seeds": 3, "test_mean": 8.4019, "test_sd": 0.0068}])
+    lines = odyssey.matches_markdown({"jsb": jsb}, seeds, {"vanilla": 49800.0, "min_gru": 18176.0}).splitlines()
+    assert lines[0].endswith("| jsb: matches within δ? | best over seeds (mean ± sd) |")
+    assert lines[2] == "| vanilla | 49,800 |  | 8.402 ± 0.007 (3) |"
+    assert lines[3].startswith("| min_gru | 18,176 | **supported**") and lines[3].endswith("| 8.412 ± 0.021 (3) |")
+
+
+def test_the_matches_command_reads_a_seed_study_as_its_report_did(capsys):
+    """`--seeds results/odyssey_jsb/seeds` gives each cell the spread its committed report (tables/seed_best.csv)
+    gives, and every cell the median parameter count of its runs."""
+    import pandas as pd
+
+    results = Path(__file__).resolve().parents[1] / "results" / "odyssey_jsb"
+    assert odyssey.main(["--matches", f"adam={results / 'adam'}", "--seeds", str(results / "seeds")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    runs = pd.read_parquet(results / "adam" / "runs.parquet")
+    for _, b in pd.read_csv(results / "seeds" / "report" / "tables" / "seed_best.csv").iterrows():
+        line = next(x for x in lines if x.startswith(f"| {b['cell']} | "))
+        size = runs.loc[runs["cell"] == b["cell"], "num_parameters"].median()
+        assert line.startswith(f"| {b['cell']} | {size:,.0f} | ")
+        assert line.endswith(f"| {b['test_mean']:.3f} ± {b['test_sd']:.3f} ({b['seeds']}) |")
+    with pytest.raises(SystemExit):
+        odyssey.main([f"adam={results / 'adam'}", "--seeds", str(results / "seeds")])  # --seeds without --matches

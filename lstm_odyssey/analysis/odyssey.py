@@ -24,6 +24,7 @@ from .bootstrap import importance_claims, lr_shift_claim
 from .frame import VAL, cell_order, design, load, prepare
 from .hyperparams import hyperparameters, lr_by_hidden
 from .plan import PRIMARY_TESTS, load_plan, margin
+from .replicates import best_over_seeds
 from .stats import capped_runs, summarize
 from .text import fmt
 from .verdicts import INCONCLUSIVE, Claim, hurt_most, no_difference, no_variant_better
@@ -218,21 +219,31 @@ def _verdict_cell(r: pd.Series, brief: bool = False) -> str:
     return f"**{r['verdict']}**{reason}" + (f" ({', '.join(numbers)})" if numbers else "")
 
 
-def matches_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
+def matches_markdown(studies: Mapping[str, pd.DataFrame], seeds: pd.DataFrame | None = None,
+                     parameters: Mapping[str, float] | None = None) -> str:
     """"Each cell matches the reference within δ", one column per study (`studies`: name -> `matches_reference`
     table of one task): the verdict, the effect with its interval, the test's p and the share of capped runs of
-    the cell and of the reference; the cell's median parameter count in the first study beside its name."""
+    the cell and of the reference; beside the cell's name its median parameter count in the first study
+    (`parameters`, cell -> count; else the first table's, which lacks the reference). With `seeds`
+    (`replicates.best_over_seeds` of a seed study), a last column: each cell's best configuration's test metric,
+    mean ± sd over its seeds."""
     names = list(studies)
     cells = list(dict.fromkeys(c for t in studies.values() for c in t["cell"]))
-    first = studies[names[0]].set_index("cell")["num_parameters"] if names else pd.Series(dtype=float)
-    lines = [f"| cell | parameters ({names[0]}) | " + " | ".join(f"{n}: matches within δ?" for n in names) + " |",
-             "|---|---:|" + "---|" * len(names)]
-    for cell in cells:
+    first = dict(parameters) if parameters is not None else dict(zip(studies[names[0]]["cell"],
+                                                                         studies[names[0]]["num_parameters"]))
+    spread = seeds.set_index("cell") if seeds is not None and len(seeds) else None
+    extra = [" best over seeds (mean ± sd) |"] if spread is not None else []
+    lines = [f"| cell | parameters ({names[0]}) | " + " | ".join(f"{n}: matches within δ?" for n in names) + " |"
+             + "".join(extra), "|---|---:|" + "---|" * len(names) + "---:|" * len(extra)]
+    for cell in cell_order([*cells, *(spread.index if spread is not None else [])]):
         out = []
         for name in names:
             t = studies[name]
             r = t[t["cell"] == cell]
             out.append(_match_cell(r.iloc[0]) if len(r) else "")
+        if spread is not None:
+            b = spread.loc[cell] if cell in spread.index else None
+            out.append(f"{b['test_mean']:.3f} ± {b['test_sd']:.3f} ({int(b['seeds'])})" if b is not None else "")
         size = first.get(cell, np.nan)
         lines.append(f"| {cell} | {f'{size:,.0f}' if np.isfinite(size) else ''} | " + " | ".join(out) + " |")
     return "\n".join(lines)
@@ -270,13 +281,14 @@ def best_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
 
 
 def protocol_tables(path: str | Path, overrides: Sequence[str] = (),
-                    matches: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    matches: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """`paper_findings` (or with `matches`, `matches_reference`) and `best_by_validation` of the study under
-    `path` (its records), by its plan."""
+    `path` (its records), by its plan, and each cell's median parameter count."""
     plan = load_plan([path], overrides)
     df = prepare(load(path))
     verdicts = matches_reference(df, plan) if matches else paper_findings(df, plan)
-    return verdicts, best_by_validation(df, plan.reference)
+    sizes = pd.to_numeric(df["num_parameters"], errors="coerce") if "num_parameters" in df else pd.Series(np.nan, df.index)
+    return verdicts, best_by_validation(df, plan.reference), sizes.groupby(df["cell"]).median()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,19 +302,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--matches", action="store_true",
                         help="instead of the paper's findings: does each cell match the reference within δ (the "
                              "claim of the cells beyond the paper), one column per study")
+    parser.add_argument("--seeds", metavar="STUDY", help="with --matches: a seed study of the same cells, whose "
+                        "best configuration per cell adds its test metric's mean ± sd over the seeds")
     parser.add_argument("--plan", nargs="*", default=[], metavar="KEY=VALUE",
                         help="change the analysis plan, e.g. --plan margin.nll=0.1 alpha=0.01 (docs/analysis.md)")
     args = parser.parse_args(argv)
-    findings, best = {}, {}
+    if args.seeds and not (args.matches and Path(args.seeds).exists()):
+        parser.error(f"--seeds {args.seeds}: give it with --matches, and an existing sweep folder or runs.parquet")
+    findings, best, sizes = {}, {}, {}
     for item in args.studies:
         name, sep, path = item.partition("=")
         if not sep or not Path(path).exists():
             parser.error(f"{item!r} is not NAME=STUDY: give a name, '=', and an existing sweep folder or runs.parquet")
         try:
-            findings[name], best[name] = protocol_tables(path, args.plan, args.matches)
+            findings[name], best[name], sizes[name] = protocol_tables(path, args.plan, args.matches)
         except (ConfigError, ValueError) as err:  # a plan key or value the schema refuses
             parser.error(str(err))
-    verdicts = matches_markdown(findings) if args.matches else findings_markdown(findings, args.brief)
+    seeds = best_over_seeds(prepare(load(args.seeds))) if args.seeds else None
+    verdicts = (matches_markdown(findings, seeds, sizes[next(iter(sizes))]) if args.matches
+                else findings_markdown(findings, args.brief))
     print(verdicts + "\n\n" + best_markdown(best))
     return 0
 
