@@ -175,6 +175,41 @@ def test_the_modern_budget_is_what_its_pilot_replays_to():
         assert text in config, text
 
 
+LONGLAG_PILOT = ROOT / "results" / "modern_longlag_pilot"  # sweeps/modern_longlag_pilot.yaml: 10 cells x 2 trials
+
+
+@pytest.mark.skipif(len(list(LONGLAG_PILOT.glob("adding_long/*/*/result.json"))) < 20,
+                    reason="the long-lag pilot is not complete")
+def test_the_long_lag_budget_is_what_its_pilot_measured():
+    """sweeps/modern_longlag.yaml quotes its pilot: the epoch by which the learning cells left the flat start, the
+    cell that never did, the seconds per epoch of a pack of two, and the exact replay of its caps."""
+    import numpy as np
+
+    from lstm_odyssey.analysis.stopping import what_if
+    from lstm_odyssey.config import load_config
+    from lstm_odyssey.results import find_records, read_record
+
+    study = load_config(["+sweep=modern_longlag"])
+    cap, patience = study["trainer"]["epochs"], study["trainer"]["patience"]
+    records = [read_record(p.parent) for p in find_records(LONGLAG_PILOT)]
+    left = {}  # cell -> the latest epoch at which one of its runs first fell below a tenth of the baseline's MSE
+    for r in records:
+        first = next((e["epoch"] for e in r["history"] if e["val_mse"] < 0.0167), np.inf)
+        left[r["cell"]] = max(left.get(r["cell"], 0), first)
+    never = sorted(c for c, e in left.items() if e == np.inf)
+    learnt = [e for e in left.values() if e < np.inf]
+    per_epoch = [r["wall_seconds"] / r["epochs_run"] for r in records]
+    table = what_if(records, [None], [patience], [cap - 5, cap, 30], [None]).set_index("cap")
+    config = flat((ROOT / "sweeps" / "modern_longlag.yaml").read_text().replace("#", " "))
+    quoted = [f"{len(learnt)} of the pilot's {len(left)} cells", f"by epoch {max(learnt)}", "IndRNN never did",
+              f"measured {min(per_epoch):.0f} to {max(per_epoch):.0f} s per epoch for a pack of two",
+              f"{cap} epochs end every run within {table.loc[cap, 'worse_max']:.1e}".replace("e-0", "e-"),
+              f"{cap - 5} epochs one run {table.loc[cap - 5, 'worse_max']:.3f} (δ) short"]
+    assert never == ["indrnn"] and table.loc[30, "worse_max"] < table.loc[cap, "worse_max"] <= 0.3 * 0.002
+    for text in quoted:
+        assert text in config, text
+
+
 REPRODUCTION = ROOT / "results" / "odyssey_jsb"
 SPEECH = ROOT / "results" / "odyssey_uea" / "adam"  # the second task (sweeps/odyssey_uea_adam.yaml)
 REPORTED = (sorted(p.parent.parent for p in REPRODUCTION.glob("*/report/report.md"))
