@@ -400,6 +400,12 @@ def test_the_best_configurations_rank_complete_trials_by_their_mean_validation_s
         replicates.best_configurations(two_tasks, keys, top=2)
 
 
+def test_best_configurations_of_a_folder_that_is_no_study_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        replicates.main(["--best", "3", str(tmp_path)])
+    assert stop.value.code == 2 and "multirun.yaml not found" in capsys.readouterr().err
+
+
 def test_seed_noise_is_the_pooled_within_configuration_sd():
     values = {  # cell -> configuration (trial) -> the test NLL of seeds 0, 1, 2
         "vanilla": {0: [8.0, 8.3, 8.1], 1: [9.0, 9.6, 9.3]},

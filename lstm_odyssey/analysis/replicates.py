@@ -198,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.best is not None:
         if len(args.studies) != 1:
             parser.error("--best ranks one study: give its folder only")
-        keys = searched_keys(args.studies[0])
-        best = best_configurations(prepare(load(args.studies[0])), keys, args.best)
+        try:
+            keys = searched_keys(args.studies[0])
+            best = best_configurations(prepare(load(args.studies[0])), keys, args.best)
+        except (FileNotFoundError, ValueError) as err:  # not a study's folder; runs of several tasks
+            parser.error(str(err))
         print(markdown_table(best))
         print(f"\n# the {len(best)} best trials of {args.studies[0]} by the mean validation score over its cells\n"
               + configs_yaml(best, keys))
