@@ -132,10 +132,8 @@ def test_the_first_look_config_is_what_wrote_the_first_look():
     so that its command still resumes it after `modern` took the budget its pilot chose."""
     from omegaconf import OmegaConf
 
-    from lstm_odyssey.cli import register
     from lstm_odyssey.config import load_config
 
-    register()  # the studies of sweeps/ join Hydra's search path
     wrote = OmegaConf.to_container(OmegaConf.load(MODERN / "multirun.yaml"))
     now = load_config(["+sweep=modern_first_look"])
     for block, keys in {"trainer": ("epochs", "patience", "min_improvement", "batch_size"),
@@ -151,11 +149,9 @@ def test_the_modern_budget_is_what_its_pilot_replays_to():
     """sweeps/modern.yaml gives its lr floor, cap and plateau rule with the capped shares and costs the exact replay
     of the pilot's runs gives; the chosen budget caps at most 20 % of them."""
     from lstm_odyssey.analysis.stopping import what_if
-    from lstm_odyssey.cli import register
     from lstm_odyssey.config import load_config
     from lstm_odyssey.results import find_records, read_record
 
-    register()
     study = load_config(["+sweep=modern"])
     floor, cap = study["sweep"]["params"]["optim"]["lr"]["low"], study["trainer"]["epochs"]
     rule, patience = study["trainer"]["min_improvement"], study["trainer"]["patience"]
@@ -194,7 +190,7 @@ def test_the_long_lag_budget_is_what_its_pilot_measured():
     records = [read_record(p.parent) for p in find_records(LONGLAG_PILOT)]
     left = {}  # cell -> the latest epoch at which one of its runs first fell below a tenth of the baseline's MSE
     for r in records:
-        first = next((e["epoch"] for e in r["history"] if e["val_mse"] < 0.0167), np.inf)
+        first = next((e["epoch"] for e in r["history"] if e["val_mse"] < 0.167 / 10), np.inf)
         left[r["cell"]] = max(left.get(r["cell"], 0), first)
     never = sorted(c for c, e in left.items() if e == np.inf)
     learnt = [e for e in left.values() if e < np.inf]
