@@ -360,6 +360,25 @@ def test_the_published_results_stand_only_under_the_protocols_of_their_own_task(
         assert f"| {cell} | {nll:.2f} |  |" in lines
 
 
+def test_a_metric_far_below_one_keeps_its_digits_in_the_best_and_seed_columns():
+    """An adding problem's test MSE (1e-5) printed to 3 decimals would read 0.000 for every cell: below 0.01 the
+    tables switch to 3 significant digits, a spread following its mean's style, while NLLs keep 3 decimals."""
+    import pandas as pd
+
+    adding = pd.DataFrame([{"cell": "vanilla", "best_test": 1.2345e-5, "capped": 1.0, "published": False},
+                           {"cell": "janet", "best_test": 0.0, "capped": 0.0, "published": False}])
+    jsb = pd.DataFrame([{"cell": "vanilla", "best_test": 8.4, "capped": 0.0, "published": False}])
+    lines = odyssey.best_markdown({"jsb": jsb, "adding": adding}).splitlines()
+    assert "| vanilla | 8.400 (0%) | 1.23e-05 (100%) |" in lines and "| janet |  | 0.000 (0%) |" in lines
+    jsb_match = pd.DataFrame([{"task": "t", "cell": "min_gru", "verdict": SUPPORTED, "effect": 1e-5, "low": -2e-5,
+                               "high": 3e-5, "p": 0.01, "capped": 0.0, "capped_reference": 0.1,
+                               "num_parameters": 900.0}])
+    seeds = pd.DataFrame([{"cell": "min_gru", "seeds": 3, "test_mean": 4.567e-4, "test_sd": 1.234e-4},
+                          {"cell": "vanilla", "seeds": 3, "test_mean": 8.4019, "test_sd": 0.0068}])
+    table = odyssey.matches_markdown({"adding": jsb_match}, seeds, {"vanilla": 1000.0, "min_gru": 900.0})
+    assert "| 4.57e-04 ± 1.23e-04 (3) |" in table and "| 8.402 ± 0.007 (3) |" in table
+
+
 def test_the_parallel_bootstrap_draws_the_resamples_of_scipys_sequential_one():
     """The fANOVA resamples run in worker processes: every interval must be the one scipy's own one-at-a-time
     bootstrap gives, for one sample (a paired study's trials) and for several (an unpaired study's cells)."""

@@ -26,7 +26,7 @@ from .hyperparams import hyperparameters, lr_by_hidden
 from .plan import PRIMARY_TESTS, load_plan, margin
 from .replicates import best_over_seeds
 from .stats import capped_runs, summarize
-from .text import fmt
+from .text import fmt, metric_text
 from .verdicts import INCONCLUSIVE, Claim, hurt_most, no_difference, no_variant_better
 
 VARIANTS = ("nig", "nfg", "nog", "niaf", "noaf", "cifg", "np", "fgr")  # the paper's eight, against vanilla
@@ -243,7 +243,8 @@ def matches_markdown(studies: Mapping[str, pd.DataFrame], seeds: pd.DataFrame | 
             out.append(_match_cell(r.iloc[0]) if len(r) else "")
         if spread is not None:
             b = spread.loc[cell] if cell in spread.index else None
-            out.append(f"{b['test_mean']:.3f} ± {b['test_sd']:.3f} ({int(b['seeds'])})" if b is not None else "")
+            out.append(f"{metric_text(b['test_mean'])} ± {metric_text(b['test_sd'], b['test_mean'])} ({int(b['seeds'])})"
+                       if b is not None else "")
         size = first.get(cell, np.nan)
         lines.append(f"| {cell} | {f'{size:,.0f}' if np.isfinite(size) else ''} | " + " | ".join(out) + " |")
     return "\n".join(lines)
@@ -270,7 +271,7 @@ def best_markdown(studies: Mapping[str, pd.DataFrame]) -> str:
         for name in names:
             b = studies[name]
             r = b[(b["cell"] == cell) & ~b["published"].astype(bool)]
-            out.append(f"{r['best_test'].iloc[0]:.3f} ({r['capped'].iloc[0]:.0%})" if len(r) else "")
+            out.append(f"{metric_text(r['best_test'].iloc[0])} ({r['capped'].iloc[0]:.0%})" if len(r) else "")
         lines.append(f"| {cell} | " + " | ".join(out) + " |")
     published = next((b[b["published"].astype(bool)] for b in studies.values() if b["published"].any()), None)
     if published is not None:  # the literature's numbers, under the protocols of their task only
