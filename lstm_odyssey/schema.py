@@ -160,7 +160,8 @@ class SweepConfig:
     seeds: int = setting(1, low=1)  # K > 1: every job runs under trainer.seed = 0 .. K-1 (a grid axis)
     seed: int | None = None
     sampler: str = setting("random", choices=("random", "tpe", "listed"))
-    configs: list[dict[str, Any]] | None = None  # sampler listed: trial k runs configs[k] ({dotted key: value})
+    # sampler listed: trial k runs configs[k] ({dotted key: value}); or {cell: [...]}, each cell its own list
+    configs: Any = None
     paired: bool = False
     rerun_failed: bool = False
     storage: str | None = None  # null: journal file with the SLURM launcher, else sqlite; or a database URL

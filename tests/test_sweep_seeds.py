@@ -20,7 +20,14 @@ from omegaconf import OmegaConf
 
 from lstm_odyssey.schema import SweepConfig
 from lstm_odyssey.sweep.space import parse_space
-from lstm_odyssey.sweep.study import StudyConfigError, listed_configs, sample_label, seed_axis, study_config
+from lstm_odyssey.sweep.study import (
+    StudyConfigError,
+    listed_configs,
+    point_configs,
+    sample_label,
+    seed_axis,
+    study_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAM = ROOT / "results" / "odyssey_jsb" / "adam" / "jsb_chorales"
@@ -33,6 +40,11 @@ SEEDED = ["cell=vanilla,nfg", "sweep.n_trials=2", "sweep.seeds=2"]  # quick is p
 LR_0 = 0.012345678901234567  # full precision, to see it reach the run unrounded
 LISTED = ["cell=vanilla,nfg", "sweep.sampler=listed", "sweep.n_trials=null", "sweep.seeds=2", "sweep.pack=auto",
           f"sweep.configs=[{{optim.lr:{LR_0!r},model.hidden_size:5}},{{optim:{{lr:0.02}},model:{{hidden_size:8}}}}]"]
+
+
+BY_CELL = ["cell=vanilla,nfg", "sweep.sampler=listed", "sweep.n_trials=null", "sweep.paired=false", "sweep.seeds=2",
+           "sweep.pack=auto", "sweep.configs={vanilla:[{optim.lr:0.011,model.hidden_size:5},{optim.lr:0.012,model.hidden_size:6}],"
+           "nfg:[{optim.lr:0.021,model.hidden_size:7},{optim.lr:0.022,model.hidden_size:8}]}"]
 
 
 def sweep(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -234,6 +246,67 @@ def test_listed_n_trials_defaults_to_the_number_of_configs():
     assert listed_configs(checked, parse_space(checked["params"])) == [
         {"optim.lr": 0.01, "model.hidden_size": 5}, {"optim.lr": 0.02, "model.hidden_size": 6}]
     assert study()["n_trials"] == 1 and study(n_trials=4)["n_trials"] == 4  # null means 1 for the other samplers
+
+
+@pytest.fixture(scope="module")
+def by_cell(tmp_path_factory) -> Path:
+    """Two listed configurations per cell, each cell its own (sweep.configs by cell), over two seeds: 8 jobs."""
+    return swept(tmp_path_factory, "by_cell", BY_CELL)
+
+
+@pytest.mark.slow
+def test_configs_listed_by_cell_run_each_cells_own_values_under_every_seed(by_cell):
+    """A seed study of each cell's own best configurations: trial k of a cell runs that cell's configs[k] under
+    each seed, and the analysis reads the study as unpaired (trial k differs between the cells)."""
+    from lstm_odyssey.analysis.frame import design, load, prepare
+
+    recs = records(by_cell)
+    assert len(recs) == 8 and {r["status"] for r in recs} == {"ok"}
+    want = {("vanilla", 0): (0.011, 5), ("vanilla", 1): (0.012, 6), ("nfg", 0): (0.021, 7), ("nfg", 1): (0.022, 8)}
+    assert sorted((r["cell"], r["trial"], r["hparams"]["trainer.seed"]) for r in recs) == sorted(
+        (c, k, s) for c in ("vanilla", "nfg") for k in (0, 1) for s in (0, 1))
+    for r in recs:
+        assert (r["hparams"]["optim.lr"], r["hparams"]["model.hidden_size"]) == want[r["cell"], r["trial"]]
+    paired, why = design(prepare(load(by_cell)))
+    assert not paired and "different hyperparameters" in why
+
+
+def test_configs_by_cell_give_each_grid_point_its_cells_list():
+    configs = {"vanilla": [{"optim.lr": 0.01, "model.hidden_size": 5}],
+               "nfg": [{"optim": {"lr": 0.02}, "model": {"hidden_size": 6}}], "gru": [{"bad": 1}]}
+    checked = study(sampler="listed", configs=configs, paired=False)
+    assert checked["n_trials"] == 1
+    listed = listed_configs(checked, parse_space(checked["params"]), ["vanilla", "nfg"])  # gru is not in the grid
+    assert listed == {"vanilla": [{"optim.lr": 0.01, "model.hidden_size": 5}],
+                      "nfg": [{"optim.lr": 0.02, "model.hidden_size": 6}]}
+    point = (("data", "adding"), ("cell", "nfg"), ("trainer.seed", "1"))
+    assert point_configs(listed, point) == [{"optim.lr": 0.02, "model.hidden_size": 6}]
+    shared = [{"optim.lr": 0.01, "model.hidden_size": 5}]
+    assert point_configs(shared, point) is shared and point_configs(None, point) is None
+
+
+ONE = {"optim.lr": 0.01, "model.hidden_size": 5}
+
+
+@pytest.mark.parametrize(("keys", "cells", "message"), [
+    ({"configs": {"vanilla": [ONE]}, "paired": True}, ["vanilla"],
+     "cannot pair them; set sweep.paired=false"),
+    ({"configs": {"vanilla": [ONE], "nfg": [ONE, ONE]}}, ["vanilla", "nfg"],
+     "not as many for every cell (vanilla: 1, nfg: 2)"),
+    ({"configs": {"vanilla": [ONE], "nfg": ONE}}, ["vanilla", "nfg"], "not as many for every cell"),
+    ({"configs": {"vanilla": [ONE]}}, ["vanilla", "nfg"], "none for nfg; add them"),
+    ({"configs": {"vanilla": [ONE]}}, [], "the study has no cell axis"),
+    ({"configs": {"vanilla": [ONE], "nfg": [{"optim.lr": 0.01}]}}, ["vanilla", "nfg"],
+     "sweep.configs.nfg[0] (trial 0) lacks model.hidden_size"),
+    ({"configs": {"vanilla": [ONE]}, "n_trials": 2}, ["vanilla"], "lists 1 configurations per cell"),
+    ({"configs": "vanilla"}, ["vanilla"], "must be a list of configurations, or a mapping from cell"),
+])
+def test_bad_configs_by_cell_are_one_line(keys, cells, message):
+    keys = {"sampler": "listed", "paired": False, **keys}
+    with pytest.raises(StudyConfigError) as err:
+        checked = study(**keys)
+        listed_configs(checked, parse_space(checked["params"]), cells)
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------- the study

@@ -400,6 +400,27 @@ def test_the_best_configurations_rank_complete_trials_by_their_mean_validation_s
         replicates.best_configurations(two_tasks, keys, top=2)
 
 
+def test_the_best_configurations_by_cell_rank_each_cells_own_ok_runs():
+    """By cell, each cell keeps its own best trials (vanilla's trial 2 with its lowest NLL, though nfg's run of
+    trial 2 failed), in the metric's direction, listed under the cell as a study of configurations by cell reads
+    them (sweep.configs: {cell: [...]})."""
+    val = {0: (8.0, 8.4), 1: (7.9, 8.3), 2: (7.0, None), 3: (8.6, 8.0)}  # trial -> vanilla, nfg validation NLL
+    rows = [{"study": "s", "trial": k, "status": "ok" if y is not None else "failed", "cell": cell,
+             "task": "jsb_chorales", "metric": "nll", "val_nll": y, "test_nll": y, "optim.lr": 10.0 ** -k,
+             "model.hidden_size": 20 + k}
+            for k, ys in val.items() for cell, y in zip(("nfg", "vanilla"), ys[::-1])]
+    keys = {"optim.lr": "loguniform", "model.hidden_size": "int"}
+    best = replicates.best_configurations_by_cell(analysis.prepare(pd.DataFrame(rows)), keys, top=2)
+    assert best[["cell", "trial"]].values.tolist() == [["vanilla", 2], ["vanilla", 1], ["nfg", 3], ["nfg", 1]]
+    assert best["val"].tolist() == pytest.approx([7.0, 7.9, 8.0, 8.3])
+    assert yaml.safe_load(replicates.configs_yaml(best, keys))["configs"] == {
+        "vanilla": [{"optim.lr": 0.01, "model.hidden_size": 22}, {"optim.lr": 0.1, "model.hidden_size": 21}],
+        "nfg": [{"optim.lr": 0.001, "model.hidden_size": 23}, {"optim.lr": 0.1, "model.hidden_size": 21}]}
+    accuracy = analysis.prepare(pd.DataFrame(rows).assign(metric="accuracy").rename(
+        columns={"val_nll": "val_accuracy", "test_nll": "test_accuracy"}))
+    assert replicates.best_configurations_by_cell(accuracy, keys, top=1)["trial"].tolist() == [3, 0]
+
+
 def test_best_configurations_of_a_folder_that_is_no_study_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         replicates.main(["--best", "3", str(tmp_path)])

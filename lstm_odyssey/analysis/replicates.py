@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..schema import AnalysisConfig
-from .frame import PAIR, TEST, VAL, prepare
+from .frame import PAIR, TEST, VAL, cell_order, prepare
 from .plan import margin
 from .stats import lower_is_better
 from .text import fmt, markdown_table
@@ -147,14 +147,37 @@ def best_configurations(df: pd.DataFrame, keys: Sequence[str], top: int) -> pd.D
     return complete.sort_values("mean_val", ascending=ascending, kind="stable").head(top).reset_index(drop=True)
 
 
+def best_configurations_by_cell(df: pd.DataFrame, keys: Sequence[str], top: int) -> pd.DataFrame:
+    """Each cell's own `top` trials by its validation score (ok runs only), for a seed study of every cell at its
+    best: one row per cell and trial, cells in the study's order and each cell's best first, with `cell`, `trial`,
+    the validation score (`val`) and the searched hyperparameters `keys` as the run had them."""
+    if df["task"].nunique() != 1:
+        raise ValueError(f"the runs are of {df['task'].nunique()} tasks; rank one task's trials at a time")
+    ok = df[df["ok"] & df["trial"].notna()]
+    ascending = lower_is_better(str(df["metric"].iloc[0]))
+    ranked = [ok[ok["cell"] == cell].sort_values(VAL, ascending=ascending, kind="stable").head(top)
+              for cell in cell_order(ok["cell"].unique())]
+    columns = ["cell", "trial", VAL, *keys]
+    best = pd.concat(ranked)[columns] if ranked else pd.DataFrame(columns=columns)
+    return best.rename(columns={VAL: "val"}).reset_index(drop=True)
+
+
 def configs_yaml(best: pd.DataFrame, keys: Mapping[str, str]) -> str:
-    """`best` as the `sweep.configs` block of a study of listed configurations (exact values, trial as comment)."""
+    """`best` as the `sweep.configs` block of a study of listed configurations (exact values, trial as comment);
+    by cell (`best` has a `cell` column, as `best_configurations_by_cell` gives) a list under each cell."""
     def value(v: object, kind: str) -> str:
         return str(int(v)) if kind == "int" else repr(v.item() if hasattr(v, "item") else v)
 
-    rows = [f"    - {{{', '.join(f'{k}: {value(row[k], kind)}' for k, kind in keys.items())}}}   # trial {row['trial']}"
-            for row in best.to_dict("records")]
-    return "\n".join(["  configs:", *rows])
+    def rows(table: pd.DataFrame, indent: str) -> list[str]:
+        return [f"{indent}- {{{', '.join(f'{k}: {value(row[k], kind)}' for k, kind in keys.items())}}}"
+                f"   # trial {row['trial']}" for row in table.to_dict("records")]
+
+    if "cell" not in best.columns:
+        return "\n".join(["  configs:", *rows(best, "    ")])
+    lines = ["  configs:"]
+    for cell in dict.fromkeys(best["cell"]):
+        lines += [f"    {cell}:", *rows(best[best["cell"] == cell], "      ")]
+    return "\n".join(lines)
 
 
 def replicate_section(df: pd.DataFrame, plan: AnalysisConfig, tables: dict[str, pd.DataFrame]) -> list[str]:
@@ -194,18 +217,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lstm_odyssey.analysis.replicates", description=main.__doc__)
     parser.add_argument("studies", nargs="+", help="NEW OLD, or with --best the one study to rank")
     parser.add_argument("--best", type=int, metavar="K", help="print the K best trials of STUDY as sweep.configs")
+    parser.add_argument("--by-cell", action="store_true",
+                        help="with --best: each cell's own K best trials by its validation score, listed by cell")
     args = parser.parse_args(argv)
+    if args.by_cell and args.best is None:
+        parser.error("--by-cell ranks with --best K: give both")
     if args.best is not None:
         if len(args.studies) != 1:
             parser.error("--best ranks one study: give its folder only")
+        rank = best_configurations_by_cell if args.by_cell else best_configurations
         try:
             keys = searched_keys(args.studies[0])
-            best = best_configurations(prepare(load(args.studies[0])), keys, args.best)
+            best = rank(prepare(load(args.studies[0])), keys, args.best)
         except (FileNotFoundError, ValueError) as err:  # not a study's folder; runs of several tasks
             parser.error(str(err))
         print(markdown_table(best))
-        print(f"\n# the {len(best)} best trials of {args.studies[0]} by the mean validation score over its cells\n"
-              + configs_yaml(best, keys))
+        how = ("each cell's best trials by its validation score" if args.by_cell
+               else f"the {len(best)} best trials by the mean validation score over its cells")
+        print(f"\n# {how} in {args.studies[0]}\n" + configs_yaml(best, keys))
         return 0
     if len(args.studies) != 2:
         parser.error("give two studies, NEW OLD (the runs of NEW that repeat runs of OLD), or --best K STUDY")

@@ -68,8 +68,8 @@ def study_config(config: DictConfig) -> dict:
 
 
 def _trial_count(study: Mapping) -> int:
-    """Trials per grid point: sweep.n_trials (1 when null); with sampler listed, one per config of sweep.configs,
-    which n_trials may repeat but not contradict."""
+    """Trials per grid point: sweep.n_trials (1 when null); with sampler listed, one per config of sweep.configs
+    (of each cell's list when it lists configurations by cell), which n_trials may repeat but not contradict."""
     n_trials, configs = study["n_trials"], study["configs"]
     if study["sampler"] != LISTED:
         if configs is not None:
@@ -78,37 +78,79 @@ def _trial_count(study: Mapping) -> int:
     if not configs:
         raise StudyConfigError("sweep.sampler=listed runs the configurations of sweep.configs, which is empty; list "
                                "them, e.g. sweep.configs=[{optim.lr:0.01}]")
-    if n_trials is not None and n_trials != len(configs):
-        raise StudyConfigError(f"sweep.n_trials={n_trials} but sweep.configs lists {len(configs)} configurations; "
-                               f"set sweep.n_trials={len(configs)} or null (one trial per config)")
-    return len(configs)
+    if isinstance(configs, Mapping):  # by cell: each cell its own list
+        if study["paired"]:
+            raise StudyConfigError("sweep.configs lists configurations by cell, so trial k differs between cells and "
+                                   "cannot pair them; set sweep.paired=false")
+        counts = {cell: len(v) if isinstance(v, list) else 0 for cell, v in configs.items()}
+        if len(set(counts.values())) != 1 or 0 in counts.values():
+            raise StudyConfigError(f"sweep.configs lists configurations by cell, but not as many for every cell "
+                                   f"({', '.join(f'{c}: {n}' for c, n in counts.items())}); give each cell a list "
+                                   "of the same length")
+        count = next(iter(counts.values()))
+    elif isinstance(configs, list):
+        count = len(configs)
+    else:
+        raise StudyConfigError(f"sweep.configs must be a list of configurations, or a mapping from cell to such a "
+                               f"list, got {configs!r}")
+    if n_trials is not None and n_trials != count:
+        raise StudyConfigError(f"sweep.n_trials={n_trials} but sweep.configs lists {count} configurations"
+                               f"{' per cell' if isinstance(configs, Mapping) else ''}; set sweep.n_trials={count} "
+                               "or null (one trial per config)")
+    return count
 
 
-def listed_configs(study: Mapping, space: list[Param]) -> list[dict[str, Any]] | None:
+def listed_configs(study: Mapping, space: list[Param],
+                   cells: Sequence[str] = ()) -> list[dict[str, Any]] | dict[str, list[dict[str, Any]]] | None:
     """sweep.configs checked against the search space (each gives exactly the keys of sweep.params, each value
-    inside its declared range), as {config key: value} in the order of sweep.params; None unless listed."""
+    inside its declared range), as {config key: value} in the order of sweep.params; None unless listed. Listed
+    by cell, a mapping from each of the grid's `cells` (which it must all give) to its checked list."""
     if study["sampler"] != LISTED:
         return None
+    configs = study["configs"]
+    if not isinstance(configs, Mapping):
+        return _checked(configs, space, "sweep.configs")
+    if not cells:
+        raise StudyConfigError("sweep.configs lists configurations by cell, but the study has no cell axis; put the "
+                               "cells in sweep.grid.cell (or on the command line, cell=a,b)")
+    missing = [c for c in cells if c not in configs]
+    if missing:
+        raise StudyConfigError(f"sweep.configs lists configurations by cell but none for {', '.join(missing)}; add "
+                               "them, or leave those cells out of the grid")
+    return {cell: _checked(configs[cell], space, f"sweep.configs.{cell}") for cell in cells}
+
+
+def _checked(configs: Sequence[Any], space: list[Param], where: str) -> list[dict[str, Any]]:
+    """One list of listed configurations, each checked against the search space (`where`: its name in errors)."""
     declared = [p.key for p in space]
     out = []
-    for k, config in enumerate(study["configs"]):
+    for k, config in enumerate(configs):
         if not isinstance(config, Mapping):
-            raise StudyConfigError(f"sweep.configs[{k}] (trial {k}) must be a mapping like {{optim.lr: 0.01}}, "
+            raise StudyConfigError(f"{where}[{k}] (trial {k}) must be a mapping like {{optim.lr: 0.01}}, "
                                    f"got {config!r}")
         values = flatten(dict(config))
         for key in values:
             if key not in declared:
-                raise StudyConfigError(f"sweep.configs[{k}] (trial {k}) gives {key}, which sweep.params does not "
+                raise StudyConfigError(f"{where}[{k}] (trial {k}) gives {key}, which sweep.params does not "
                                        f"declare ({', '.join(declared) or 'none'}); declare it there or drop it")
         for p in space:
             if p.key not in values:
-                raise StudyConfigError(f"sweep.configs[{k}] (trial {k}) lacks {p.key}; give every key of "
+                raise StudyConfigError(f"{where}[{k}] (trial {k}) lacks {p.key}; give every key of "
                                        f"sweep.params ({', '.join(declared)})")
             problem = p.check(values[p.key])
             if problem:
-                raise StudyConfigError(f"sweep.configs[{k}] (trial {k}): {p.key}={values[p.key]!r} {problem}")
+                raise StudyConfigError(f"{where}[{k}] (trial {k}): {p.key}={values[p.key]!r} {problem}")
         out.append({p.key: p.coerce(values[p.key]) for p in space})
     return out
+
+
+def point_configs(configs: list[dict[str, Any]] | Mapping[str, list[dict[str, Any]]] | None,
+                  point: Sequence[tuple[str, str]]) -> list[dict[str, Any]] | None:
+    """The listed configurations of one grid point (`configs` as `listed_configs` returns them): the one list,
+    or the list of the point's cell."""
+    if isinstance(configs, Mapping):
+        return configs[dict(point)["cell"]]
+    return configs
 
 
 def seed_axis(study: Mapping, grid: dict[str, list[str]], fixed: list[str], space: list[Param],
@@ -189,15 +231,16 @@ def job_container(cfg: DictConfig) -> dict:
 
 
 def preflight(config_loader: Any, config: DictConfig, points: list, fixed: list[str], space: list[Param],
-              listed: Mapping[str, Any] | None = None) -> None:
+              listed: list[dict[str, Any]] | Mapping[str, list[dict[str, Any]]] | None = None) -> None:
     """Compose and check one job per grid point before anything runs: a wrong config fails fast. The job
-    takes the first listed config (sampler listed), else the low end of every parameter."""
-    sample = {}
+    takes the point's first listed config (sampler listed; `listed` as `listed_configs` returns them), else the
+    low end of every parameter."""
+    low = {}
     for p in space:
         dist = p.distribution
-        sample[p.key] = p.value(dist.choices[0] if hasattr(dist, "choices") else dist.low)  # type: ignore[attr-defined]
-    sample.update(listed or {})
+        low[p.key] = p.value(dist.choices[0] if hasattr(dist, "choices") else dist.low)  # type: ignore[attr-defined]
     for point in points:
+        sample = {**low, **((point_configs(listed, point) or [{}])[0])}
         overrides = job_overrides(point, sample, fixed)
         try:
             cfg = config_loader.load_sweep_config(config, list(overrides))

@@ -47,6 +47,7 @@ from .study import (
     StudyConfigError,
     job_container,
     listed_configs,
+    point_configs,
     preflight,
     sample_label,
     search_space,
@@ -78,7 +79,7 @@ def open_studies(prefix: str, suffix: str, points: list, storage: Any, study_cfg
                                         study_cfg, exclusive=exclusive) for point in points}
     if study_cfg["configs"] is not None:
         for point, study in studies.items():
-            problem = trials.listed_mismatch(study, space, study_cfg["configs"])
+            problem = trials.listed_mismatch(study, space, point_configs(study_cfg["configs"], point))
             if problem:
                 raise StudyConfigError(f"{point_label(point)}: {problem}")
     return studies
@@ -137,7 +138,8 @@ class StudySweeper(Sweeper):
         space = search_space(study_cfg["params"], grid)
         grid = seed_axis(study_cfg, grid, fixed, space,  # sweep.seeds: the axis trainer.seed = 0 .. K-1
                          self.config.trainer.seed)
-        study_cfg["configs"] = listed_configs(study_cfg, space)  # sweep.sampler=listed: trial k runs configs[k]
+        # sweep.sampler=listed: trial k runs configs[k] (of its cell's list, when listed by cell)
+        study_cfg["configs"] = listed_configs(study_cfg, space, grid.get("cell", ()))
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         name = study_cfg["name"] or "study"  # sweep.name=null
@@ -149,8 +151,7 @@ class StudySweeper(Sweeper):
         fixed_key = job_key(fixed)
         suffix = "" if fixed_key == job_key([]) else f"@{fixed_key[:6]}"
         points = [tuple(zip(grid, values)) for values in itertools.product(*grid.values())]
-        preflight(self.hydra_context.config_loader, self.config, points, fixed, space,
-                  (study_cfg["configs"] or [None])[0])
+        preflight(self.hydra_context.config_loader, self.config, points, fixed, space, study_cfg["configs"])
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
         with Holdings() as holdings:
@@ -211,7 +212,7 @@ class StudySweeper(Sweeper):
         rerun_failed = bool(study_cfg["rerun_failed"])
         trial = trials.latest_trial(study, k, space)
         if trial is not None:  # the common case on a rerun: a finished job needs no claim
-            run_dir = job.place(self._values(space, trial.params, study_cfg, k), fixed, sweep_dir)
+            run_dir = job.place(self._values(space, trial.params, study_cfg, point, k), fixed, sweep_dir)
             record = jobstate.record(run_dir)
             if not jobstate.needs_run(record, run_dir, rerun_failed):
                 self._finish(job, trial.number, record, run_dir, before=True)  # type: ignore[arg-type]
@@ -224,11 +225,12 @@ class StudySweeper(Sweeper):
         job.claim = self.holdings.add(claim)
         trial = trials.latest_trial(study, k, space)  # read again under the claim: another sweep may have moved on
         if trial is None:
-            live = trials.ask(study, space, study_cfg, sample_label(point, study_cfg), k)
+            live = trials.ask(study, space, study_cfg, sample_label(point, study_cfg), k,
+                              point_configs(study_cfg["configs"], point))
             number, params = live.number, live.params
         else:
             number, params = trial.number, trial.params
-        run_dir = job.place(self._values(space, params, study_cfg, k), fixed, sweep_dir)
+        run_dir = job.place(self._values(space, params, study_cfg, point, k), fixed, sweep_dir)
         record = jobstate.record(run_dir)
         if not jobstate.needs_run(record, run_dir, rerun_failed):
             self._finish(job, number, record, run_dir, before=True)  # type: ignore[arg-type]
@@ -245,11 +247,12 @@ class StudySweeper(Sweeper):
         return job
 
     @staticmethod
-    def _values(space: list[Param], params: Mapping[str, Any], study_cfg: Mapping, k: int) -> dict[str, Any]:
-        """Trial k's config values: its sample; with sampler listed, sweep.configs[k] itself (its trial's
-        parameters are those, but 1 - (1 - x) need not be x)."""
-        if study_cfg["configs"] is not None:
-            return dict(study_cfg["configs"][k])
+    def _values(space: list[Param], params: Mapping[str, Any], study_cfg: Mapping, point, k: int) -> dict[str, Any]:
+        """Trial k's config values: its sample; with sampler listed, the point's sweep.configs[k] itself (its
+        trial's parameters are those, but 1 - (1 - x) need not be x)."""
+        listed = point_configs(study_cfg["configs"], point)
+        if listed is not None:
+            return dict(listed[k])
         return to_values(space, params) if space else {}
 
     # ----------------------------------------------------------------- launching

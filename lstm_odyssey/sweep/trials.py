@@ -88,10 +88,13 @@ def latest_trial(study: optuna.Study, k: int, space: Sequence[Param] = ()) -> op
     return earlier[-1] if earlier else None
 
 
-def ask(study: optuna.Study, space: list[Param], study_cfg: Mapping, label: str, k: int) -> optuna.Trial:
-    """A new trial of index k with its sample (`label`: the grid point's, less the seed axis of sweep.seeds)."""
-    if study_cfg["sampler"] == "listed":  # trial k's parameters are sweep.configs[k] (checked in sweep/study.py)
-        study.sampler = ListedSampler({p.optuna_name: p.optuna_value(study_cfg["configs"][k][p.key]) for p in space})
+def ask(study: optuna.Study, space: list[Param], study_cfg: Mapping, label: str, k: int,
+        listed: Sequence[Mapping[str, Any]] | None = None) -> optuna.Trial:
+    """A new trial of index k with its sample (`label`: the grid point's, less the seed axis of sweep.seeds);
+    with sampler listed, the values of `listed[k]` (the grid point's configurations, checked in sweep/study.py)."""
+    if study_cfg["sampler"] == "listed":
+        assert listed is not None, "sampler listed asks with the grid point's configurations"
+        study.sampler = ListedSampler({p.optuna_name: p.optuna_value(listed[k][p.key]) for p in space})
     elif study_cfg["sampler"] == "random":
         # Trial k's sample depends on (seed, point, k) only: reproducible, resumable, and shared when paired.
         seed = study_cfg["seed"]
