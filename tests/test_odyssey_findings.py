@@ -463,6 +463,33 @@ def test_the_matches_table_adds_the_reference_and_each_cells_spread_over_seeds()
     assert lines[3].startswith("| min_gru | 18,176 | **supported**") and lines[3].endswith("| 8.412 ± 0.021 (3) |")
 
 
+def test_the_matches_table_adds_each_cells_cpu_time_over_the_reference_from_a_bench_file(tmp_path, capsys):
+    """`--speed BENCH_JSON`: each cell's forward+backward time over vanilla's (torch's nn.LSTM row is the bench's
+    reference, not the study's; a second backend of a cell is not its default), beside its parameter count."""
+    import json
+
+    rows = [{"cell": "reference", "backend": "nn.LSTM", "fwd_bwd_ms": 50.0},
+            {"cell": "vanilla", "backend": "fused", "fwd_bwd_ms": 120.0},
+            {"cell": "min_gru", "backend": "fused (scan)", "fwd_bwd_ms": 30.0},
+            {"cell": "min_gru", "backend": "loop", "fwd_bwd_ms": 90.0}]
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"config": {}, "rows": rows}))
+    assert odyssey.speed_ratios(bench, "vanilla") == {"vanilla": 1.0, "min_gru": 0.25}
+    with pytest.raises(ValueError, match="no time of the reference np"):
+        odyssey.speed_ratios(bench, "np")
+    study = Path(__file__).resolve().parents[1] / "results" / "modern_first_look"
+    assert odyssey.main(["--matches", f"first={study}", "--speed", str(bench)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| cell | parameters (first) | CPU time (× vanilla) | first: matches within δ? |"
+    assert lines[1] == "|---|---:|---:|---|"
+    assert next(x for x in lines if x.startswith("| min_gru | ")).split(" | ")[2] == "0.25"
+    assert next(x for x in lines if x.startswith("| janet | ")).split(" | ")[2] == ""  # not benched
+    bench.write_text("{}")
+    with pytest.raises(SystemExit):
+        odyssey.main(["--matches", f"first={study}", "--speed", str(bench)])
+    assert "is not the --json of lstm-odyssey-bench" in capsys.readouterr().err
+
+
 def test_the_matches_command_reads_a_seed_study_as_its_report_did(capsys):
     """`--seeds results/odyssey_jsb/seeds` gives each cell the spread its committed report (tables/seed_best.csv)
     gives, and every cell the median parameter count of its runs."""

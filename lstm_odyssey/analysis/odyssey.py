@@ -10,6 +10,7 @@ protocols side by side.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -219,22 +220,41 @@ def _verdict_cell(r: pd.Series, brief: bool = False) -> str:
     return f"**{r['verdict']}**{reason}" + (f" ({', '.join(numbers)})" if numbers else "")
 
 
+def speed_ratios(path: str | Path, reference: str) -> dict[str, float]:
+    """Each cell's forward+backward time over the reference cell's, from a `lstm-odyssey-bench --json` file (the
+    first row of each cell: its default backend; torch's own modules, the bench's references, left out)."""
+    try:
+        rows = json.loads(Path(path).read_text())["rows"]
+        times = {}
+        for r in rows:
+            if r["backend"] not in ("nn.LSTM", "nn.GRU"):
+                times.setdefault(r["cell"], float(r["fwd_bwd_ms"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not the --json of lstm-odyssey-bench ({type(err).__name__}: {err})") from None
+    if reference not in times:
+        raise ValueError(f"{path} has no time of the reference {reference}; bench it too (--cells {reference} ...)")
+    return {cell: t / times[reference] for cell, t in times.items()}
+
+
 def matches_markdown(studies: Mapping[str, pd.DataFrame], seeds: pd.DataFrame | None = None,
-                     parameters: Mapping[str, float] | None = None) -> str:
+                     parameters: Mapping[str, float] | None = None, speed: Mapping[str, float] | None = None,
+                     reference: str = "vanilla") -> str:
     """"Each cell matches the reference within δ", one column per study (`studies`: name -> `matches_reference`
     table of one task): the verdict, the effect with its interval, the test's p and the share of capped runs of
     the cell and of the reference; beside the cell's name its median parameter count in the first study
-    (`parameters`, cell -> count; else the first table's, which lacks the reference). With `seeds`
-    (`replicates.best_over_seeds` of a seed study), a last column: each cell's best configuration's test metric,
-    mean ± sd over its seeds."""
+    (`parameters`, cell -> count; else the first table's, which lacks the reference) and, with `speed`
+    (`speed_ratios`), its CPU time per step × the `reference`'s. With `seeds` (`replicates.best_over_seeds` of a
+    seed study), a last column: each cell's best configuration's test metric, mean ± sd over its seeds."""
     names = list(studies)
     cells = list(dict.fromkeys(c for t in studies.values() for c in t["cell"]))
     first = dict(parameters) if parameters is not None else dict(zip(studies[names[0]]["cell"],
                                                                          studies[names[0]]["num_parameters"]))
     spread = seeds.set_index("cell") if seeds is not None and len(seeds) else None
     extra = [" best over seeds (mean ± sd) |"] if spread is not None else []
-    lines = [f"| cell | parameters ({names[0]}) | " + " | ".join(f"{n}: matches within δ?" for n in names) + " |"
-             + "".join(extra), "|---|---:|" + "---|" * len(names) + "---:|" * len(extra)]
+    cost = [f" CPU time (× {reference}) |"] if speed is not None else []
+    lines = [f"| cell | parameters ({names[0]}) |" + "".join(cost) + " "
+             + " | ".join(f"{n}: matches within δ?" for n in names) + " |" + "".join(extra),
+             "|---|---:|" + "---:|" * len(cost) + "---|" * len(names) + "---:|" * len(extra)]
     for cell in cell_order([*cells, *(spread.index if spread is not None else [])]):
         out = []
         for name in names:
@@ -246,6 +266,8 @@ def matches_markdown(studies: Mapping[str, pd.DataFrame], seeds: pd.DataFrame | 
             out.append(f"{metric_text(b['test_mean'])} ± {metric_text(b['test_sd'], b['test_mean'])} ({int(b['seeds'])})"
                        if b is not None else "")
         size = first.get(cell, np.nan)
+        if speed is not None:
+            out.insert(0, f"{speed[cell]:.2f}" if cell in speed else "")
         lines.append(f"| {cell} | {f'{size:,.0f}' if np.isfinite(size) else ''} | " + " | ".join(out) + " |")
     return "\n".join(lines)
 
@@ -305,11 +327,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "claim of the cells beyond the paper), one column per study")
     parser.add_argument("--seeds", metavar="STUDY", help="with --matches: a seed study of the same cells, whose "
                         "best configuration per cell adds its test metric's mean ± sd over the seeds")
+    parser.add_argument("--speed", metavar="BENCH_JSON", help="with --matches: the --json of lstm-odyssey-bench, "
+                        "whose forward+backward times add each cell's CPU time × the reference's")
     parser.add_argument("--plan", nargs="*", default=[], metavar="KEY=VALUE",
                         help="change the analysis plan, e.g. --plan margin.nll=0.1 alpha=0.01 (docs/analysis.md)")
     args = parser.parse_args(argv)
     if args.seeds and not (args.matches and Path(args.seeds).exists()):
         parser.error(f"--seeds {args.seeds}: give it with --matches, and an existing sweep folder or runs.parquet")
+    if args.speed and not args.matches:
+        parser.error("--speed adds a column to the --matches table: give it with --matches")
     findings, best, sizes = {}, {}, {}
     for item in args.studies:
         name, sep, path = item.partition("=")
@@ -320,7 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ConfigError, ValueError) as err:  # a plan key or value the schema refuses
             parser.error(str(err))
     seeds = best_over_seeds(prepare(load(args.seeds))) if args.seeds else None
-    verdicts = (matches_markdown(findings, seeds, sizes[next(iter(sizes))]) if args.matches
+    reference = load_plan([args.studies[0].partition("=")[2]], args.plan).reference
+    try:
+        speed = speed_ratios(args.speed, reference) if args.speed else None
+    except ValueError as err:
+        parser.error(f"--speed: {err}")
+    verdicts = (matches_markdown(findings, seeds, sizes[next(iter(sizes))], speed, reference) if args.matches
                 else findings_markdown(findings, args.brief))
     print(verdicts + "\n\n" + best_markdown(best))
     return 0
