@@ -206,6 +206,18 @@ def test_the_long_lag_budget_is_what_its_pilot_measured():
         assert text in config, text
 
 
+def test_the_speed_page_quotes_the_committed_bench_of_the_modern_cells_at_the_studys_shapes():
+    """docs/speed.md's table at JSB's shapes is `format_table` of results/modern/speed_cpu.json, which the
+    command printed above it wrote (the file records its own command line)."""
+    from lstm_odyssey.bench import format_table
+
+    bench = json.loads((ROOT / "results" / "modern" / "speed_cpu.json").read_text())
+    page = (ROOT / "docs" / "speed.md").read_text()
+    assert format_table(bench) in page
+    assert f"\n{bench['env']['command']}\n" in page
+    assert (bench["config"]["input"], bench["config"]["batch"], bench["env"]["threads"]) == (88, 16, 1)
+
+
 REPRODUCTION = ROOT / "results" / "odyssey_jsb"
 SPEECH = ROOT / "results" / "odyssey_uea" / "adam"  # the second task (sweeps/odyssey_uea_adam.yaml)
 REPORTED = (sorted(p.parent.parent for p in REPRODUCTION.glob("*/report/report.md"))
