@@ -132,12 +132,17 @@ def searched_keys(study: str | Path) -> dict[str, str]:
     return leaves(params, "")
 
 
+def _one_task(df: pd.DataFrame) -> None:
+    """Trials rank within one task: refuse runs of several in one line."""
+    if df["task"].nunique() != 1:
+        raise ValueError(f"the runs are of {df['task'].nunique()} tasks; rank one task's trials at a time")
+
+
 def best_configurations(df: pd.DataFrame, keys: Sequence[str], top: int) -> pd.DataFrame:
     """The `top` trials of a paired study by the mean validation score over all its cells, counting only trials
     in which every cell's run is ok (a failed run would flatter the mean it leaves): one row per trial, best
     first, with `trial`, the mean (`mean_val`) and the searched hyperparameters `keys` as the runs had them."""
-    if df["task"].nunique() != 1:
-        raise ValueError(f"the runs are of {df['task'].nunique()} tasks; rank one task's trials at a time")
+    _one_task(df)
     cells = df["cell"].nunique()
     ok = df[df["ok"] & df[PAIR].notna()]
     trials = ok.groupby(PAIR).agg(trial=("trial", "first"), cells=("cell", "nunique"), mean_val=(VAL, "mean"),
@@ -151,8 +156,7 @@ def best_configurations_by_cell(df: pd.DataFrame, keys: Sequence[str], top: int)
     """Each cell's own `top` trials by its validation score (ok runs only), for a seed study of every cell at its
     best: one row per cell and trial, cells in the study's order and each cell's best first, with `cell`, `trial`,
     the validation score (`val`) and the searched hyperparameters `keys` as the run had them."""
-    if df["task"].nunique() != 1:
-        raise ValueError(f"the runs are of {df['task'].nunique()} tasks; rank one task's trials at a time")
+    _one_task(df)
     ok = df[df["ok"] & df["trial"].notna()]
     ascending = lower_is_better(str(df["metric"].iloc[0]))
     ranked = [ok[ok["cell"] == cell].sort_values(VAL, ascending=ascending, kind="stable").head(top)
